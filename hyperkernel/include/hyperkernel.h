@@ -1,0 +1,148 @@
+/*
+ * hyperkernel.h - the public API of the per-node hyperkernel.
+ *
+ * One hk_node per process.  The embedder (QEMU glue, or the tests) maps guest
+ * RAM itself, hands it to hk_region_register(), then hk_node_start() joins the
+ * mesh of peers.  From then on any thread that touches a page that is not
+ * present (or writes a read-only copy) blocks inside the kernel until the
+ * library's event thread has fetched the page from its peers.
+ *
+ * Threading: the library runs one event thread per node (userfaultfd faults
+ * and peer messages in one epoll loop, so a reply is handled without an extra
+ * hand-off) plus one sender thread per peer link (only used when a socket is
+ * full or the link is shaped).  Every callback below is called from the event
+ * thread: it must be quick and must never touch guest RAM (that would fault
+ * on the very thread that resolves faults).
+ *
+ * Errors are negative errno values.  All global symbols carry the hk_ prefix.
+ */
+#ifndef HYPERKERNEL_H
+#define HYPERKERNEL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define HK_PROTOCOL_VERSION 1
+#define HK_PAGE_SIZE 4096u
+#define HK_MAX_NODES 64
+#define HK_MAX_REGIONS 8
+#define HK_VCPU_BLOB_MAX (128u * 1024u)
+
+struct hk_node;
+
+enum hk_decision_kind {
+	HK_BRING_PAGE = 0, /* fetch the page to this node (policy "page") */
+	HK_MOVE_VCPU = 1,  /* send the stalled thread's vCPU to target_node */
+};
+
+struct hk_decision {
+	enum hk_decision_kind kind;
+	int target_node;
+};
+
+/* What the event thread knows about a stall when it asks the policy. */
+struct hk_stall {
+	pid_t tid;          /* the kernel thread id that faulted */
+	int vcpu;           /* from hk_thread_set_vcpu(), or -1 */
+	uint64_t offset;    /* byte offset of the page in the region space */
+	bool is_write;
+	int home_node;      /* the node that keeps this page's directory */
+	int likely_owner;   /* best local guess of who holds it (home if unknown) */
+};
+
+/* A run of lost pages [first, first + count) as byte offsets / page counts. */
+struct hk_page_range {
+	uint64_t offset;
+	uint64_t pages;
+};
+
+struct hk_callbacks {
+	void *opaque;
+	/*
+	 * Called on every stall before the library acts.  *decision holds the
+	 * policy's choice; the embedder may change it.  HK_BRING_PAGE: the
+	 * library fetches the page.  HK_MOVE_VCPU: the library does NOT fetch;
+	 * the embedder must pull the thread out of the fault (signal it) and
+	 * move its vCPU with hk_vcpu_send().  A thread left in the fault is
+	 * served as soon as it faults again with a BRING decision.
+	 */
+	void (*on_stall)(void *opaque, const struct hk_stall *stall,
+			 struct hk_decision *decision);
+	/* A page became present on / left this node (TCG: drop translations). */
+	void (*on_page_arrived)(void *opaque, uint64_t offset);
+	void (*on_page_left)(void *opaque, uint64_t offset);
+	/*
+	 * A peer died (EOF or heartbeat timeout).  ranges lists the pages this
+	 * node knows are gone: pages whose directory lived on the dead node and
+	 * pages whose only/exclusive copy was there.  If this returns, the
+	 * library marks the node failed and answers every further fault on a
+	 * page it cannot serve with a SIGBUS (UFFDIO_POISON), so no thread hangs.
+	 * Without a callback the library logs and exits the process (status 3).
+	 */
+	void (*on_peer_lost)(void *opaque, int node, const struct hk_page_range *ranges,
+			     size_t nranges, uint64_t lost_pages);
+	/* An opaque vCPU-state blob sent by hk_vcpu_send() arrived. */
+	void (*on_vcpu_receive)(void *opaque, int from_node, uint32_t vcpu_id,
+				const void *blob, size_t len);
+};
+
+struct hk_config {
+	int node_id;
+	int node_count;
+	/* node_count addresses "unix:/path" or "tcp:host:port"; index = node id */
+	const char *const *peers;
+	const char *secret;          /* cluster secret; never sent on the wire */
+	uint64_t budget_bytes;       /* 0 = unlimited */
+	const char *policy;          /* "page" (default) or "vcpu" */
+	uint32_t home_chunk_pages;   /* home(pfn) = (pfn / chunk) % node_count */
+	uint32_t link_latency_us;    /* shaping: added one-way latency per message */
+	uint64_t link_bandwidth;     /* shaping: bytes/s per link, 0 = unlimited */
+	uint32_t heartbeat_ms;       /* default 200 */
+	uint32_t peer_timeout_ms;    /* silence that declares a peer dead, default 3000 */
+	uint32_t connect_timeout_ms; /* mesh set-up deadline, default 10000 */
+	uint32_t spin_us;            /* event thread busy-polls this long before sleeping */
+	int protocol_version;        /* 0 = HK_PROTOCOL_VERSION (tests override it) */
+	struct hk_callbacks cb;
+};
+
+/* Fill *cfg with defaults (everything but node id/count/peers/secret). */
+void hk_config_init(struct hk_config *cfg);
+
+int hk_node_new(const struct hk_config *cfg, struct hk_node **out);
+/* host: page-aligned, private anonymous mapping, not yet touched.  Returns
+ * the byte offset of the region in the node's region space (regions are laid
+ * end to end in registration order, so every node must register the same
+ * sizes in the same order) or a negative errno.  Before hk_node_start(). */
+int64_t hk_region_register(struct hk_node *node, void *host, size_t len);
+/* Connect to every peer, authenticate, start the library's threads. */
+int hk_node_start(struct hk_node *node);
+/* Tell peers we leave on purpose, stop threads.  Call after every node is
+ * done with the memory (a page held here is gone after this). */
+void hk_node_shutdown(struct hk_node *node);
+void hk_node_free(struct hk_node *node);
+
+/* Per-thread statistics become per-vCPU once the thread is named. */
+int hk_thread_set_vcpu(struct hk_node *node, pid_t tid, int vcpu);
+
+/* Send an opaque vCPU state blob (<= HK_VCPU_BLOB_MAX) to another node. */
+int hk_vcpu_send(struct hk_node *node, int target, uint32_t vcpu_id,
+		 const void *blob, size_t len);
+
+/* All statistics as a JSON object; the caller frees the string. */
+char *hk_stats_json(struct hk_node *node);
+
+int hk_node_id(const struct hk_node *node);
+int hk_page_home(const struct hk_node *node, uint64_t offset);
+/* True once a peer has been lost; the region must not be trusted. */
+bool hk_node_failed(const struct hk_node *node);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

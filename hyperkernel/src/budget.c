@@ -1,0 +1,60 @@
+/* budget.c - keep this node within its memory budget.  Past it, the coldest
+ * exclusive pages (oldest arrival: faults are the only accesses we see) are
+ * pushed to the peer with the most room, through the page's home like any
+ * other transfer, so the region can exceed any one node's budget.  Shared
+ * copies are not evicted: dropping one silently would leave the directory
+ * believing we still hold it. */
+#include "hk.h"
+
+#define HK_EVICT_BATCH 64
+
+int hk_budget_pick_target(struct hk_node *n)
+{
+	int best = -1;
+	uint64_t best_room = 0;
+	for (int k = 0; k < n->count; k++) {
+		struct hk_link *l = &n->links[k];
+		if (k == n->self || !l->up || l->bye)
+			continue;
+		uint64_t room = l->budget == 0 ? UINT64_MAX / 2
+					       : (l->budget > l->resident ? l->budget - l->resident : 0);
+		if (room > best_room) {
+			best_room = room;
+			best = k;
+		}
+	}
+	return best;
+}
+
+void hk_budget_tick(struct hk_node *n)
+{
+	if (!n->budget_pages || n->resident <= n->budget_pages || atomic_load(&n->failed))
+		return;
+	uint64_t excess = n->resident - n->budget_pages;
+	if (excess > HK_EVICT_BATCH)
+		excess = HK_EVICT_BATCH;
+	int target = hk_budget_pick_target(n);
+	if (target < 0)
+		return;
+	/* Several passes of a cheap selection; the batch is small. */
+	for (uint64_t i = 0; i < excess; i++) {
+		uint64_t best = UINT64_MAX;
+		uint32_t oldest = UINT32_MAX;
+		for (uint64_t pg = 0; pg < n->mem.npages; pg++) {
+			struct hk_page *p = &n->pages[pg];
+			if (p->state != HK_PS_EXCL || p->req_pending || p->waiters ||
+			    (p->evicting && (uint32_t)n->clock_ticks - p->evicting < 10))
+				continue;
+			if (p->last_use < oldest) {
+				oldest = p->last_use;
+				best = pg;
+			}
+		}
+		if (best == UINT64_MAX)
+			return;
+		n->pages[best].evicting = (uint32_t)n->clock_ticks | 1;
+		n->stats.node.evictions++;
+		struct hk_msg m = { .type = HK_MSG_EVICT, .page = best, .node = (uint32_t)target };
+		hk_node_send(n, hk_directory_home(best, n->cfg.home_chunk_pages, n->count), &m);
+	}
+}

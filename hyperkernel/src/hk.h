@@ -1,0 +1,357 @@
+/*
+ * hk.h - internal declarations shared by the modules of src/.
+ * Each section names the file that owns the struct and its functions.
+ */
+#ifndef HK_INTERNAL_H
+#define HK_INTERNAL_H
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "hyperkernel.h"
+
+/* ---------------- log.c ---------------- */
+void hk_log_set_prefix(const char *prefix);
+void hk_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void hk_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void hk_die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+uint64_t hk_now_ns(void);
+
+#ifdef HK_DEBUG
+#define HK_ASSERT(c)                                                              \
+	do {                                                                      \
+		if (!(c))                                                         \
+			hk_die("invariant failed: %s (%s:%d)", #c, __FILE__, __LINE__); \
+	} while (0)
+#else
+#define HK_ASSERT(c) ((void)0)
+#endif
+
+/* ---------------- hmac_sha256.c ---------------- */
+#define HK_SHA256_LEN 32
+struct hk_sha256 {
+	uint32_t h[8];
+	uint64_t total;
+	uint8_t buf[64];
+	size_t used;
+};
+void hk_sha256_init(struct hk_sha256 *s);
+void hk_sha256_update(struct hk_sha256 *s, const void *data, size_t len);
+void hk_sha256_final(struct hk_sha256 *s, uint8_t out[HK_SHA256_LEN]);
+void hk_hmac_sha256(const void *key, size_t keylen, const void *msg, size_t len,
+		    uint8_t out[HK_SHA256_LEN]);
+bool hk_ct_equal(const void *a, const void *b, size_t len);
+
+/* ---------------- msg.c ---------------- */
+#define HK_MSG_MAGIC 0x31504b48u /* "HKP1" little-endian */
+#define HK_MSG_HDR_LEN 16u
+#define HK_NONCE_LEN 32u
+#define HK_MSG_MAX_PAYLOAD (HK_VCPU_BLOB_MAX + 16u)
+
+enum hk_msg_type {
+	HK_MSG_HELLO = 1,     /* node, count, nonce */
+	HK_MSG_HELLO_ACK,     /* node, nonce, mac */
+	HK_MSG_AUTH,          /* mac */
+	HK_MSG_AUTH_OK,       /* - */
+	HK_MSG_REFUSE,        /* reason, version */
+	HK_MSG_REQ,           /* page, node=requester, mode, have_copy */
+	HK_MSG_FWD,           /* page, node=requester, mode */
+	HK_MSG_DATA,          /* page, node=sender, mode + 4096 bytes */
+	HK_MSG_GRANT,         /* page, mode, zero */
+	HK_MSG_INV,           /* page */
+	HK_MSG_INV_ACK,       /* page */
+	HK_MSG_XFER_ACK,      /* page: receiver has installed an exclusive copy */
+	HK_MSG_XFER_DROPPED,  /* page: the giver dropped it, receiver may write */
+	HK_MSG_DONE,          /* page, node=requester: transaction complete */
+	HK_MSG_EVICT,         /* page, node=target: owner asks home to move page */
+	HK_MSG_HEARTBEAT,     /* resident pages, budget pages */
+	HK_MSG_BYE,           /* - */
+	HK_MSG_VCPU,          /* vcpu id + blob */
+	HK_MSG_TYPE_COUNT
+};
+
+enum hk_refuse_reason {
+	HK_REFUSE_VERSION = 1,
+	HK_REFUSE_SECRET = 2,
+	HK_REFUSE_NODE = 3,
+	HK_REFUSE_PROTOCOL = 4,
+};
+
+enum hk_mode { HK_MODE_SHARED = 1, HK_MODE_EXCL = 2 };
+
+struct hk_msg {
+	uint8_t type;
+	uint8_t flags;
+	uint16_t version;
+	uint32_t seq;
+	uint64_t page;
+	uint32_t node;
+	uint32_t count;
+	uint8_t mode;
+	uint8_t aux;          /* REQ: have_copy; GRANT: zero */
+	uint16_t reason;
+	uint64_t a, b;        /* HEARTBEAT: resident, budget */
+	uint8_t nonce[HK_NONCE_LEN];
+	uint8_t mac[HK_SHA256_LEN];
+	const uint8_t *data;  /* DATA: page, VCPU: blob (points into the input) */
+	uint32_t data_len;
+};
+
+const char *hk_msg_type_name(unsigned type);
+/* Encode into buf (>= HK_MSG_HDR_LEN + payload); returns total length. */
+size_t hk_msg_encode(const struct hk_msg *m, uint8_t *buf, size_t cap);
+/* Decode one frame.  Returns bytes consumed, 0 if more input is needed, or
+ * -EBADMSG/-EPROTO/-EMSGSIZE for a malformed frame.  Never reads past len. */
+int hk_msg_decode(const uint8_t *buf, size_t len, struct hk_msg *m);
+size_t hk_msg_payload_len(const struct hk_msg *m);
+
+/* ---------------- shaping.c ---------------- */
+struct hk_shaper {
+	uint32_t latency_us;
+	uint64_t bandwidth;   /* bytes/s, 0 = unlimited */
+	uint64_t next_free_ns; /* when the simulated wire is idle again */
+};
+void hk_shaper_init(struct hk_shaper *s, uint32_t latency_us, uint64_t bandwidth);
+bool hk_shaper_active(const struct hk_shaper *s);
+/* Time at which a message of len bytes queued at now_ns may be delivered. */
+uint64_t hk_shaper_release_ns(struct hk_shaper *s, uint64_t now_ns, size_t len);
+
+/* ---------------- stats.c ---------------- */
+#define HK_HIST_BUCKETS 40 /* log2 buckets of nanoseconds */
+struct hk_hist {
+	uint64_t b[HK_HIST_BUCKETS];
+	uint64_t count, sum_ns, max_ns;
+};
+void hk_hist_add(struct hk_hist *h, uint64_t ns);
+uint64_t hk_hist_percentile(const struct hk_hist *h, double p);
+
+struct hk_counters {
+	uint64_t read_stalls, write_stalls, pages_received, pages_sent;
+	uint64_t inval_sent, inval_received, zero_fills, vcpu_blobs_sent,
+		vcpu_blobs_received, vcpu_move_decisions, evictions;
+};
+
+struct hk_thread_stats {
+	pid_t tid;
+	int vcpu;
+	struct hk_counters c;
+	struct hk_hist stall;
+};
+
+struct hk_stats {
+	pthread_mutex_t lock; /* per-thread table and histograms */
+	struct hk_counters node;
+	struct hk_hist read_stall, write_stall;
+	struct hk_thread_stats *threads;
+	size_t nthreads, cap_threads;
+	uint64_t msgs_sent[HK_MSG_TYPE_COUNT], bytes_sent[HK_MSG_TYPE_COUNT];
+	uint64_t msgs_recv[HK_MSG_TYPE_COUNT], bytes_recv[HK_MSG_TYPE_COUNT];
+	_Atomic uint64_t malformed;
+	uint32_t *page_stalls; /* per page, for the hottest pages */
+	uint64_t npages;
+};
+int hk_stats_init(struct hk_stats *st, uint64_t npages);
+void hk_stats_destroy(struct hk_stats *st);
+struct hk_thread_stats *hk_stats_thread(struct hk_stats *st, pid_t tid); /* lock held */
+void hk_stats_set_vcpu(struct hk_stats *st, pid_t tid, int vcpu);
+void hk_stats_stall_done(struct hk_stats *st, pid_t tid, uint64_t page, bool write,
+			 uint64_t ns);
+void hk_stats_msg(struct hk_stats *st, bool sent, unsigned type, size_t bytes);
+char *hk_stats_to_json(struct hk_stats *st, int node_id, uint64_t resident,
+		       uint64_t budget_pages, const char *policy);
+
+/* ---------------- transport.c ---------------- */
+struct hk_outq_item {
+	struct hk_outq_item *next;
+	uint64_t release_ns;
+	size_t len, off;
+	uint8_t buf[];
+};
+
+struct hk_link {
+	int fd;
+	int peer;
+	bool up;            /* handshake done, not lost */
+	bool bye;           /* peer left on purpose */
+	pthread_mutex_t lock; /* send side */
+	pthread_cond_t cond;
+	struct hk_outq_item *head, *tail;
+	pthread_t sender;
+	bool sender_started, stopping;
+	struct hk_shaper shaper;
+	uint32_t seq;
+	/* receive side: owned by the event thread */
+	uint8_t *rbuf;
+	size_t rlen, rcap;
+	uint64_t last_rx_ns;
+	struct hk_stats *stats;
+	uint64_t resident, budget; /* peer's last heartbeat */
+};
+
+int hk_addr_listen(const char *addr);
+int hk_addr_connect(const char *addr, uint32_t timeout_ms);
+int hk_link_init(struct hk_link *l, int fd, int peer, const struct hk_shaper *shape,
+		 struct hk_stats *st);
+void hk_link_stop(struct hk_link *l);
+/* Encode and send m (thread-safe, never blocks the caller for long). */
+int hk_link_send(struct hk_link *l, struct hk_msg *m);
+/* Blocking helpers for the handshake (before the event thread runs). */
+int hk_fd_write_all(int fd, const void *buf, size_t len);
+int hk_fd_read_msg(int fd, uint8_t *buf, size_t cap, struct hk_msg *m, uint32_t timeout_ms);
+int hk_fd_send_msg(int fd, struct hk_msg *m);
+
+/* ---------------- handshake.c ---------------- */
+struct hk_handshake_cfg {
+	int self, count, version;
+	const char *secret;
+	uint32_t timeout_ms;
+};
+/* Returns the authenticated peer's node id or a negative errno; *why gets a
+ * human-readable refusal reason on failure. */
+int hk_handshake_connect(int fd, const struct hk_handshake_cfg *hc, int expect_peer,
+			 char *why, size_t whylen);
+int hk_handshake_accept(int fd, const struct hk_handshake_cfg *hc, char *why,
+			size_t whylen);
+
+/* ---------------- memory.c ---------------- */
+struct hk_memory {
+	int uffd;
+	uint64_t features;
+	struct {
+		uint8_t *host;
+		size_t len;
+		uint64_t first_page;
+	} regions[HK_MAX_REGIONS];
+	int nregions;
+	uint64_t npages;
+};
+int hk_memory_open(struct hk_memory *mem);
+void hk_memory_close(struct hk_memory *mem);
+int hk_memory_add_region(struct hk_memory *mem, void *host, size_t len);
+uint8_t *hk_memory_page_addr(const struct hk_memory *mem, uint64_t page);
+int64_t hk_memory_addr_page(const struct hk_memory *mem, uint64_t addr);
+int hk_memory_install(struct hk_memory *mem, uint64_t page, const void *src, bool wp);
+int hk_memory_install_zero(struct hk_memory *mem, uint64_t page, bool wp);
+int hk_memory_protect(struct hk_memory *mem, uint64_t page, bool wp);
+int hk_memory_drop(struct hk_memory *mem, uint64_t page);
+int hk_memory_wake(struct hk_memory *mem, uint64_t page);
+int hk_memory_poison(struct hk_memory *mem, uint64_t page);
+
+/* ---------------- directory.c ---------------- */
+struct hk_dir_req {
+	struct hk_dir_req *next;
+	int node;
+	uint8_t mode;
+	bool have_copy;
+	int evict_target; /* >= 0: an eviction request from the owner */
+};
+
+enum hk_dir_phase { HK_DIR_IDLE = 0, HK_DIR_INVALIDATING, HK_DIR_WAIT_DONE };
+
+struct hk_dir_entry {
+	uint64_t copyset;
+	int8_t owner;     /* -1: never touched (implicitly the home's zero page) */
+	uint8_t phase;
+	uint8_t acks_left;
+	uint8_t cur_mode;
+	int8_t cur_node;
+	bool cur_have_copy;
+	struct hk_dir_req *qhead, *qtail;
+};
+
+struct hk_directory {
+	struct hk_dir_entry *e;
+	uint64_t npages;
+};
+int hk_directory_init(struct hk_directory *d, uint64_t npages);
+void hk_directory_destroy(struct hk_directory *d);
+void hk_directory_enqueue(struct hk_dir_entry *e, struct hk_dir_req *r);
+struct hk_dir_req *hk_directory_dequeue(struct hk_dir_entry *e);
+int hk_directory_home(uint64_t page, uint32_t chunk, int count);
+
+/* ---------------- policy.c ---------------- */
+enum hk_policy_kind { HK_POLICY_PAGE = 0, HK_POLICY_VCPU = 1 };
+int hk_policy_parse(const char *name, enum hk_policy_kind *out);
+const char *hk_policy_name(enum hk_policy_kind p);
+void hk_policy_decide(enum hk_policy_kind p, const struct hk_stall *s, struct hk_decision *d);
+
+/* ---------------- coherence.c (node, event thread) ---------------- */
+enum hk_page_state {
+	HK_PS_INVALID = 0,
+	HK_PS_SHARED,
+	HK_PS_EXCL,
+	HK_PS_RECV_EXCL, /* installed read-only, waiting for the giver's drop */
+	HK_PS_GIVING,    /* write-protected, sent, waiting for the receiver's ack */
+};
+
+struct hk_waiter {
+	struct hk_waiter *next;
+	pid_t tid;
+	bool write;
+	uint64_t t0;
+};
+
+struct hk_page {
+	uint8_t state;
+	bool req_pending;  /* a REQ of ours is at the home */
+	uint8_t req_mode;
+	int8_t hint;       /* who last sent us this page */
+	int8_t give_to;    /* GIVING: receiver */
+	uint32_t last_use; /* budget clock */
+	uint32_t evicting; /* tick of the last eviction request */
+	struct hk_waiter *waiters;
+};
+
+struct hk_local_msg {
+	struct hk_local_msg *next;
+	struct hk_msg m;
+	uint8_t data[HK_PAGE_SIZE];
+};
+
+struct hk_node {
+	struct hk_config cfg;
+	char *secret;
+	const char **peers;
+	enum hk_policy_kind policy;
+	int self, count;
+	struct hk_memory mem;
+	struct hk_directory dir;
+	struct hk_page *pages;
+	struct hk_stats stats;
+	struct hk_link links[HK_MAX_NODES];
+	int listen_fd;
+	int epfd, evfd, timerfd;
+	pthread_t thread;
+	bool started;
+	_Atomic bool stop;
+	_Atomic bool failed;
+	int dead_node;
+	struct hk_local_msg *lq_head, *lq_tail; /* messages to ourselves */
+	uint8_t *zero;      /* one zero page */
+	uint8_t *scratch;   /* page copy buffer for outgoing data */
+	uint64_t resident, budget_pages, clock, clock_ticks;
+	bool skip_invalidate; /* HK_DEBUG_SKIP_INVALIDATE: broken on purpose */
+	uint64_t skipped_invalidations;
+	pthread_mutex_t vcpu_lock;
+};
+
+int hk_coherence_init(struct hk_node *n);
+void hk_coherence_destroy(struct hk_node *n);
+void *hk_coherence_thread(void *arg);
+/* used by budget.c */
+int hk_node_send(struct hk_node *n, int to, struct hk_msg *m);
+void hk_coherence_check_invariants(struct hk_node *n, uint64_t page);
+
+/* ---------------- budget.c ---------------- */
+void hk_budget_tick(struct hk_node *n);
+int hk_budget_pick_target(struct hk_node *n);
+
+/* ---------------- vcpu.c ---------------- */
+void hk_vcpu_deliver(struct hk_node *n, int from, const struct hk_msg *m);
+
+#endif

@@ -1,0 +1,200 @@
+/* memory.c - guest RAM under userfaultfd: register (missing + write-protect,
+ * THP off), install a page (optionally read-only), write-protect, drop, wake.
+ * Only the event thread calls these once the node runs. */
+#include <fcntl.h>
+#include <linux/userfaultfd.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "hk.h"
+
+/* Debian 12's headers predate UFFDIO_POISON (Linux 6.6). */
+#ifndef UFFD_FEATURE_POISON
+#define UFFD_FEATURE_POISON (1 << 14)
+#endif
+#ifndef UFFDIO_POISON
+struct uffdio_poison {
+	struct uffdio_range range;
+	__u64 mode;
+	__s64 updated;
+};
+#define UFFDIO_POISON _IOWR(UFFDIO, 0x08, struct uffdio_poison)
+#endif
+
+static int uffd_open(void)
+{
+	int dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
+	if (dev >= 0) {
+		int fd = ioctl(dev, USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK);
+		close(dev);
+		if (fd >= 0)
+			return fd;
+	}
+	int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+	return fd < 0 ? -errno : fd;
+}
+
+int hk_memory_open(struct hk_memory *mem)
+{
+	memset(mem, 0, sizeof(*mem));
+	int fd = uffd_open();
+	if (fd < 0)
+		return fd;
+	struct uffdio_api api = { .api = UFFD_API };
+	/* Ask for what we need; POISON is optional (kills hung faulters). */
+	uint64_t need = UFFD_FEATURE_THREAD_ID | UFFD_FEATURE_PAGEFAULT_FLAG_WP;
+	api.features = need | UFFD_FEATURE_POISON;
+	if (ioctl(fd, UFFDIO_API, &api) < 0) {
+		close(fd);
+		fd = uffd_open();
+		if (fd < 0)
+			return fd;
+		api = (struct uffdio_api){ .api = UFFD_API, .features = need };
+		if (ioctl(fd, UFFDIO_API, &api) < 0) {
+			int e = -errno;
+			close(fd);
+			return e;
+		}
+	}
+	if ((api.features & need) != need) {
+		close(fd);
+		return -ENOTSUP;
+	}
+	mem->uffd = fd;
+	mem->features = api.features;
+	return 0;
+}
+
+void hk_memory_close(struct hk_memory *mem)
+{
+	if (mem->uffd > 0)
+		close(mem->uffd);
+	mem->uffd = -1;
+}
+
+int hk_memory_add_region(struct hk_memory *mem, void *host, size_t len)
+{
+	if (mem->nregions >= HK_MAX_REGIONS)
+		return -ENOSPC;
+	if (((uintptr_t)host | len) & (HK_PAGE_SIZE - 1) || len == 0)
+		return -EINVAL;
+	/* 4 KiB is the coherence unit: a huge page would move 2 MiB at once. */
+	if (madvise(host, len, MADV_NOHUGEPAGE) < 0)
+		return -errno;
+	struct uffdio_register reg = {
+		.range = { .start = (uintptr_t)host, .len = len },
+		.mode = UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_WP,
+	};
+	if (ioctl(mem->uffd, UFFDIO_REGISTER, &reg) < 0)
+		return -errno;
+	int i = mem->nregions++;
+	mem->regions[i].host = host;
+	mem->regions[i].len = len;
+	mem->regions[i].first_page = mem->npages;
+	mem->npages += len / HK_PAGE_SIZE;
+	return 0;
+}
+
+uint8_t *hk_memory_page_addr(const struct hk_memory *mem, uint64_t page)
+{
+	for (int i = 0; i < mem->nregions; i++) {
+		uint64_t first = mem->regions[i].first_page;
+		if (page >= first && page < first + mem->regions[i].len / HK_PAGE_SIZE)
+			return mem->regions[i].host + (page - first) * HK_PAGE_SIZE;
+	}
+	return NULL;
+}
+
+int64_t hk_memory_addr_page(const struct hk_memory *mem, uint64_t addr)
+{
+	for (int i = 0; i < mem->nregions; i++) {
+		uint64_t start = (uintptr_t)mem->regions[i].host;
+		if (addr >= start && addr < start + mem->regions[i].len)
+			return (int64_t)(mem->regions[i].first_page + (addr - start) / HK_PAGE_SIZE);
+	}
+	return -ERANGE;
+}
+
+/* Place a whole page atomically and wake every thread waiting on it.
+ * EEXIST means a page is already mapped there: our page states say it must
+ * not be, so the caller treats it as a bug.  EAGAIN: the mm changed under
+ * us (e.g. fork), retry. */
+int hk_memory_install(struct hk_memory *mem, uint64_t page, const void *src, bool wp)
+{
+	uint8_t *dst = hk_memory_page_addr(mem, page);
+	if (!dst)
+		return -ERANGE;
+	for (;;) {
+		struct uffdio_copy c = {
+			.dst = (uintptr_t)dst,
+			.src = (uintptr_t)src,
+			.len = HK_PAGE_SIZE,
+			.mode = wp ? UFFDIO_COPY_MODE_WP : 0,
+		};
+		if (ioctl(mem->uffd, UFFDIO_COPY, &c) == 0)
+			return 0;
+		if (errno == EAGAIN && c.copy == 0)
+			continue;
+		if (errno == EAGAIN && c.copy == HK_PAGE_SIZE)
+			return 0;
+		return -errno;
+	}
+}
+
+/* A zeroed buffer through UFFDIO_COPY rather than UFFDIO_ZEROPAGE: the
+ * shared zero page would take a copy-on-write on the first write, which
+ * we do not want on the path we measure, and COPY takes MODE_WP. */
+int hk_memory_install_zero(struct hk_memory *mem, uint64_t page, bool wp)
+{
+	static const uint8_t zero[HK_PAGE_SIZE] __attribute__((aligned(4096)));
+	return hk_memory_install(mem, page, zero, wp);
+}
+
+int hk_memory_protect(struct hk_memory *mem, uint64_t page, bool wp)
+{
+	uint8_t *dst = hk_memory_page_addr(mem, page);
+	if (!dst)
+		return -ERANGE;
+	struct uffdio_writeprotect w = {
+		.range = { .start = (uintptr_t)dst, .len = HK_PAGE_SIZE },
+		.mode = wp ? UFFDIO_WRITEPROTECT_MODE_WP : 0, /* unprotect wakes */
+	};
+	return ioctl(mem->uffd, UFFDIO_WRITEPROTECT, &w) < 0 ? -errno : 0;
+}
+
+/* Anonymous memory: MADV_DONTNEED leaves no uffd-wp marker, so the next
+ * access raises a missing fault, which is what an Invalid page must do. */
+int hk_memory_drop(struct hk_memory *mem, uint64_t page)
+{
+	uint8_t *dst = hk_memory_page_addr(mem, page);
+	if (!dst)
+		return -ERANGE;
+	return madvise(dst, HK_PAGE_SIZE, MADV_DONTNEED) < 0 ? -errno : 0;
+}
+
+int hk_memory_wake(struct hk_memory *mem, uint64_t page)
+{
+	uint8_t *dst = hk_memory_page_addr(mem, page);
+	if (!dst)
+		return -ERANGE;
+	struct uffdio_range r = { .start = (uintptr_t)dst, .len = HK_PAGE_SIZE };
+	return ioctl(mem->uffd, UFFDIO_WAKE, &r) < 0 ? -errno : 0;
+}
+
+/* After a peer is lost: the faulting thread gets SIGBUS instead of waiting
+ * forever for a page that no longer exists. */
+int hk_memory_poison(struct hk_memory *mem, uint64_t page)
+{
+	uint8_t *dst = hk_memory_page_addr(mem, page);
+	if (!dst)
+		return -ERANGE;
+	if (!(mem->features & UFFD_FEATURE_POISON))
+		return -ENOTSUP;
+	struct uffdio_poison p = { .range = { .start = (uintptr_t)dst, .len = HK_PAGE_SIZE } };
+	if (ioctl(mem->uffd, UFFDIO_POISON, &p) < 0 && errno != EEXIST)
+		return -errno;
+	return 0;
+}

@@ -1,0 +1,210 @@
+/* msg.c - the wire format: a 16-byte header (magic, version, type, flags,
+ * payload length, sequence) and one fixed payload layout per type, all
+ * little-endian.  hk_msg_decode() is the fuzz target's entry: it validates
+ * every field before anything else looks at the frame. */
+#include <string.h>
+
+#include "hk.h"
+
+static const char *const type_names[HK_MSG_TYPE_COUNT] = {
+	[0] = "invalid",
+	[HK_MSG_HELLO] = "hello",
+	[HK_MSG_HELLO_ACK] = "hello_ack",
+	[HK_MSG_AUTH] = "auth",
+	[HK_MSG_AUTH_OK] = "auth_ok",
+	[HK_MSG_REFUSE] = "refuse",
+	[HK_MSG_REQ] = "req",
+	[HK_MSG_FWD] = "fwd",
+	[HK_MSG_DATA] = "data",
+	[HK_MSG_GRANT] = "grant",
+	[HK_MSG_INV] = "inv",
+	[HK_MSG_INV_ACK] = "inv_ack",
+	[HK_MSG_XFER_ACK] = "xfer_ack",
+	[HK_MSG_XFER_DROPPED] = "xfer_dropped",
+	[HK_MSG_DONE] = "done",
+	[HK_MSG_EVICT] = "evict",
+	[HK_MSG_HEARTBEAT] = "heartbeat",
+	[HK_MSG_BYE] = "bye",
+	[HK_MSG_VCPU] = "vcpu",
+};
+
+const char *hk_msg_type_name(unsigned type)
+{
+	return type < HK_MSG_TYPE_COUNT ? type_names[type] : "unknown";
+}
+
+static void put16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
+static void put32(uint8_t *p, uint32_t v) { put16(p, (uint16_t)v); put16(p + 2, (uint16_t)(v >> 16)); }
+static void put64(uint8_t *p, uint64_t v) { put32(p, (uint32_t)v); put32(p + 4, (uint32_t)(v >> 32)); }
+static uint16_t get16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
+static uint32_t get32(const uint8_t *p) { return get16(p) | (uint32_t)get16(p + 2) << 16; }
+static uint64_t get64(const uint8_t *p) { return get32(p) | (uint64_t)get32(p + 4) << 32; }
+
+#define PAGE_PAYLOAD 12u
+
+static bool is_page_msg(unsigned t)
+{
+	return t >= HK_MSG_REQ && t <= HK_MSG_EVICT;
+}
+
+/* Exact payload length for fixed types; VCPU is checked separately. */
+static long fixed_len(unsigned t)
+{
+	switch (t) {
+	case HK_MSG_HELLO: return 4 + HK_NONCE_LEN;
+	case HK_MSG_HELLO_ACK: return 4 + HK_NONCE_LEN + HK_SHA256_LEN;
+	case HK_MSG_AUTH: return HK_SHA256_LEN;
+	case HK_MSG_AUTH_OK: return 0;
+	case HK_MSG_REFUSE: return 4;
+	case HK_MSG_DATA: return PAGE_PAYLOAD + HK_PAGE_SIZE;
+	case HK_MSG_HEARTBEAT: return 16;
+	case HK_MSG_BYE: return 0;
+	default: return is_page_msg(t) ? (long)PAGE_PAYLOAD : -1;
+	}
+}
+
+size_t hk_msg_payload_len(const struct hk_msg *m)
+{
+	if (m->type == HK_MSG_VCPU)
+		return 4 + m->data_len;
+	long l = fixed_len(m->type);
+	return l < 0 ? 0 : (size_t)l;
+}
+
+size_t hk_msg_encode(const struct hk_msg *m, uint8_t *buf, size_t cap)
+{
+	size_t plen = hk_msg_payload_len(m);
+	if (cap < HK_MSG_HDR_LEN + plen)
+		return 0;
+	uint8_t *p = buf + HK_MSG_HDR_LEN;
+	put32(buf, HK_MSG_MAGIC);
+	put16(buf + 4, m->version ? m->version : HK_PROTOCOL_VERSION);
+	buf[6] = m->type;
+	buf[7] = m->flags;
+	put32(buf + 8, (uint32_t)plen);
+	put32(buf + 12, m->seq);
+	switch (m->type) {
+	case HK_MSG_HELLO:
+		put16(p, (uint16_t)m->node);
+		put16(p + 2, (uint16_t)m->count);
+		memcpy(p + 4, m->nonce, HK_NONCE_LEN);
+		break;
+	case HK_MSG_HELLO_ACK:
+		put16(p, (uint16_t)m->node);
+		put16(p + 2, (uint16_t)m->count);
+		memcpy(p + 4, m->nonce, HK_NONCE_LEN);
+		memcpy(p + 4 + HK_NONCE_LEN, m->mac, HK_SHA256_LEN);
+		break;
+	case HK_MSG_AUTH:
+		memcpy(p, m->mac, HK_SHA256_LEN);
+		break;
+	case HK_MSG_REFUSE:
+		put16(p, m->reason);
+		put16(p + 2, (uint16_t)m->count);
+		break;
+	case HK_MSG_HEARTBEAT:
+		put64(p, m->a);
+		put64(p + 8, m->b);
+		break;
+	case HK_MSG_VCPU:
+		put32(p, m->count);
+		memcpy(p + 4, m->data, m->data_len);
+		break;
+	default:
+		if (is_page_msg(m->type)) {
+			put64(p, m->page);
+			put16(p + 8, (uint16_t)m->node);
+			p[10] = m->mode;
+			p[11] = m->aux;
+			if (m->type == HK_MSG_DATA)
+				memcpy(p + PAGE_PAYLOAD, m->data, HK_PAGE_SIZE);
+		}
+		break;
+	}
+	return HK_MSG_HDR_LEN + plen;
+}
+
+int hk_msg_decode(const uint8_t *buf, size_t len, struct hk_msg *m)
+{
+	memset(m, 0, sizeof(*m));
+	if (len < HK_MSG_HDR_LEN) {
+		/* Reject a bad magic as soon as it is visible, not after a
+		 * garbage peer has made us wait for a whole header. */
+		uint8_t magic[4];
+		put32(magic, HK_MSG_MAGIC);
+		return memcmp(buf, magic, len < 4 ? len : 4) ? -EBADMSG : 0;
+	}
+	if (get32(buf) != HK_MSG_MAGIC)
+		return -EBADMSG;
+	m->version = get16(buf + 4);
+	m->type = buf[6];
+	m->flags = buf[7];
+	uint32_t plen = get32(buf + 8);
+	m->seq = get32(buf + 12);
+	if (m->version != HK_PROTOCOL_VERSION)
+		return -EPROTO;
+	if (m->type == 0 || m->type >= HK_MSG_TYPE_COUNT)
+		return -EBADMSG;
+	if (m->flags != 0)
+		return -EBADMSG;
+	if (m->type == HK_MSG_VCPU) {
+		if (plen < 4 || plen > 4 + HK_VCPU_BLOB_MAX)
+			return -EMSGSIZE;
+	} else if ((long)plen != fixed_len(m->type)) {
+		return -EMSGSIZE;
+	}
+	if (len < HK_MSG_HDR_LEN + (size_t)plen)
+		return 0;
+	const uint8_t *p = buf + HK_MSG_HDR_LEN;
+	switch (m->type) {
+	case HK_MSG_HELLO:
+	case HK_MSG_HELLO_ACK:
+		m->node = get16(p);
+		m->count = get16(p + 2);
+		if (m->node >= HK_MAX_NODES || m->count == 0 || m->count > HK_MAX_NODES ||
+		    m->node >= m->count)
+			return -EBADMSG;
+		memcpy(m->nonce, p + 4, HK_NONCE_LEN);
+		if (m->type == HK_MSG_HELLO_ACK)
+			memcpy(m->mac, p + 4 + HK_NONCE_LEN, HK_SHA256_LEN);
+		break;
+	case HK_MSG_AUTH:
+		memcpy(m->mac, p, HK_SHA256_LEN);
+		break;
+	case HK_MSG_REFUSE:
+		m->reason = get16(p);
+		m->count = get16(p + 2);
+		if (m->reason < HK_REFUSE_VERSION || m->reason > HK_REFUSE_PROTOCOL)
+			return -EBADMSG;
+		break;
+	case HK_MSG_HEARTBEAT:
+		m->a = get64(p);
+		m->b = get64(p + 8);
+		break;
+	case HK_MSG_VCPU:
+		m->count = get32(p);
+		m->data = p + 4;
+		m->data_len = plen - 4;
+		break;
+	case HK_MSG_AUTH_OK:
+	case HK_MSG_BYE:
+		break;
+	default:
+		m->page = get64(p);
+		m->node = get16(p + 8);
+		m->mode = p[10];
+		m->aux = p[11];
+		if (m->node >= HK_MAX_NODES || m->aux > 1)
+			return -EBADMSG;
+		if ((m->type == HK_MSG_REQ || m->type == HK_MSG_FWD || m->type == HK_MSG_DATA ||
+		     m->type == HK_MSG_GRANT) &&
+		    m->mode != HK_MODE_SHARED && m->mode != HK_MODE_EXCL)
+			return -EBADMSG;
+		if (m->type == HK_MSG_DATA) {
+			m->data = p + PAGE_PAYLOAD;
+			m->data_len = HK_PAGE_SIZE;
+		}
+		break;
+	}
+	return (int)(HK_MSG_HDR_LEN + plen);
+}

@@ -1,0 +1,243 @@
+/* node.c - the public API: a node's life (new, register, start, shutdown,
+ * free) and the small queries.  Set-up of the mesh lives here; the protocol
+ * lives in coherence.c. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "hk.h"
+
+void hk_config_init(struct hk_config *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->policy = "page";
+	cfg->home_chunk_pages = 512;
+	cfg->heartbeat_ms = 200;
+	cfg->peer_timeout_ms = 3000;
+	cfg->connect_timeout_ms = 10000;
+	const char *e;
+	/* Experiments shape links without recompiling the embedder. */
+	if ((e = getenv("HK_LINK_LATENCY_US")))
+		cfg->link_latency_us = (uint32_t)strtoul(e, NULL, 0);
+	if ((e = getenv("HK_LINK_BANDWIDTH")))
+		cfg->link_bandwidth = strtoull(e, NULL, 0);
+	if ((e = getenv("HK_SPIN_US")))
+		cfg->spin_us = (uint32_t)strtoul(e, NULL, 0);
+}
+
+int hk_node_new(const struct hk_config *cfg, struct hk_node **out)
+{
+	if (!cfg || !out || cfg->node_count < 1 || cfg->node_count > HK_MAX_NODES ||
+	    cfg->node_id < 0 || cfg->node_id >= cfg->node_count || !cfg->secret ||
+	    (cfg->node_count > 1 && !cfg->peers))
+		return -EINVAL;
+	struct hk_node *n = calloc(1, sizeof(*n));
+	if (!n)
+		return -ENOMEM;
+	n->cfg = *cfg;
+	if (!n->cfg.home_chunk_pages)
+		n->cfg.home_chunk_pages = 1;
+	if (!n->cfg.heartbeat_ms)
+		n->cfg.heartbeat_ms = 200;
+	if (!n->cfg.peer_timeout_ms)
+		n->cfg.peer_timeout_ms = 3000;
+	if (!n->cfg.connect_timeout_ms)
+		n->cfg.connect_timeout_ms = 10000;
+	int r = hk_policy_parse(cfg->policy, &n->policy);
+	if (r) {
+		free(n);
+		return r;
+	}
+	n->self = cfg->node_id;
+	n->count = cfg->node_count;
+	n->secret = strdup(cfg->secret);
+	n->cfg.secret = n->secret;
+	n->peers = calloc((size_t)n->count, sizeof(char *));
+	for (int k = 0; k < n->count && cfg->peers; k++)
+		n->peers[k] = strdup(cfg->peers[k]);
+	n->cfg.peers = n->peers;
+	n->budget_pages = cfg->budget_bytes / HK_PAGE_SIZE;
+	n->skip_invalidate = getenv("HK_DEBUG_SKIP_INVALIDATE") &&
+			     atoi(getenv("HK_DEBUG_SKIP_INVALIDATE")) > 0;
+	n->listen_fd = -1;
+	n->epfd = n->evfd = n->timerfd = -1;
+	for (int k = 0; k < HK_MAX_NODES; k++)
+		n->links[k].fd = -1;
+	r = hk_memory_open(&n->mem);
+	if (r) {
+		hk_node_free(n);
+		return r;
+	}
+	char prefix[32];
+	snprintf(prefix, sizeof(prefix), "hk node %d", n->self);
+	hk_log_set_prefix(prefix);
+	*out = n;
+	return 0;
+}
+
+int64_t hk_region_register(struct hk_node *n, void *host, size_t len)
+{
+	if (n->started)
+		return -EBUSY;
+	uint64_t base = n->mem.npages * HK_PAGE_SIZE;
+	int r = hk_memory_add_region(&n->mem, host, len);
+	return r < 0 ? r : (int64_t)base;
+}
+
+/* Node i accepts from higher ids and connects to lower ids: each pair gets
+ * exactly one link, and there is no race over who dials whom. */
+static int connect_mesh(struct hk_node *n)
+{
+	struct hk_handshake_cfg hc = { .self = n->self, .count = n->count,
+				       .version = n->cfg.protocol_version, .secret = n->secret,
+				       .timeout_ms = n->cfg.connect_timeout_ms };
+	struct hk_shaper shape;
+	hk_shaper_init(&shape, n->cfg.link_latency_us, n->cfg.link_bandwidth);
+	char why[256];
+	int expected_accepts = n->count - 1 - n->self;
+	if (expected_accepts > 0) {
+		n->listen_fd = hk_addr_listen(n->peers[n->self]);
+		if (n->listen_fd < 0) {
+			hk_warn("listen on %s: %s", n->peers[n->self], strerror(-n->listen_fd));
+			return n->listen_fd;
+		}
+	}
+	for (int k = 0; k < n->self; k++) {
+		int fd = hk_addr_connect(n->peers[k], n->cfg.connect_timeout_ms);
+		if (fd < 0) {
+			hk_warn("connect to node %d at %s: %s", k, n->peers[k], strerror(-fd));
+			return fd;
+		}
+		int r = hk_handshake_connect(fd, &hc, k, why, sizeof(why));
+		if (r < 0) {
+			hk_warn("%s", why);
+			close(fd);
+			return r;
+		}
+		if ((r = hk_link_init(&n->links[k], fd, k, &shape, &n->stats)) < 0)
+			return r;
+	}
+	uint64_t deadline = hk_now_ns() + (uint64_t)n->cfg.connect_timeout_ms * 1000000ull;
+	while (expected_accepts > 0) {
+		if (hk_now_ns() > deadline) {
+			hk_warn("timed out waiting for %d peer(s) to connect", expected_accepts);
+			return -ETIMEDOUT;
+		}
+		struct timeval tv = { 0, 200000 };
+		setsockopt(n->listen_fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+		int fd = accept4(n->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+		if (fd < 0)
+			continue;
+		int buf = 4 << 20;
+		setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buf, sizeof(buf));
+		setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buf, sizeof(buf));
+		int peer = hk_handshake_accept(fd, &hc, why, sizeof(why));
+		/* A refused stranger does not count: keep waiting for the real one. */
+		if (peer < 0 || peer <= n->self || n->links[peer].up) {
+			hk_warn("refused a connection: %s", peer < 0 ? why : "duplicate or wrong peer");
+			close(fd);
+			continue;
+		}
+		int r = hk_link_init(&n->links[peer], fd, peer, &shape, &n->stats);
+		if (r < 0)
+			return r;
+		expected_accepts--;
+	}
+	return 0;
+}
+
+int hk_node_start(struct hk_node *n)
+{
+	if (n->started)
+		return -EBUSY;
+	if (n->mem.npages == 0)
+		return -EINVAL;
+	int r = connect_mesh(n);
+	if (r < 0)
+		return r;
+	if ((r = hk_coherence_init(n)) < 0)
+		return r;
+	/* hk_link_init ran before stats existed; point the links at them. */
+	for (int k = 0; k < n->count; k++)
+		n->links[k].stats = &n->stats;
+	if (pthread_create(&n->thread, NULL, hk_coherence_thread, n) != 0)
+		return -EAGAIN;
+	n->started = true;
+	return 0;
+}
+
+void hk_node_shutdown(struct hk_node *n)
+{
+	if (!n || !n->started)
+		return;
+	for (int k = 0; k < n->count; k++) {
+		if (k == n->self || !n->links[k].up)
+			continue;
+		struct hk_msg m = { .type = HK_MSG_BYE, .version = HK_PROTOCOL_VERSION };
+		hk_link_send(&n->links[k], &m);
+	}
+	atomic_store(&n->stop, true);
+	uint64_t one = 1;
+	if (write(n->evfd, &one, sizeof(one)) < 0)
+		hk_warn("wake event thread: %s", strerror(errno));
+	pthread_join(n->thread, NULL);
+	n->started = false;
+	for (int k = 0; k < n->count; k++)
+		if (n->links[k].sender_started)
+			hk_link_stop(&n->links[k]);
+}
+
+void hk_node_free(struct hk_node *n)
+{
+	if (!n)
+		return;
+	hk_node_shutdown(n);
+	for (int k = 0; k < n->count; k++) {
+		if (n->links[k].sender_started)
+			hk_link_stop(&n->links[k]);
+		if (n->links[k].fd >= 0)
+			close(n->links[k].fd);
+		free(n->links[k].rbuf);
+	}
+	if (n->listen_fd >= 0)
+		close(n->listen_fd);
+	hk_coherence_destroy(n);
+	hk_memory_close(&n->mem);
+	for (int k = 0; k < n->count && n->peers; k++)
+		free((void *)n->peers[k]);
+	free(n->peers);
+	free(n->secret);
+	free(n);
+}
+
+int hk_thread_set_vcpu(struct hk_node *n, pid_t tid, int vcpu)
+{
+	if (!n || !n->stats.page_stalls)
+		return -EINVAL;
+	hk_stats_set_vcpu(&n->stats, tid, vcpu);
+	return 0;
+}
+
+char *hk_stats_json(struct hk_node *n)
+{
+	char *s = hk_stats_to_json(&n->stats, n->self, n->resident, n->budget_pages,
+				   hk_policy_name(n->policy));
+	return s;
+}
+
+int hk_node_id(const struct hk_node *n)
+{
+	return n->self;
+}
+
+int hk_page_home(const struct hk_node *n, uint64_t offset)
+{
+	return hk_directory_home(offset / HK_PAGE_SIZE, n->cfg.home_chunk_pages, n->count);
+}
+
+bool hk_node_failed(const struct hk_node *n)
+{
+	return atomic_load(&n->failed);
+}

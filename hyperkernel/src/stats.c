@@ -1,0 +1,255 @@
+/* stats.c - counters per node and per thread (per vCPU once named), stall
+ * histograms in log2 nanosecond buckets, hottest pages, messages and bytes
+ * by type; rendered as one JSON object. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "hk.h"
+
+void hk_hist_add(struct hk_hist *h, uint64_t ns)
+{
+	int b = 0;
+	while (b < HK_HIST_BUCKETS - 1 && (ns >> (b + 1)))
+		b++;
+	h->b[b]++;
+	h->count++;
+	h->sum_ns += ns;
+	if (ns > h->max_ns)
+		h->max_ns = ns;
+}
+
+/* Upper bound of the bucket holding the p-th sample: within 2x, enough to
+ * compare policies, and cheap enough for the fault path. */
+uint64_t hk_hist_percentile(const struct hk_hist *h, double p)
+{
+	if (!h->count)
+		return 0;
+	uint64_t want = (uint64_t)(p * (double)h->count + 0.999999), seen = 0;
+	if (want == 0)
+		want = 1;
+	for (int b = 0; b < HK_HIST_BUCKETS; b++) {
+		seen += h->b[b];
+		if (seen >= want) {
+			uint64_t hi = (2ull << b) - 1;
+			return hi < h->max_ns ? hi : h->max_ns;
+		}
+	}
+	return h->max_ns;
+}
+
+int hk_stats_init(struct hk_stats *st, uint64_t npages)
+{
+	memset(st, 0, sizeof(*st));
+	pthread_mutex_init(&st->lock, NULL);
+	st->npages = npages;
+	st->page_stalls = calloc(npages ? npages : 1, sizeof(uint32_t));
+	return st->page_stalls ? 0 : -ENOMEM;
+}
+
+void hk_stats_destroy(struct hk_stats *st)
+{
+	free(st->page_stalls);
+	free(st->threads);
+	st->page_stalls = NULL;
+	st->threads = NULL;
+}
+
+struct hk_thread_stats *hk_stats_thread(struct hk_stats *st, pid_t tid)
+{
+	for (size_t i = 0; i < st->nthreads; i++)
+		if (st->threads[i].tid == tid)
+			return &st->threads[i];
+	if (st->nthreads == st->cap_threads) {
+		size_t cap = st->cap_threads ? 2 * st->cap_threads : 16;
+		struct hk_thread_stats *t = realloc(st->threads, cap * sizeof(*t));
+		if (!t)
+			return NULL;
+		st->threads = t;
+		st->cap_threads = cap;
+	}
+	struct hk_thread_stats *t = &st->threads[st->nthreads++];
+	memset(t, 0, sizeof(*t));
+	t->tid = tid;
+	t->vcpu = -1;
+	return t;
+}
+
+void hk_stats_set_vcpu(struct hk_stats *st, pid_t tid, int vcpu)
+{
+	pthread_mutex_lock(&st->lock);
+	struct hk_thread_stats *t = hk_stats_thread(st, tid);
+	if (t)
+		t->vcpu = vcpu;
+	pthread_mutex_unlock(&st->lock);
+}
+
+void hk_stats_stall_done(struct hk_stats *st, pid_t tid, uint64_t page, bool write, uint64_t ns)
+{
+	pthread_mutex_lock(&st->lock);
+	if (write) {
+		st->node.write_stalls++;
+		hk_hist_add(&st->write_stall, ns);
+	} else {
+		st->node.read_stalls++;
+		hk_hist_add(&st->read_stall, ns);
+	}
+	if (page < st->npages)
+		st->page_stalls[page]++;
+	struct hk_thread_stats *t = hk_stats_thread(st, tid);
+	if (t) {
+		if (write)
+			t->c.write_stalls++;
+		else
+			t->c.read_stalls++;
+		hk_hist_add(&t->stall, ns);
+	}
+	pthread_mutex_unlock(&st->lock);
+}
+
+void hk_stats_msg(struct hk_stats *st, bool sent, unsigned type, size_t bytes)
+{
+	if (type >= HK_MSG_TYPE_COUNT)
+		return;
+	if (sent) {
+		__atomic_fetch_add(&st->msgs_sent[type], 1, __ATOMIC_RELAXED);
+		__atomic_fetch_add(&st->bytes_sent[type], bytes, __ATOMIC_RELAXED);
+	} else {
+		__atomic_fetch_add(&st->msgs_recv[type], 1, __ATOMIC_RELAXED);
+		__atomic_fetch_add(&st->bytes_recv[type], bytes, __ATOMIC_RELAXED);
+	}
+}
+
+struct sbuf {
+	char *p;
+	size_t len, cap;
+	bool oom;
+};
+
+static void sb_printf(struct sbuf *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void sb_printf(struct sbuf *s, const char *fmt, ...)
+{
+	for (;;) {
+		va_list ap;
+		va_start(ap, fmt);
+		int n = vsnprintf(s->p + s->len, s->cap - s->len, fmt, ap);
+		va_end(ap);
+		if (n < 0) {
+			s->oom = true;
+			return;
+		}
+		if ((size_t)n < s->cap - s->len) {
+			s->len += (size_t)n;
+			return;
+		}
+		size_t cap = (s->cap + (size_t)n) * 2;
+		char *p = realloc(s->p, cap);
+		if (!p) {
+			s->oom = true;
+			return;
+		}
+		s->p = p;
+		s->cap = cap;
+	}
+}
+
+static void json_counters(struct sbuf *s, const struct hk_counters *c)
+{
+	sb_printf(s,
+		  "\"read_stalls\":%lu,\"write_stalls\":%lu,\"pages_received\":%lu,"
+		  "\"pages_sent\":%lu,\"invalidations_sent\":%lu,\"invalidations_received\":%lu,"
+		  "\"zero_fills\":%lu,\"vcpu_blobs_sent\":%lu,\"vcpu_blobs_received\":%lu,"
+		  "\"vcpu_move_decisions\":%lu,\"evictions\":%lu",
+		  c->read_stalls, c->write_stalls, c->pages_received, c->pages_sent, c->inval_sent,
+		  c->inval_received, c->zero_fills, c->vcpu_blobs_sent, c->vcpu_blobs_received,
+		  c->vcpu_move_decisions, c->evictions);
+}
+
+static void json_hist(struct sbuf *s, const struct hk_hist *h)
+{
+	sb_printf(s, "{\"count\":%lu,\"p50_ns\":%lu,\"p99_ns\":%lu,\"max_ns\":%lu,\"mean_ns\":%lu,"
+		     "\"log2_ns_buckets\":[",
+		  h->count, hk_hist_percentile(h, 0.5), hk_hist_percentile(h, 0.99), h->max_ns,
+		  h->count ? h->sum_ns / h->count : 0);
+	int last = 0;
+	for (int b = 0; b < HK_HIST_BUCKETS; b++)
+		if (h->b[b])
+			last = b;
+	for (int b = 0; b <= last; b++)
+		sb_printf(s, "%s%lu", b ? "," : "", h->b[b]);
+	sb_printf(s, "]}");
+}
+
+#define HK_TOP_PAGES 10
+
+char *hk_stats_to_json(struct hk_stats *st, int node_id, uint64_t resident,
+		       uint64_t budget_pages, const char *policy)
+{
+	struct sbuf s = { .p = malloc(4096), .cap = 4096 };
+	if (!s.p)
+		return NULL;
+	s.p[0] = 0;
+	pthread_mutex_lock(&st->lock);
+	sb_printf(&s, "{\"node\":%d,\"policy\":\"%s\",\"resident_pages\":%lu,\"budget_pages\":%lu,",
+		  node_id, policy, resident, budget_pages);
+	sb_printf(&s, "\"counters\":{");
+	json_counters(&s, &st->node);
+	sb_printf(&s, "},\"malformed_messages\":%lu,", (unsigned long)atomic_load(&st->malformed));
+	sb_printf(&s, "\"read_stall\":");
+	json_hist(&s, &st->read_stall);
+	sb_printf(&s, ",\"write_stall\":");
+	json_hist(&s, &st->write_stall);
+	sb_printf(&s, ",\"messages\":{");
+	bool first = true;
+	for (unsigned t = 1; t < HK_MSG_TYPE_COUNT; t++) {
+		if (!st->msgs_sent[t] && !st->msgs_recv[t])
+			continue;
+		sb_printf(&s, "%s\"%s\":{\"sent\":%lu,\"sent_bytes\":%lu,\"received\":%lu,"
+			      "\"received_bytes\":%lu}",
+			  first ? "" : ",", hk_msg_type_name(t), st->msgs_sent[t], st->bytes_sent[t],
+			  st->msgs_recv[t], st->bytes_recv[t]);
+		first = false;
+	}
+	sb_printf(&s, "},\"threads\":[");
+	for (size_t i = 0; i < st->nthreads; i++) {
+		struct hk_thread_stats *t = &st->threads[i];
+		sb_printf(&s, "%s{\"tid\":%d,\"vcpu\":%d,", i ? "," : "", (int)t->tid, t->vcpu);
+		json_counters(&s, &t->c);
+		sb_printf(&s, ",\"stall\":");
+		json_hist(&s, &t->stall);
+		sb_printf(&s, "}");
+	}
+	/* Top-N by a few passes: N is small and this is not a hot path. */
+	sb_printf(&s, "],\"hottest_pages\":[");
+	uint64_t picked[HK_TOP_PAGES];
+	int npicked = 0;
+	for (int k = 0; k < HK_TOP_PAGES; k++) {
+		uint64_t best = UINT64_MAX;
+		uint32_t bestv = 0;
+		for (uint64_t p = 0; p < st->npages; p++) {
+			uint32_t v = st->page_stalls[p];
+			if (v <= bestv)
+				continue;
+			bool dup = false;
+			for (int j = 0; j < npicked; j++)
+				dup |= picked[j] == p;
+			if (!dup) {
+				best = p;
+				bestv = v;
+			}
+		}
+		if (best == UINT64_MAX)
+			break;
+		picked[npicked++] = best;
+		sb_printf(&s, "%s{\"offset\":%lu,\"stalls\":%u}", k ? "," : "",
+			  best * HK_PAGE_SIZE, bestv);
+	}
+	sb_printf(&s, "]}");
+	pthread_mutex_unlock(&st->lock);
+	if (s.oom) {
+		free(s.p);
+		return NULL;
+	}
+	return s.p;
+}
