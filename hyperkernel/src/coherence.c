@@ -508,6 +508,14 @@ static void peer_lost(struct hk_node *n, int dead)
 	if (atomic_exchange(&n->failed, true))
 		return; /* report the first loss only */
 	n->dead_node = dead;
+	/* Survivors may stop (and close their links) before the others saw
+	 * the EOF; tell them who actually died so every report names it. */
+	for (int k = 0; k < n->count; k++) {
+		if (k != n->self && k != dead && n->links[k].up) {
+			struct hk_msg m = { .type = HK_MSG_PEER_LOST, .node = (uint32_t)dead };
+			hk_node_send(n, k, &m);
+		}
+	}
 	/* Lost: pages whose directory lived there, and pages whose directory
 	 * is here and whose owner (the only up-to-date copy) was there. */
 	size_t cap = 16, nr = 0;
@@ -567,7 +575,7 @@ static void peer_lost(struct hk_node *n, int dead)
 
 static void dispatch(struct hk_node *n, int from, const struct hk_msg *m)
 {
-	if (m->type >= HK_MSG_REQ && m->type <= HK_MSG_EVICT &&
+	if (m->type >= HK_MSG_REQ && m->type <= HK_MSG_PEER_LOST &&
 	    (m->page >= n->mem.npages || (int)m->node >= n->count)) {
 		hk_warn("message %s from node %d: page %lu / node %u out of range",
 			hk_msg_type_name(m->type), from, m->page, m->node);
@@ -599,6 +607,10 @@ static void dispatch(struct hk_node *n, int from, const struct hk_msg *m)
 		n->links[from].bye = true;
 		break;
 	case HK_MSG_VCPU: hk_vcpu_deliver(n, from, m); break;
+	case HK_MSG_PEER_LOST:
+		if ((int)m->node != n->self)
+			peer_lost(n, (int)m->node);
+		break;
 	default:
 		hk_warn("unexpected %s from node %d after the handshake", hk_msg_type_name(m->type),
 			from);

@@ -69,6 +69,7 @@ enum hk_msg_type {
 	HK_MSG_XFER_DROPPED,  /* page: the giver dropped it, receiver may write */
 	HK_MSG_DONE,          /* page, node=requester: transaction complete */
 	HK_MSG_EVICT,         /* page, node=target: owner asks home to move page */
+	HK_MSG_PEER_LOST,     /* node=dead: a survivor tells the others who died */
 	HK_MSG_HEARTBEAT,     /* resident pages, budget pages */
 	HK_MSG_BYE,           /* - */
 	HK_MSG_VCPU,          /* vcpu id + blob */

@@ -23,6 +23,7 @@ static const char *const type_names[HK_MSG_TYPE_COUNT] = {
 	[HK_MSG_XFER_DROPPED] = "xfer_dropped",
 	[HK_MSG_DONE] = "done",
 	[HK_MSG_EVICT] = "evict",
+	[HK_MSG_PEER_LOST] = "peer_lost",
 	[HK_MSG_HEARTBEAT] = "heartbeat",
 	[HK_MSG_BYE] = "bye",
 	[HK_MSG_VCPU] = "vcpu",
@@ -44,7 +45,7 @@ static uint64_t get64(const uint8_t *p) { return get32(p) | (uint64_t)get32(p + 
 
 static bool is_page_msg(unsigned t)
 {
-	return t >= HK_MSG_REQ && t <= HK_MSG_EVICT;
+	return t >= HK_MSG_REQ && t <= HK_MSG_PEER_LOST;
 }
 
 /* Exact payload length for fixed types; VCPU is checked separately. */
