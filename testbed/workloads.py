@@ -78,9 +78,7 @@ class ParamSpec:
         return text
 
     def _in_range(self, value: int | float, raw: ParamValue) -> int | float:
-        if (self.min is not None and value < self.min) or (
-            self.max is not None and value > self.max
-        ):
+        if (self.min is not None and value < self.min) or (self.max is not None and value > self.max):
             raise self.error(raw, f"is out of range [{self.min}, {self.max}]")
         return value
 
@@ -132,8 +130,7 @@ class WorkloadSpec:
             if p.name == name:
                 return p
         raise WorkloadError(
-            f"workload {self.name!r} has no parameter {name!r}; valid parameters:\n"
-            + self.describe_params()
+            f"workload {self.name!r} has no parameter {name!r}; valid parameters:\n" + self.describe_params()
         )
 
     def describe_params(self) -> str:
@@ -239,9 +236,7 @@ _CATALOGUE = (
         "read-mostly lookups while a compactor rewrites the whole table",
         _int("readers", 2, 1, 256, "lookup threads"),
         _int("table_mb", 16, 1, 65536, "table size in MiB (64-byte records)"),
-        _enum(
-            "mode", "inplace", "inplace,swap", "compaction rewrites in place, or copies and swaps"
-        ),
+        _enum("mode", "inplace", "inplace,swap", "compaction rewrites in place, or copies and swaps"),
         _int("duration_ms", 2000, 10, 3600000, "how long the readers run"),
         _int("period_ms", 500, 0, 3600000, "pause between compactions"),
         _int("write_pct", 1, 0, 100, "percent of lookups that update the record"),
@@ -314,9 +309,7 @@ def validate_params(
     return values
 
 
-def guest_command(
-    name: str, params: Mapping[str, ParamValue] | None = None, vcpus: int | None = None
-) -> str:
+def guest_command(name: str, params: Mapping[str, ParamValue] | None = None, vcpus: int | None = None) -> str:
     """The shell command line (for busybox sh) that runs a workload in the guest."""
     spec = get_workload(name)
     values = validate_params(name, params or {}, vcpus)
@@ -378,9 +371,7 @@ def parse_result(output: str, name: str | None = None) -> WorkloadResult:
     line = found.group(0).strip()
     # Text-valued parameters stay text even when they look numeric (cpus=0, spacing=64).
     spec = WORKLOADS.get(found.group(1))
-    text_params = (
-        {p.name for p in spec.params if p.type in ("str", "enum", "cpulist")} if spec else set()
-    )
+    text_params = {p.name for p in spec.params if p.type in ("str", "enum", "cpulist")} if spec else set()
     fields: dict[str, ParamValue] = {}
     for token in line.split():
         key, sep, value = token.partition("=")
