@@ -1,0 +1,68 @@
+# Entry points. Each target sets up what it needs, idempotently:
+#   make demo   - set up everything, boot the guest and run the main job
+#   make test   - set up everything and run the test suite
+# Build outputs are cached under ~/.cache/sds (override with SDS_CACHE).
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+VENV_STAMP := $(VENV)/.installed
+TESTBED := $(VENV)/bin/testbed
+HK_BUILD ?= $(HOME)/.cache/sds/hyperkernel/build
+PYTEST_ARGS ?=
+
+.PHONY: all setup system venv build images qemu hyperkernel demo test test-python \
+        test-hyperkernel lint bench-coherence nightly clean help
+
+all: build
+
+help:
+	@echo "make demo             set up everything, boot the guest, run the main job"
+	@echo "make test             set up everything and run the test suite (CI runs this)"
+	@echo "make build            build QEMU, the guest images and the hyperkernel"
+	@echo "make lint             ruff and mypy"
+	@echo "make bench-coherence  hyperkernel coherence benchmark"
+	@echo "make nightly          the long test tier"
+
+system:
+	@sh tools/setup-system.sh
+
+$(VENV_STAMP): pyproject.toml
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	@$(VENV)/bin/pip install -q --disable-pip-version-check --upgrade pip
+	@$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+venv: $(VENV_STAMP)
+
+setup: system venv
+
+hyperkernel: system
+	@if [ -f hyperkernel/Makefile ]; then $(MAKE) -s -C hyperkernel O=$(HK_BUILD) all; fi
+
+qemu images build: setup hyperkernel
+	@$(TESTBED) build
+
+demo: build
+	@$(TESTBED) demo --vcpus 2
+
+test-hyperkernel: hyperkernel
+	@if [ -f hyperkernel/Makefile ]; then $(MAKE) -s -C hyperkernel O=$(HK_BUILD) test; fi
+
+test-python: build
+	@$(VENV)/bin/pytest -q -m "not nightly" $(PYTEST_ARGS)
+
+lint: venv
+	@$(VENV)/bin/ruff check testbed tests
+	@$(VENV)/bin/mypy
+
+test: build lint test-hyperkernel test-python
+
+bench-coherence: hyperkernel
+	@$(MAKE) -s -C hyperkernel O=$(HK_BUILD) bench-coherence
+
+nightly: build
+	@$(VENV)/bin/pytest -q -m nightly $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,55 @@
+"""Hand a person the guest's console: raw terminal relay, Ctrl-] to leave."""
+
+from __future__ import annotations
+
+import os
+import select
+import sys
+import termios
+import tty
+
+from testbed.cluster import Cluster
+
+ESCAPE = b"\x1d"  # Ctrl-]
+
+
+def attach(cluster: Cluster) -> None:
+    """Relay stdin/stdout to node 0's ttyS0 until Ctrl-], stdin EOF or guest exit."""
+    console = cluster.nodes[0].console
+    spawn = console.spawn
+    assert spawn is not None
+    guest_fd = spawn.child_fd
+    stdin_fd = sys.stdin.fileno()
+    is_tty = os.isatty(stdin_fd)
+    saved = termios.tcgetattr(stdin_fd) if is_tty else None
+    if is_tty:
+        print("[up] attached to the guest console; Ctrl-] detaches and shuts the guest down",
+              file=sys.stderr, flush=True)
+        tty.setraw(stdin_fd)
+    stdin_open = True
+    try:
+        while True:
+            fds = [guest_fd] + ([stdin_fd] if stdin_open else [])
+            r, _, _ = select.select(fds, [], [], 0.25)
+            if guest_fd in r:
+                try:
+                    data = os.read(guest_fd, 65536)
+                except OSError:
+                    data = b""
+                if not data:
+                    return
+                os.write(sys.stdout.fileno(), data)
+            if stdin_fd in r:
+                data = os.read(stdin_fd, 4096)
+                if not data:
+                    stdin_open = False  # piped input finished; keep showing output
+                    continue
+                if ESCAPE in data:
+                    console.write(data.split(ESCAPE, 1)[0])
+                    return
+                console.write(data)
+            if not any(n.alive() for n in cluster.nodes) and not r:
+                return
+    finally:
+        if saved is not None:
+            termios.tcsetattr(stdin_fd, termios.TCSADRAIN, saved)

@@ -1,0 +1,149 @@
+"""One node: a QEMU process with its QMP channel and two serial consoles."""
+
+from __future__ import annotations
+
+import logging
+import re
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from testbed.console import Console
+from testbed.errors import ConfigError, GuestError, GuestPanic, NodeDied
+from testbed.qmp import Qmp
+
+log = logging.getLogger(__name__)
+
+FIRMWARE_DIRS = (Path("/usr/share/seabios"), Path("/usr/share/qemu"))
+# What a dying kernel prints; seeing any of these fails the wait at once.
+PANIC_PATTERNS = re.compile(rb"Kernel panic - not syncing|BUG: |Oops: |general protection fault|"
+                            rb"Call Trace:")
+
+
+@dataclass(frozen=True)
+class NodeFiles:
+    """Where a node keeps its sockets (short paths) and logs (run directory)."""
+
+    sock_dir: Path
+    log_dir: Path
+    index: int
+
+    def sock(self, what: str) -> Path:
+        return self.sock_dir / f"n{self.index}.{what}"
+
+    def log(self, what: str) -> Path:
+        return self.log_dir / f"node{self.index}.{what}"
+
+
+class Node:
+    """A QEMU process. It starts paused so no console byte is lost, then runs."""
+
+    def __init__(self, index: int, name: str, files: NodeFiles, argv: list[str]) -> None:
+        self.index = index
+        self.name = name
+        self.files = files
+        self.argv = argv
+        self.process: subprocess.Popen[bytes] | None = None
+        self.qmp = Qmp(files.sock("qmp"), files.log("qmp.log"), f"node{index}")
+        self.console = Console(files.sock("ttyS0"), files.log("console.log"), f"node{index}/ttyS0")
+        self.control = Console(files.sock("ttyS1"), files.log("control.log"), f"node{index}/ttyS1")
+        self._panic_scan_pos = 0
+
+    @staticmethod
+    def qemu_argv(qemu: Path, *, name: str, files: NodeFiles, vcpus: int, mem_mib: int,
+                  kernel: Path, initrd: Path, append: str) -> list[str]:
+        for path, what in ((qemu, "QEMU binary"), (kernel, "guest kernel"), (initrd, "initramfs")):
+            if not path.is_file():
+                raise ConfigError(f"{what} {path} does not exist", "run 'testbed build'")
+        for d in FIRMWARE_DIRS:
+            if not d.is_dir():
+                raise ConfigError(f"firmware directory {d} is missing",
+                                  "install Debian's seabios and qemu-system-data (make setup)")
+        argv = [
+            str(qemu), "-name", name, "-S",
+            "-machine", "pc", "-accel", "tcg,thread=multi", "-cpu", "qemu64",
+            "-smp", str(vcpus), "-m", f"{mem_mib}M",
+            "-nodefaults", "-no-user-config", "-display", "none", "-vga", "none", "-nic", "none",
+            "-no-reboot",
+            "-kernel", str(kernel), "-initrd", str(initrd), "-append", append,
+            "-chardev", f"socket,id=ttyS0,path={files.sock('ttyS0')},server=on,wait=off",
+            "-serial", "chardev:ttyS0",
+            "-chardev", f"socket,id=ttyS1,path={files.sock('ttyS1')},server=on,wait=off",
+            "-serial", "chardev:ttyS1",
+            "-qmp", f"unix:{files.sock('qmp')},server=on,wait=off",
+        ]
+        for d in FIRMWARE_DIRS:
+            argv += ["-L", str(d)]
+        return argv
+
+    def start(self, process_group: int) -> None:
+        """Spawn QEMU in ``process_group`` (0: a new group led by this node)."""
+        self.files.log("cmdline").write_text(" ".join(self.argv) + "\n")
+        stderr = self.files.log("qemu.log").open("wb")
+        try:
+            self.process = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=stderr,
+                                            stderr=subprocess.STDOUT,
+                                            process_group=process_group)
+        except OSError as e:
+            raise GuestError(f"node{self.index}: cannot start {self.argv[0]}: {e}",
+                             "run 'testbed build'") from e
+        finally:
+            stderr.close()
+
+    def connect(self, timeout: float = 15.0) -> None:
+        """Attach QMP and both consoles; QEMU is paused (-S) until ``resume``."""
+        deadline = time.monotonic() + timeout
+        while not self.files.sock("qmp").exists():
+            self.check_alive()
+            if time.monotonic() > deadline:
+                raise GuestError(f"node{self.index}: QMP socket did not appear in {timeout:.0f}s",
+                                 f"see {self.files.log('qemu.log')}")
+            time.sleep(0.02)
+        self.qmp.connect()
+        self.console.connect()
+        self.control.connect()
+
+    def resume(self) -> None:
+        self.qmp.command("cont")
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid if self.process else -1
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def check_alive(self) -> None:
+        """Raise NodeDied (or GuestPanic) if QEMU has exited."""
+        if self.process is None or self.process.poll() is None:
+            self.check_panic()
+            return
+        self.check_panic(final=True)
+        rc = self.process.returncode
+        tail = self.files.log("qemu.log").read_text(errors="replace").strip().splitlines()[-5:]
+        detail = f": {' | '.join(tail)}" if tail else ""
+        raise NodeDied(f"node{self.index} (pid {self.process.pid}) exited with status {rc}{detail}",
+                       f"logs in {self.files.log_dir}")
+
+    def check_panic(self, final: bool = False) -> None:
+        # Give the drain thread a moment to collect the last words of a dead guest.
+        if final:
+            self.console.closed.wait(timeout=1.0)
+        text = self.console.text(max(0, self._panic_scan_pos - 64))
+        m = PANIC_PATTERNS.search(text)
+        self._panic_scan_pos = self.console.size()
+        if m:
+            line_start = text.rfind(b"\n", 0, m.start()) + 1
+            line_end = text.find(b"\n", m.start())
+            line = text[line_start:line_end if line_end >= 0 else None].decode(errors="replace")
+            raise GuestPanic(f"node{self.index}: guest kernel failed: {line.strip()}",
+                             f"console log: {self.files.log('console.log')}")
+
+    def close_channels(self) -> None:
+        self.qmp.close()
+        self.console.close()
+        self.control.close()
+
+    def log_paths(self) -> list[Path]:
+        return sorted(self.files.log_dir.glob(f"node{self.index}.*"))

@@ -1,0 +1,266 @@
+"""Fetch, verify, patch and build QEMU 10.0.2 for the nodes.
+
+The source is Debian's upstream tarball of the ``qemu`` source package in
+bookworm-backports, checked against a pinned sha256. The patch series in
+``qemu-patches/series`` is applied in order. The build tree is reused across
+patch changes (files are synced by content so ninja rebuilds exactly what
+changed), and the finished binary is published into the content-addressed
+cache under a key of source hash + series + configure flags.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import urllib.request
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+from testbed import cache
+from testbed.errors import BuildError
+from testbed.progress import Progress
+
+SOURCE_PACKAGE = "qemu"
+SOURCE_VERSION = "1:10.0.2+ds-2+deb13u1~bpo12+1"
+TARBALL = "qemu_10.0.2+ds.orig.tar.xz"
+TARBALL_SHA256 = "0901da33844a331bf8b3602b9c1fbd178e60b737c8e3ade678255bd090c9b9f1"
+SOURCE_DIR = "qemu-10.0.2"
+
+CONFIGURE_FLAGS = (
+    "--target-list=x86_64-softmmu",
+    "--without-default-features",
+    "--enable-tcg",
+    "--enable-kvm",
+    "--enable-slirp",
+    "--disable-docs",
+    "--disable-rust",
+    "--disable-download",
+    "--disable-install-blobs",
+)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PATCH_DIR = REPO_ROOT / "qemu-patches"
+
+
+@dataclass(frozen=True)
+class QemuBuild:
+    artifact: cache.Artifact
+
+    @property
+    def binary(self) -> Path:
+        return self.artifact.path / "bin" / "qemu-system-x86_64"
+
+
+def series(patch_dir: Path = PATCH_DIR) -> list[Path]:
+    """The patches named in ``series``, in order; comments and blanks ignored."""
+    series_file = patch_dir / "series"
+    if not series_file.is_file():
+        raise BuildError(f"{series_file} is missing", "restore it from git")
+    patches = []
+    for line in series_file.read_text().splitlines():
+        name = line.split("#", 1)[0].strip()
+        if not name:
+            continue
+        path = patch_dir / name
+        if not path.is_file():
+            raise BuildError(f"qemu-patches/series names {name}, which does not exist",
+                             "fix the series file or add the patch")
+        patches.append(path)
+    return patches
+
+
+def extra_inputs() -> list[tuple[str, bytes]]:
+    """Inputs beyond the patch series that the QEMU binary depends on.
+
+    Later patches link the hyperkernel library into QEMU; its sources then
+    become part of the key so a hyperkernel change relinks QEMU.
+    """
+    hk = REPO_ROOT / "hyperkernel"
+    if not (hk / "Makefile").is_file() or not any(
+        "hyperkernel" in p.read_text(errors="replace") for p in series()
+    ):
+        return []
+    return [(f"hyperkernel/{name}", data) for name, data in cache.hash_tree(
+        hk, exclude=lambda p: p.suffix in {".md"} or "tests" in p.parts)]
+
+
+def build_key() -> str:
+    parts = [("source", TARBALL_SHA256.encode()), ("flags", " ".join(CONFIGURE_FLAGS).encode())]
+    parts += [(f"patch/{p.name}", p.read_bytes()) for p in series()]
+    parts += extra_inputs()
+    return cache.hash_inputs(parts)
+
+
+def tarball_url() -> str:
+    """Ask apt where the tarball lives (needs the deb-src entry setup-system adds)."""
+    try:
+        out = subprocess.run(
+            ["apt-get", "source", "--print-uris", f"{SOURCE_PACKAGE}={SOURCE_VERSION}"],
+            capture_output=True, text=True, timeout=120, check=False)
+    except FileNotFoundError as e:
+        raise BuildError("apt-get not found", "this needs a Debian machine") from e
+    for line in out.stdout.splitlines():
+        m = re.match(r"'([^']+)' (\S+) ", line)
+        if m and m.group(2) == TARBALL:
+            return m.group(1)
+    raise BuildError(
+        f"apt cannot find source package {SOURCE_PACKAGE}={SOURCE_VERSION}",
+        "run 'make setup' as root (it adds the bookworm-backports deb-src entry and runs apt-get update)")
+
+
+def fetch_source(progress: Progress) -> Path:
+    """The verified tarball in the cache; downloads it if needed."""
+    dest = cache.cache_root() / "downloads" / TARBALL
+    if dest.is_file() and cache.sha256_file(dest) == TARBALL_SHA256:
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    url = os.environ.get("SDS_QEMU_TARBALL_URL") or tarball_url()
+    progress.step("qemu", f"downloading {TARBALL}")
+    tmp = dest.with_suffix(".part")
+    try:
+        with urllib.request.urlopen(url, timeout=60) as resp, tmp.open("wb") as out:
+            shutil.copyfileobj(resp, out)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise BuildError(f"cannot download {url}: {e}", "check that Debian's archive is reachable") from e
+    got = cache.sha256_file(tmp)
+    if got != TARBALL_SHA256:
+        tmp.unlink(missing_ok=True)
+        raise BuildError(f"checksum mismatch for {TARBALL}: got {got}, expected {TARBALL_SHA256}",
+                         "the download is corrupt or the archive changed; retry, and if it persists "
+                         "check the pinned hash in testbed/qemu_build.py")
+    tmp.rename(dest)
+    return dest
+
+
+def _run_logged(cmd: list[str], cwd: Path, log: Path, progress: Progress, what: str) -> None:
+    """Run ``cmd`` appending to ``log``; on failure raise with the log's tail."""
+    tail: deque[str] = deque(maxlen=25)
+    with log.open("a") as logf:
+        logf.write(f"$ {' '.join(cmd)}\n")
+        logf.flush()
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, errors="replace")
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            logf.write(line)
+            tail.append(line.rstrip())
+            m = re.match(r"\[(\d+)/(\d+)\]", line)
+            if m:
+                progress.update("qemu", f"{what} {m.group(1)}/{m.group(2)}")
+        rc = proc.wait()
+    if rc != 0:
+        raise BuildError(
+            f"{what} failed (exit {rc}). Last lines:\n  " + "\n  ".join(tail) + f"\nFull log: {log}",
+            "fix the error above and run 'testbed build' again")
+
+
+def _sync_tree(src: Path, dst: Path) -> int:
+    """Make ``dst`` equal ``src`` by content, touching only files that differ.
+
+    Rewriting only changed files gives them a fresh mtime, so ninja rebuilds
+    exactly what a patch change affects (also when a patch is removed).
+    """
+    changed = 0
+    src_files = {p.relative_to(src) for p in src.rglob("*") if p.is_file() or p.is_symlink()}
+    for rel in sorted(src_files):
+        s, d = src / rel, dst / rel
+        if s.is_symlink():
+            if d.is_symlink() and os.readlink(d) == os.readlink(s):
+                continue
+            d.parent.mkdir(parents=True, exist_ok=True)
+            if d.exists() or d.is_symlink():
+                d.unlink()
+            d.symlink_to(os.readlink(s))
+            changed += 1
+            continue
+        data = s.read_bytes()
+        if d.is_file() and not d.is_symlink() and d.read_bytes() == data:
+            continue
+        d.parent.mkdir(parents=True, exist_ok=True)
+        if d.is_symlink():
+            d.unlink()
+        d.write_bytes(data)
+        shutil.copymode(s, d)
+        changed += 1
+    for p in sorted(dst.rglob("*"), reverse=True):
+        if (p.is_file() or p.is_symlink()) and p.relative_to(dst) not in src_files:
+            p.unlink()
+            changed += 1
+    return changed
+
+
+def _prepare_source(tarball: Path, patches: list[Path], work_src: Path, log: Path,
+                    progress: Progress) -> None:
+    with tempfile.TemporaryDirectory(prefix="qemu-src-", dir=cache.cache_root()) as tmpd:
+        tmp = Path(tmpd)
+        progress.step("qemu", "unpacking source")
+        with tarfile.open(tarball) as tf:
+            tf.extractall(tmp, filter="tar")
+        tree = tmp / SOURCE_DIR
+        for patch in patches:
+            progress.step("qemu", f"applying {patch.name}")
+            with log.open("a") as logf:
+                logf.write(f"$ patch -p1 < {patch}\n")
+                r = subprocess.run(["patch", "-p1", "--forward", "--batch", "-i", str(patch)],
+                                   cwd=tree, stdout=logf, stderr=subprocess.STDOUT, check=False)
+            if r.returncode != 0:
+                raise BuildError(f"patch {patch.name} does not apply to QEMU 10.0.2 (see {log})",
+                                 "rebase the patch on the pristine source")
+        if not work_src.exists():
+            tree.rename(work_src)
+        else:
+            n = _sync_tree(tree, work_src)
+            progress.step("qemu", f"{n} source files changed since the last build")
+
+
+def build_qemu(progress: Progress | None = None) -> QemuBuild:
+    """Return the built QEMU for the current series, building it if needed."""
+    progress = progress or Progress()
+    patches = series()
+    key = build_key()
+    found = cache.lookup("qemu", key)
+    if found is not None:
+        return QemuBuild(found)
+
+    tarball = fetch_source(progress)
+    work = cache.cache_root() / "qemu-work" / cache.hash_inputs(
+        [("source", TARBALL_SHA256.encode()), ("flags", " ".join(CONFIGURE_FLAGS).encode())])[:16]
+    work.mkdir(parents=True, exist_ok=True)
+    log = work / "build.log"
+    log.write_text("")
+    work_src, build_dir = work / "src", work / "build"
+    _prepare_source(tarball, patches, work_src, log, progress)
+
+    if not (build_dir / "build.ninja").is_file():
+        shutil.rmtree(build_dir, ignore_errors=True)
+        build_dir.mkdir()
+        progress.step("qemu", "configuring")
+        _run_logged([str(work_src / "configure"), f"--python={sys.executable}", *CONFIGURE_FLAGS],
+                    build_dir, log, progress, "configure")
+    progress.step("qemu", f"compiling (log: {log})")
+    jobs = str(os.cpu_count() or 2)
+    try:
+        _run_logged(["ninja", "-j", jobs, "qemu-system-x86_64"], build_dir, log, progress, "compile")
+    except BuildError:
+        # A broken configure result must not stick: reconfigure next time.
+        if not (build_dir / "qemu-system-x86_64").exists():
+            (build_dir / "build.ninja").unlink(missing_ok=True)
+        raise
+
+    def publish(out: Path) -> dict[str, object]:
+        (out / "bin").mkdir()
+        shutil.copy2(build_dir / "qemu-system-x86_64", out / "bin" / "qemu-system-x86_64")
+        shutil.copy2(log, out / "build.log")
+        return {"source_sha256": TARBALL_SHA256, "series": [p.name for p in patches],
+                "configure": list(CONFIGURE_FLAGS)}
+
+    art = cache.build("qemu", key, publish)
+    progress.step("qemu", f"built {art.path / 'bin' / 'qemu-system-x86_64'}")
+    return QemuBuild(art)

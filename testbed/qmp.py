@@ -1,0 +1,85 @@
+"""QMP for one node: every command and event wait has a deadline, and every
+exchange is written to a per-node transcript for post-mortems."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from qemu.qmp.legacy import QEMUMonitorProtocol
+
+from testbed.errors import GuestError, GuestTimeout
+
+
+class QmpError(GuestError):
+    """QEMU answered a command with an error."""
+
+
+class Qmp:
+    def __init__(self, socket_path: Path, transcript: Path, name: str) -> None:
+        self.socket_path = socket_path
+        self.name = name
+        self._transcript = transcript.open("a", buffering=1)
+        self._mon: QEMUMonitorProtocol | None = None
+        self._t0 = time.monotonic()
+
+    def _log(self, direction: str, obj: object) -> None:
+        self._transcript.write(f"{time.monotonic() - self._t0:10.3f} {direction} "
+                               f"{json.dumps(obj, sort_keys=True)}\n")
+
+    def connect(self, timeout: float = 10.0) -> None:
+        mon = QEMUMonitorProtocol(str(self.socket_path), nickname=self.name)
+        mon.settimeout(timeout)
+        greeting = mon.connect(negotiate=True)
+        self._log("<", greeting)
+        self._mon = mon
+
+    def command(self, name: str, timeout: float = 10.0, **args: Any) -> Any:
+        """Run one command; return its ``return`` value or raise QmpError."""
+        if self._mon is None:
+            raise GuestError(f"{self.name}: QMP is not connected")
+        msg: dict[str, Any] = {"execute": name}
+        if args:
+            msg["arguments"] = args
+        self._log(">", msg)
+        self._mon.settimeout(timeout)
+        try:
+            resp = self._mon.cmd_obj(msg)
+        except TimeoutError as e:
+            raise GuestTimeout(f"{self.name}: QMP {name} got no answer in {timeout:.0f}s",
+                               "the node is hung; see its logs") from e
+        self._log("<", resp)
+        if "error" in resp:
+            err = resp["error"]
+            raise QmpError(f"{self.name}: QMP {name} failed: {err.get('desc', err)}")
+        return resp.get("return")
+
+    def wait_event(self, name: str, timeout: float) -> dict[str, Any]:
+        """Wait for event ``name`` (issue the command that causes it after arming)."""
+        if self._mon is None:
+            raise GuestError(f"{self.name}: QMP is not connected")
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise GuestTimeout(f"{self.name}: no QMP event {name} within {timeout:.0f}s")
+            try:
+                ev = self._mon.pull_event(wait=left)
+            except TimeoutError:
+                continue
+            if ev is None:
+                continue
+            self._log("<", ev)
+            if ev.get("event") == name:
+                return ev
+
+    def close(self) -> None:
+        if self._mon is not None:
+            try:
+                self._mon.close()
+            except Exception:  # closing a half-dead socket must not mask the real error
+                pass
+            self._mon = None
+        self._transcript.close()

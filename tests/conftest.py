@@ -1,0 +1,77 @@
+"""Fixtures: artifacts built once, a cluster factory that owns every process,
+and a check after every test that no QEMU node of ours is left running."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from testbed import procs
+from testbed.artifacts import ensure_artifacts
+from testbed.cluster import Artifacts, Cluster
+from testbed.config import ClusterSpec
+from testbed.progress import Progress
+
+ClusterFactory = Callable[..., Cluster]
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # Teardown can be skipped (a crashed worker, a killed run): sweep first.
+    procs.sweep_orphans()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    rep = yield
+    setattr(item, f"rep_{rep.when}", rep)
+    return rep
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Artifacts:
+    """QEMU and guest images, built (or found in the cache) before any timed part."""
+    return ensure_artifacts(Progress(quiet=True))
+
+
+@pytest.fixture
+def cluster_factory(artifacts: Artifacts, tmp_path: Path,
+                    request: pytest.FixtureRequest) -> Iterator[ClusterFactory]:
+    clusters: list[Cluster] = []
+
+    def make(initramfs: Path | None = None, **spec: Any) -> Cluster:
+        run_dir = tmp_path / f"cluster{len(clusters)}"
+        cluster = Cluster(ClusterSpec(**spec), artifacts, run_dir, initramfs=initramfs)
+        clusters.append(cluster)
+        return cluster
+
+    yield make
+    rep = getattr(request.node, "rep_call", None)
+    for cluster in clusters:
+        if rep is not None and rep.failed and cluster.nodes:
+            print(cluster.failure_report())
+        cluster.shutdown()
+
+
+@pytest.fixture
+def booted_cluster(cluster_factory: ClusterFactory, request: pytest.FixtureRequest) -> Cluster:
+    """A booted one-node guest; parametrize indirectly with a dict of ClusterSpec fields."""
+    spec: dict[str, Any] = getattr(request, "param", {"vcpus": 2})
+    cluster = cluster_factory(**spec)
+    cluster.boot()
+    return cluster
+
+
+@pytest.fixture(autouse=True)
+def no_node_left_behind() -> Iterator[None]:
+    yield
+    left = procs.our_nodes()
+    for pid in left:
+        try:
+            os.kill(pid, 9)
+        except ProcessLookupError:
+            pass
+    assert not left, f"QEMU node processes left running after the test: {left}"

@@ -1,0 +1,78 @@
+"""One node: boot the stock Debian cloud kernel, drive its shell, fail fast."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+from conftest import ClusterFactory
+
+from testbed.cluster import Cluster
+from testbed.errors import GuestPanic, NodeDied
+from testbed.images import build_initramfs
+from testbed.progress import Progress
+
+pytestmark = pytest.mark.boot
+
+
+@pytest.mark.parametrize("vcpus", [1, 2])
+def test_boots_the_cloud_kernel_with_the_requested_vcpus(cluster_factory: ClusterFactory,
+                                                         vcpus: int) -> None:
+    cluster = cluster_factory(vcpus=vcpus)
+    cluster.boot()
+    assert cluster.guest_nproc == vcpus
+    assert cluster.run("nproc").output == f"{vcpus}\n"
+    release = cluster.artifacts.images.kernel.metadata()["release"]
+    uname = cluster.run("uname -r").output.strip()
+    assert uname == release and uname.endswith("-cloud-amd64")
+
+
+def test_guest_ram_matches_the_request(cluster_factory: ClusterFactory) -> None:
+    cluster = cluster_factory(vcpus=1, mem_mib=384)
+    cluster.boot()
+    total_kib = int(cluster.run("awk '/MemTotal/ {print $2}' /proc/meminfo").output)
+    # The kernel keeps some memory for itself; what it reports is a bit below 384 MiB.
+    assert 300 * 1024 < total_kib <= 384 * 1024
+
+
+def test_output_and_exit_status_come_back_intact(booted_cluster: Cluster) -> None:
+    tricky = "tab\there\n\nquotes ' \" and \\ backslash $HOME $(x)\n  trailing spaces  \nno-newline"
+    r = booted_cluster.run("printf '%s' " + "'" + tricky.replace("'", "'\\''") + "'")
+    assert (r.output, r.status) == (tricky, 0)
+    assert booted_cluster.run("exit 7").status == 7
+    assert booted_cluster.run("false").status == 1
+    r = booted_cluster.run("echo to-stderr >&2; echo to-stdout; exit 255")
+    assert r.status == 255 and "to-stderr\n" in r.output and "to-stdout\n" in r.output
+    big = booted_cluster.run("seq 1 20000")
+    assert big.output == "".join(f"{i}\n" for i in range(1, 20001))
+
+
+def test_commands_see_a_multiline_script(booted_cluster: Cluster) -> None:
+    r = booted_cluster.run("x=0\nfor i in 1 2 3 4; do\n  x=$((x + i))\ndone\necho sum=$x")
+    assert r.output == "sum=10\n"
+
+
+def test_a_panicking_guest_fails_fast_with_the_logs(cluster_factory: ClusterFactory) -> None:
+    broken = build_initramfs(Progress(quiet=True),
+                             init_override=b"#!/bin/sh\necho broken init on purpose\nexit 1\n")
+    cluster = cluster_factory(vcpus=1, initramfs=broken.path / "initramfs.cpio.gz",
+                              boot_timeout=300)
+    # GuestPanic, not GuestTimeout: detected from the console and the exit,
+    # not by running into the 300 s boot timeout.
+    with pytest.raises(GuestPanic, match="Kernel panic") as err:
+        cluster.boot()
+    assert "console.log" in str(err.value)
+    report = cluster.failure_report()
+    assert "broken init on purpose" in report and "node0.console.log" in report
+
+
+def test_poweroff_ends_every_node(booted_cluster: Cluster) -> None:
+    booted_cluster.poweroff(timeout=60)
+    assert not any(node.alive() for node in booted_cluster.nodes)
+
+
+def test_a_killed_node_is_reported(booted_cluster: Cluster) -> None:
+    os.kill(booted_cluster.nodes[0].pid, signal.SIGKILL)
+    with pytest.raises(NodeDied, match=r"node0 \(pid \d+\) exited"):
+        booted_cluster.run("sleep 30", timeout=120)
