@@ -776,9 +776,6 @@ int hk_coherence_init(struct hk_node *n)
 	int r = hk_directory_init(&n->dir, np);
 	if (r)
 		return r;
-	r = hk_stats_init(&n->stats, np);
-	if (r)
-		return r;
 	if (posix_memalign((void **)&n->scratch, HK_PAGE_SIZE, HK_PAGE_SIZE))
 		return -ENOMEM;
 	n->epfd = epoll_create1(EPOLL_CLOEXEC);

@@ -109,7 +109,8 @@ size_t hk_msg_encode(const struct hk_msg *m, uint8_t *buf, size_t cap)
 		break;
 	case HK_MSG_VCPU:
 		put32(p, m->count);
-		memcpy(p + 4, m->data, m->data_len);
+		if (m->data_len)
+			memcpy(p + 4, m->data, m->data_len);
 		break;
 	default:
 		if (is_page_msg(m->type)) {

@@ -137,6 +137,7 @@ static int connect_mesh(struct hk_node *n)
 		/* A refused stranger does not count: keep waiting for the real one. */
 		if (peer < 0 || peer <= n->self || n->links[peer].up) {
 			hk_warn("refused a connection: %s", peer < 0 ? why : "duplicate or wrong peer");
+			atomic_fetch_add(&n->stats.malformed, 1);
 			close(fd);
 			continue;
 		}
@@ -154,8 +155,10 @@ int hk_node_start(struct hk_node *n)
 		return -EBUSY;
 	if (n->mem.npages == 0)
 		return -EINVAL;
-	int r = connect_mesh(n);
+	int r = hk_stats_init(&n->stats, n->mem.npages);
 	if (r < 0)
+		return r;
+	if ((r = connect_mesh(n)) < 0)
 		return r;
 	if ((r = hk_coherence_init(n)) < 0)
 		return r;
@@ -214,7 +217,7 @@ void hk_node_free(struct hk_node *n)
 
 int hk_thread_set_vcpu(struct hk_node *n, pid_t tid, int vcpu)
 {
-	if (!n || !n->stats.page_stalls)
+	if (!n || !n->started)
 		return -EINVAL;
 	hk_stats_set_vcpu(&n->stats, tid, vcpu);
 	return 0;

@@ -1,0 +1,155 @@
+/* test_coherence.c - two nodes in one process (each its own region and
+ * userfaultfd): data written on one is read on the other, ownership moves
+ * back and forth, atomic counters sum exactly, first touch is a zero page,
+ * the vcpu policy hands a move decision to the embedder, and a node past its
+ * budget evicts to the other without losing data. */
+#include <pthread.h>
+#include <string.h>
+
+#include "hk.h"
+#include "hk_test.h"
+#include "test_node_util.h"
+
+#define PAGES 32
+
+static struct hk_node *nodes[2];
+static uint8_t *regions[2];
+static int stall_moves, stall_calls;
+
+static void on_stall(void *opaque, const struct hk_stall *s, struct hk_decision *d)
+{
+	(void)opaque;
+	stall_calls++;
+	if (d->kind == HK_MOVE_VCPU) {
+		/* The embedder sees the policy's move and, having no vCPU to
+		 * move in this test, asks for the page instead. */
+		if (d->target_node == s->likely_owner)
+			stall_moves++;
+		d->kind = HK_BRING_PAGE;
+	}
+}
+
+static void start_pair(const char *policy1, uint64_t budget0)
+{
+	tn_init_dir(2);
+	struct tn_starter st[2];
+	for (int i = 0; i < 2; i++) {
+		struct hk_config c;
+		tn_config(&c, i, 2, "pair");
+		if (i == 1) {
+			c.policy = policy1;
+			c.cb.on_stall = on_stall;
+		}
+		if (i == 0)
+			c.budget_bytes = budget0;
+		c.heartbeat_ms = 50;
+		regions[i] = tn_region(PAGES);
+		CHECK(hk_node_new(&c, &nodes[i]) == 0);
+		CHECK(hk_region_register(nodes[i], regions[i], PAGES * 4096) == 0);
+		st[i].node = nodes[i];
+		pthread_create(&st[i].th, NULL, tn_start_main, &st[i]);
+	}
+	for (int i = 0; i < 2; i++) {
+		pthread_join(st[i].th, NULL);
+		CHECK(st[i].result == 0);
+	}
+}
+
+static void stop_pair(void)
+{
+	for (int i = 0; i < 2; i++)
+		hk_node_shutdown(nodes[i]);
+	for (int i = 0; i < 2; i++) {
+		hk_node_free(nodes[i]);
+		munmap(regions[i], PAGES * 4096);
+	}
+}
+
+static void test_write_here_read_there(void)
+{
+	start_pair("page", 0);
+	volatile uint64_t *a = (uint64_t *)regions[0], *b = (uint64_t *)regions[1];
+	CHECK(b[3 * 512] == 0); /* first touch, page 3, home 1: a zero page */
+	for (uint64_t round = 1; round <= 50; round++) {
+		a[5 * 512] = round; /* page 5 moves to node 0 exclusive */
+		CHECK(b[5 * 512] == round); /* node 1 gets a shared copy */
+		b[5 * 512 + 1] = round * 3; /* node 1 takes it exclusive */
+		CHECK(a[5 * 512 + 1] == round * 3);
+		CHECK(a[5 * 512] == round);
+	}
+	char *js = hk_stats_json(nodes[1]);
+	CHECK(tn_counter(js, "zero_fills") == 1);
+	CHECK(tn_counter(js, "pages_received") >= 50);
+	CHECK(tn_counter(js, "invalidations_received") >= 49);
+	free(js);
+	stop_pair();
+}
+
+struct incr { volatile uint64_t *ctr; int n; };
+
+static void *incr_main(void *arg)
+{
+	struct incr *in = arg;
+	for (int i = 0; i < in->n; i++)
+		__atomic_fetch_add(in->ctr, 1, __ATOMIC_SEQ_CST);
+	return NULL;
+}
+
+static void test_atomic_counters_sum_exactly(void)
+{
+	start_pair("page", 0);
+	pthread_t th[4];
+	struct incr in[4];
+	for (int t = 0; t < 4; t++) {
+		in[t].ctr = (uint64_t *)(regions[t % 2] + 7 * 4096 + 64 * (t / 2));
+		in[t].n = 2000;
+		pthread_create(&th[t], NULL, incr_main, &in[t]);
+	}
+	for (int t = 0; t < 4; t++)
+		pthread_join(th[t], NULL);
+	uint64_t *c = (uint64_t *)(regions[1] + 7 * 4096);
+	CHECK(c[0] == 4000 && c[8] == 4000);
+	stop_pair();
+}
+
+static void test_vcpu_policy_asks_embedder(void)
+{
+	stall_moves = stall_calls = 0;
+	start_pair("vcpu", 0);
+	((volatile uint8_t *)regions[0])[9 * 4096] = 1;
+	CHECK(((volatile uint8_t *)regions[1])[9 * 4096] == 1);
+	CHECK(stall_calls >= 1 && stall_moves == stall_calls);
+	char *js = hk_stats_json(nodes[1]);
+	CHECK(strstr(js, "\"policy\":\"vcpu\""));
+	free(js);
+	stop_pair();
+}
+
+static void test_budget_evicts_without_loss(void)
+{
+	start_pair("page", 4 * 4096);
+	for (int p = 0; p < 16; p++)
+		((volatile uint64_t *)regions[0])[p * 512] = 1000 + (uint64_t)p;
+	usleep(600000); /* a few heartbeats: peers learn budgets, node 0 evicts */
+	char *js = hk_stats_json(nodes[0]);
+	unsigned long resident = 99;
+	const char *r = strstr(js, "\"resident_pages\":");
+	if (r)
+		resident = strtoul(r + 17, NULL, 10);
+	CHECK(resident <= 4);
+	CHECK(tn_counter(js, "evictions") >= 12);
+	CHECK(tn_counter(js, "pages_sent") >= 12);
+	free(js);
+	for (int p = 0; p < 16; p++)
+		CHECK(((volatile uint64_t *)regions[1])[p * 512] == 1000 + (uint64_t)p);
+	stop_pair();
+}
+
+int main(void)
+{
+	RUN(test_write_here_read_there);
+	RUN(test_atomic_counters_sum_exactly);
+	RUN(test_vcpu_policy_asks_embedder);
+	RUN(test_budget_evicts_without_loss);
+	TEST_DONE();
+}

@@ -1,0 +1,94 @@
+/* test_msg.c - every message type survives encode/decode; truncated,
+ * oversized, unknown and corrupted frames are rejected without reading past
+ * the input. */
+#include <string.h>
+
+#include "hk.h"
+#include "hk_test.h"
+
+static void test_roundtrip_all_types(void)
+{
+	uint8_t page[HK_PAGE_SIZE], buf[HK_MSG_HDR_LEN + HK_MSG_MAX_PAYLOAD];
+	for (int i = 0; i < (int)HK_PAGE_SIZE; i++)
+		page[i] = (uint8_t)(i * 7);
+	for (unsigned t = 1; t < HK_MSG_TYPE_COUNT; t++) {
+		struct hk_msg m = { .type = (uint8_t)t, .seq = 77, .page = 123456789, .node = 3,
+				    .count = 4, .mode = HK_MODE_EXCL, .aux = 1,
+				    .reason = HK_REFUSE_SECRET, .a = 11, .b = 22 };
+		memset(m.nonce, 0x5a, sizeof(m.nonce));
+		memset(m.mac, 0xa5, sizeof(m.mac));
+		if (t == HK_MSG_DATA || t == HK_MSG_VCPU) {
+			m.data = page;
+			m.data_len = t == HK_MSG_DATA ? HK_PAGE_SIZE : 1000;
+		}
+		size_t n = hk_msg_encode(&m, buf, sizeof(buf));
+		CHECK(n >= HK_MSG_HDR_LEN);
+		struct hk_msg d;
+		CHECK(hk_msg_decode(buf, n, &d) == (int)n);
+		CHECK(d.type == t && d.seq == 77);
+		/* every proper prefix asks for more input */
+		struct hk_msg part;
+		for (size_t cut = 0; cut < n; cut += 97)
+			CHECK(hk_msg_decode(buf, cut, &part) == 0);
+		if (t >= HK_MSG_REQ && t <= HK_MSG_PEER_LOST) {
+			CHECK(d.page == 123456789 && d.node == 3);
+		}
+		if (t == HK_MSG_DATA)
+			CHECK(d.data_len == HK_PAGE_SIZE && !memcmp(d.data, page, HK_PAGE_SIZE));
+		if (t == HK_MSG_VCPU)
+			CHECK(d.count == 4 && d.data_len == 1000 && !memcmp(d.data, page, 1000));
+		if (t == HK_MSG_HELLO_ACK)
+			CHECK(d.mac[0] == 0xa5 && d.nonce[31] == 0x5a);
+		if (t == HK_MSG_HEARTBEAT)
+			CHECK(d.a == 11 && d.b == 22);
+	}
+}
+
+static void test_rejects_malformed(void)
+{
+	uint8_t buf[64];
+	struct hk_msg m = { .type = HK_MSG_INV, .page = 5 }, d;
+	size_t n = hk_msg_encode(&m, buf, sizeof(buf));
+	uint8_t bad[64];
+	memcpy(bad, buf, n);
+	bad[0] ^= 1; /* magic */
+	CHECK(hk_msg_decode(bad, n, &d) == -EBADMSG);
+	CHECK(hk_msg_decode(bad, 2, &d) == -EBADMSG); /* visible early */
+	memcpy(bad, buf, n);
+	bad[4] = 9; /* version */
+	CHECK(hk_msg_decode(bad, n, &d) == -EPROTO && d.version == 9);
+	memcpy(bad, buf, n);
+	bad[6] = 200; /* type */
+	CHECK(hk_msg_decode(bad, n, &d) == -EBADMSG);
+	memcpy(bad, buf, n);
+	bad[8] = 13; /* length does not fit the type */
+	CHECK(hk_msg_decode(bad, n, &d) == -EMSGSIZE);
+	memcpy(bad, buf, n);
+	bad[7] = 1; /* unknown flags */
+	CHECK(hk_msg_decode(bad, n, &d) == -EBADMSG);
+	struct hk_msg r = { .type = HK_MSG_REQ, .mode = 7 };
+	n = hk_msg_encode(&r, buf, sizeof(buf));
+	CHECK(hk_msg_decode(buf, n, &d) == -EBADMSG); /* bad mode */
+	struct hk_msg v = { .type = HK_MSG_VCPU };
+	n = hk_msg_encode(&v, buf, sizeof(buf));
+	buf[8] = 0xff; buf[9] = 0xff; buf[10] = 0xff; buf[11] = 0x7f;
+	CHECK(hk_msg_decode(buf, n, &d) == -EMSGSIZE);
+}
+
+static void test_two_frames_back_to_back(void)
+{
+	uint8_t buf[128];
+	struct hk_msg a = { .type = HK_MSG_DONE, .page = 1 }, b = { .type = HK_MSG_BYE }, d;
+	size_t n1 = hk_msg_encode(&a, buf, sizeof(buf));
+	size_t n2 = hk_msg_encode(&b, buf + n1, sizeof(buf) - n1);
+	CHECK(hk_msg_decode(buf, n1 + n2, &d) == (int)n1 && d.type == HK_MSG_DONE);
+	CHECK(hk_msg_decode(buf + n1, n2, &d) == (int)n2 && d.type == HK_MSG_BYE);
+}
+
+int main(void)
+{
+	RUN(test_roundtrip_all_types);
+	RUN(test_rejects_malformed);
+	RUN(test_two_frames_back_to_back);
+	TEST_DONE();
+}
