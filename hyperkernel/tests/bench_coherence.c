@@ -1,0 +1,273 @@
+/* bench_coherence.c (make bench-coherence) - latency of the coherence paths
+ * against the floor of this machine: the raw 4 KiB request/response round
+ * trip over a Unix socket between two processes, measured in the same run.
+ * Four node processes, home(page) = page % 4.  Timings are taken by the
+ * faulting application thread around one access.  Last line: one JSON object.
+ * The targets are checked here and only here (never in tests). */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "hyperkernel.h"
+
+#define NODES 4
+#define M 400          /* samples per latency figure */
+#define STREAM 4096    /* pages in the streaming test */
+#define SETS 5
+#define REGION_PAGES (NODES * (SETS * M + STREAM))
+
+struct shared {
+	_Atomic int bar[32];
+	double lat[8][M];
+	double stream_secs;
+};
+static struct shared *sh;
+static uint8_t *region;
+
+static uint64_t ns(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (uint64_t)t.tv_sec * 1000000000ull + (uint64_t)t.tv_nsec;
+}
+
+static void barrier(int i)
+{
+	atomic_fetch_add(&sh->bar[i], 1);
+	while (atomic_load(&sh->bar[i]) < NODES)
+		usleep(200);
+}
+
+/* Page i of the set `set` whose home is `home`. */
+static volatile uint64_t *pg(int set, int i, int home)
+{
+	return (volatile uint64_t *)(region + (size_t)(NODES * (set * M + i) + home) * 4096);
+}
+
+static int cmp(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return x < y ? -1 : x > y;
+}
+
+static void pct(double *v, int n, double *p50, double *p99)
+{
+	qsort(v, (size_t)n, sizeof(double), cmp);
+	*p50 = v[n / 2];
+	*p99 = v[(n * 99) / 100];
+}
+
+static void raw_rtt(double *p50, double *p99)
+{
+	int sv[2];
+	socketpair(AF_UNIX, SOCK_STREAM, 0, sv);
+	static char buf[4096];
+	pid_t pid = fork();
+	if (pid == 0) {
+		close(sv[0]);
+		for (int i = 0; i < 2 * M + 100; i++) {
+			size_t got = 0;
+			while (got < sizeof(buf)) {
+				ssize_t r = read(sv[1], buf + got, sizeof(buf) - got);
+				if (r <= 0)
+					_exit(0);
+				got += (size_t)r;
+			}
+			if (write(sv[1], buf, sizeof(buf)) != (ssize_t)sizeof(buf))
+				_exit(1);
+		}
+		_exit(0);
+	}
+	close(sv[1]);
+	double v[2 * M];
+	for (int i = 0; i < 2 * M + 100; i++) {
+		uint64_t t0 = ns();
+		if (write(sv[0], buf, sizeof(buf)) != (ssize_t)sizeof(buf))
+			exit(1);
+		size_t got = 0;
+		while (got < sizeof(buf)) {
+			ssize_t r = read(sv[0], buf + got, sizeof(buf) - got);
+			if (r <= 0)
+				exit(1);
+			got += (size_t)r;
+		}
+		if (i >= 100)
+			v[i - 100] = (double)(ns() - t0) / 1000.0;
+	}
+	close(sv[0]);
+	waitpid(pid, NULL, 0);
+	pct(v, 2 * M, p50, p99);
+}
+
+struct streamer { int first, step; };
+
+static void *stream_main(void *arg)
+{
+	struct streamer *s = arg;
+	uint64_t sum = 0;
+	for (int i = s->first; i < STREAM; i += s->step)
+		sum += *(volatile uint64_t *)(region + (size_t)(NODES * (SETS * M + i) + 1) * 4096);
+	return (void *)(uintptr_t)sum;
+}
+
+static void run_node(int id, const char **peers)
+{
+	region = mmap(NULL, (size_t)REGION_PAGES * 4096, PROT_READ | PROT_WRITE,
+		      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	struct hk_config c;
+	hk_config_init(&c);
+	c.node_id = id;
+	c.node_count = NODES;
+	c.peers = peers;
+	c.secret = "bench";
+	c.home_chunk_pages = 1;
+	struct hk_node *n;
+	if (hk_node_new(&c, &n) < 0 || hk_region_register(n, region, (size_t)REGION_PAGES * 4096) < 0 ||
+	    hk_node_start(n) < 0)
+		_exit(2);
+	barrier(0);
+	/* 0: remote read stall, owner == home == node 1 */
+	if (id == 1)
+		for (int i = 0; i < M; i++)
+			*pg(0, i, 1) = (uint64_t)i;
+	barrier(1);
+	if (id == 0)
+		for (int i = 0; i < M; i++) {
+			uint64_t t0 = ns();
+			uint64_t v = *pg(0, i, 1);
+			sh->lat[0][i] = (double)(ns() - t0) / 1000.0;
+			if (v != (uint64_t)i)
+				_exit(4);
+		}
+	barrier(2);
+	/* 1, 2: write stall at the home, invalidating 1 then 3 sharers */
+	if (id == 0)
+		for (int i = 0; i < M; i++) {
+			*pg(1, i, 0) = 1;
+			*pg(2, i, 0) = 1;
+		}
+	barrier(3);
+	for (int i = 0; i < M; i++) {
+		if (id == 1)
+			(void)*pg(1, i, 0);
+		if (id != 0)
+			(void)*pg(2, i, 0);
+	}
+	barrier(4);
+	if (id == 0)
+		for (int s = 1; s <= 2; s++)
+			for (int i = 0; i < M; i++) {
+				uint64_t t0 = ns();
+				*pg(s, i, 0) = 2;
+				sh->lat[s][i] = (double)(ns() - t0) / 1000.0;
+			}
+	barrier(5);
+	/* 3: first touch at the home (local); 4: first touch elsewhere */
+	if (id == 0)
+		for (int i = 0; i < M; i++) {
+			uint64_t t0 = ns();
+			*pg(3, i, 0) = 1;
+			uint64_t t1 = ns();
+			*pg(4, i, 1) = 1;
+			uint64_t t2 = ns();
+			sh->lat[3][i] = (double)(t1 - t0) / 1000.0;
+			sh->lat[4][i] = (double)(t2 - t1) / 1000.0;
+		}
+	barrier(6);
+	/* streaming: node 1 owns STREAM pages, node 0 pulls them with 2 threads */
+	if (id == 1)
+		for (int i = 0; i < STREAM; i++)
+			*(volatile uint64_t *)(region + (size_t)(NODES * (SETS * M + i) + 1) * 4096) = 1;
+	barrier(7);
+	if (id == 0) {
+		pthread_t th[2];
+		struct streamer s[2] = { { 0, 2 }, { 1, 2 } };
+		uint64_t t0 = ns();
+		for (int t = 0; t < 2; t++)
+			pthread_create(&th[t], NULL, stream_main, &s[t]);
+		for (int t = 0; t < 2; t++)
+			pthread_join(th[t], NULL);
+		sh->stream_secs = (double)(ns() - t0) / 1e9;
+	}
+	barrier(8);
+	hk_node_shutdown(n);
+	hk_node_free(n);
+	_exit(0);
+}
+
+int main(void)
+{
+	sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	double raw50, raw99;
+	raw_rtt(&raw50, &raw99);
+	printf("raw 4 KiB unix-socket round trip: p50 %.1f us  p99 %.1f us\n", raw50, raw99);
+	char dir[] = "/tmp/hk-bench.XXXXXX";
+	if (!mkdtemp(dir))
+		return 1;
+	static char addr[NODES][128];
+	const char *peers[NODES];
+	for (int k = 0; k < NODES; k++) {
+		snprintf(addr[k], sizeof(addr[k]), "unix:%s/n%d", dir, k);
+		peers[k] = addr[k];
+	}
+	pid_t pids[NODES];
+	for (int k = 0; k < NODES; k++)
+		if ((pids[k] = fork()) == 0)
+			run_node(k, peers);
+	int bad = 0;
+	for (int k = 0; k < NODES; k++) {
+		int st;
+		waitpid(pids[k], &st, 0);
+		bad |= !WIFEXITED(st) || WEXITSTATUS(st);
+	}
+	for (int k = 0; k < NODES; k++) {
+		char p[200];
+		snprintf(p, sizeof(p), "%s/n%d", dir, k);
+		unlink(p);
+	}
+	rmdir(dir);
+	if (bad) {
+		fprintf(stderr, "bench-coherence: a node failed\n");
+		return 1;
+	}
+	static const char *names[] = { "remote_read", "write_inv1", "write_inv3", "first_touch_home",
+				       "first_touch_remote" };
+	static const char *what[] = { "remote read stall (home = owner)",
+				      "write stall, home writer, invalidates 1 sharer",
+				      "write stall, home writer, invalidates 3 sharers",
+				      "first touch at the home (local zero page)",
+				      "first touch, remote home (zero grant)" };
+	double p50[5], p99[5];
+	for (int s = 0; s < 5; s++) {
+		pct(sh->lat[s], M, &p50[s], &p99[s]);
+		printf("%-50s p50 %7.1f us (%.2fx raw)  p99 %7.1f us (%.2fx raw)\n", what[s], p50[s],
+		       p50[s] / raw50, p99[s], p99[s] / raw50);
+	}
+	double pages_s = STREAM / sh->stream_secs, mb_s = pages_s * 4096 / 1e6;
+	double per_page_us = 1e6 / pages_s;
+	printf("page streaming (2 threads pulling %d pages): %.0f pages/s, %.1f MB/s, %.1f us/page "
+	       "(%.2fx raw)\n",
+	       STREAM, pages_s, mb_s, per_page_us, per_page_us / raw50);
+	bool t_read = p50[0] <= 1.5 * raw50, t_w1 = p50[1] <= 2.0 * raw50, t_ft = p50[3] <= 10.0;
+	printf("targets: remote read p50 <= 1.5x raw: %s; write (1 sharer) p50 <= 2x raw: %s; "
+	       "first touch p50 <= 10 us: %s\n",
+	       t_read ? "PASS" : "MISS", t_w1 ? "PASS" : "MISS", t_ft ? "PASS" : "MISS");
+	printf("{\"raw_rtt_us\":{\"p50\":%.2f,\"p99\":%.2f}", raw50, raw99);
+	for (int s = 0; s < 5; s++)
+		printf(",\"%s_us\":{\"p50\":%.2f,\"p99\":%.2f,\"p50_ratio\":%.3f,\"p99_ratio\":%.3f}",
+		       names[s], p50[s], p99[s], p50[s] / raw50, p99[s] / raw50);
+	printf(",\"streaming\":{\"pages_per_s\":%.0f,\"mb_per_s\":%.1f,\"us_per_page\":%.2f,"
+	       "\"ratio\":%.3f}",
+	       pages_s, mb_s, per_page_us, per_page_us / raw50);
+	printf(",\"targets\":{\"remote_read_p50_le_1.5x\":%s,\"write_inv1_p50_le_2x\":%s,"
+	       "\"first_touch_p50_le_10us\":%s}}\n",
+	       t_read ? "true" : "false", t_w1 ? "true" : "false", t_ft ? "true" : "false");
+	return 0;
+}
