@@ -55,10 +55,31 @@ static void kill_children(void)
 		kill(server_pid, SIGKILL);
 }
 
+#define SERVER_LOG "/tmp/wl-redis-server.log"
+
+/* The end of the server's log, on stderr: the result line has no room for it. */
+static void dump_server_log(void)
+{
+	char tail[2048];
+	int fd = open(SERVER_LOG, O_RDONLY);
+
+	if (fd < 0)
+		return;
+	off_t size = lseek(fd, 0, SEEK_END);
+	lseek(fd, size > (off_t)sizeof(tail) ? size - (off_t)sizeof(tail) : 0, SEEK_SET);
+	ssize_t n = read(fd, tail, sizeof(tail));
+	if (n > 0) {
+		fprintf(stderr, "redis: end of %s:\n", SERVER_LOG);
+		fwrite(tail, 1, (size_t)n, stderr);
+	}
+	close(fd);
+}
+
 static _Noreturn void fail(const char *reason, const char *detail)
 {
 	fprintf(stderr, "redis: %s%s%s\n", reason, detail ? ": " : "", detail ? detail : "");
 	kill_children();
+	dump_server_log();
 	wl_finish(false, reason);
 }
 
@@ -313,7 +334,7 @@ int main(int argc, char **argv)
 
 	uint64_t start = wl_now_ns();
 	snprintf(portstr, sizeof(portstr), "%d", port);
-	int log_fd = open("/tmp/wl-redis-server.log", O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	int log_fd = open(SERVER_LOG, O_WRONLY | O_CREAT | O_TRUNC, 0644);
 	if (log_fd < 0)
 		fail("log", strerror(errno));
 	char *server_args[] = { "--port", portstr, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
@@ -328,7 +349,7 @@ int main(int argc, char **argv)
 
 		if (waitpid(server_pid, &status, WNOHANG) == server_pid) {
 			server_pid = -1;
-			fail("server_died", "see /tmp/wl-redis-server.log");
+			fail("server_died", NULL);
 		}
 		if (conn_open(&c, port)) {
 			simple(&c, "PING", reply, sizeof(reply));
