@@ -10,12 +10,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from testbed import procs
+from testbed import procs, workloads
 from testbed.artifacts import ensure_artifacts
 from testbed.cluster import Cluster, default_run_dir
 from testbed.config import ClusterSpec, parse_size_mib
 from testbed.errors import ConfigError, GuestError, TestbedError
 from testbed.progress import Progress
+from testbed.workloads import ParamValue
 
 
 class _Parser(argparse.ArgumentParser):
@@ -75,6 +76,17 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Boot the guest and hand over its serial console. "
                        "Ctrl-] detaches and shuts everything down.")
     _add_cluster_args(p)
+
+    p = sub.add_parser("workload", help="run a self-verifying workload and print its record",
+                       description="Run a catalogue workload in the guest. Parameters are "
+                       "checked before the guest boots. Exit status 0 only if the workload "
+                       "verified its result (ok=1).")
+    _add_cluster_args(p)
+    p.add_argument("name", metavar="NAME", help="workload name; 'list' shows the catalogue")
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="a workload parameter (repeatable)")
+    p.add_argument("--json", action="store_true", help="print the full run record as JSON")
+    p.add_argument("--timeout", type=float, default=600.0, metavar="SECONDS")
 
     sub.add_parser("sweep", help="kill node processes left by harnesses that died")
 
@@ -137,6 +149,46 @@ def cmd_build(args: argparse.Namespace, progress: Progress) -> int:
     return 0
 
 
+def _workload_params(pairs: list[str]) -> dict[str, ParamValue]:
+    params: dict[str, ParamValue] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--param {pair!r} is not KEY=VALUE", "e.g. --param threads=2")
+        params[key] = value
+    return params
+
+
+def cmd_workload(args: argparse.Namespace, progress: Progress) -> int:
+    if args.name == "list":
+        for name, wl in sorted(workloads.WORKLOADS.items()):
+            print(f"{name}: {wl.description}")
+            for p in wl.params:
+                print(f"    {p.describe()}")
+        return 0
+    spec = _spec(args)
+    try:  # refuse bad input before anything builds or boots
+        params = workloads.validate_params(args.name, _workload_params(args.param), spec.vcpus)
+    except workloads.WorkloadError as e:
+        raise ConfigError(str(e)) from None
+    with _cluster(args, progress, f"workload-{args.name}") as cluster:
+        progress.step("workload", f"booting {spec.nodes} node(s), {spec.vcpus} vCPU(s); "
+                      f"logs in {cluster.run_dir}")
+        try:
+            cluster.boot()
+            progress.step("workload", f"running {args.name}")
+            record = cluster.run_workload(args.name, params, guest_timeout=args.timeout)
+        except GuestError:
+            print(cluster.failure_report(), file=sys.stderr)
+            raise
+    if args.json:
+        print(record.to_json())
+    else:
+        print(record.raw)
+        print(f"ok={int(record.ok)} params={record.params} artifacts={record.artifacts}")
+    return 0 if record.ok else 1
+
+
 def cmd_sweep(args: argparse.Namespace, progress: Progress) -> int:
     killed = procs.sweep_orphans()
     print(f"killed {len(killed)} orphaned node process(es)" + (f": {killed}" if killed else ""))
@@ -151,7 +203,7 @@ def cmd_demo(args: argparse.Namespace, progress: Progress) -> int:
 
 
 COMMANDS = {"run": cmd_run, "up": cmd_up, "build": cmd_build, "sweep": cmd_sweep,
-            "demo": cmd_demo}
+            "demo": cmd_demo, "workload": cmd_workload}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -163,6 +215,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TestbedError as e:
         print(f"testbed: error: {e}", file=sys.stderr)
         return 2 if isinstance(e, ConfigError) else 1
+    except BrokenPipeError:  # e.g. piped into head
+        return 0
     except KeyboardInterrupt:
         print("testbed: interrupted; nodes shut down", file=sys.stderr)
         return 130

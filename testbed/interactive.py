@@ -6,11 +6,18 @@ import os
 import select
 import sys
 import termios
+import time
 import tty
 
 from testbed.cluster import Cluster
 
 ESCAPE = b"\x1d"  # Ctrl-]
+
+
+def _at_first_prompt(text: bytes) -> bool:
+    """The guest's /init is up and its shell has printed a prompt (maybe a terminal probe)."""
+    up = text.find(b"SDS-GUEST-UP")
+    return up >= 0 and text[up:].rstrip().removesuffix(b"\x1b[6n").endswith(b"#")
 
 
 def attach(cluster: Cluster) -> None:
@@ -26,6 +33,13 @@ def attach(cluster: Cluster) -> None:
         print("[up] attached to the guest console; Ctrl-] detaches and shuts the guest down",
               file=sys.stderr, flush=True)
         tty.setraw(stdin_fd)
+    # Type-ahead before the shell has started could be swallowed by its line
+    # editor's terminal probe; wait for the first prompt (briefly).
+    deadline = time.monotonic() + 30
+    while not _at_first_prompt(console.text()) and time.monotonic() < deadline:
+        if not any(n.alive() for n in cluster.nodes):
+            break
+        time.sleep(0.05)
     stdin_open = True
     try:
         while True:

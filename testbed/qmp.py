@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from qemu.qmp import QMPError
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
 from testbed.errors import GuestError, GuestTimeout
@@ -50,6 +51,9 @@ class Qmp:
         except TimeoutError as e:
             raise GuestTimeout(f"{self.name}: QMP {name} got no answer in {timeout:.0f}s",
                                "the node is hung; see its logs") from e
+        except (QMPError, OSError, EOFError) as e:
+            raise GuestError(f"{self.name}: QMP connection lost during {name}: {e!r}",
+                             "the node exited; see its logs") from e
         self._log("<", resp)
         if "error" in resp:
             err = resp["error"]

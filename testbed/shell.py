@@ -58,7 +58,12 @@ class GuestShell:
                     raise GuestTimeout(f"guest did not {what} within {timeout:.0f}s",
                                        f"see {self.console.log_path}") from None
             except pexpect.EOF:
-                self.health_check()
+                # The console closes a moment before the dead process can be reaped:
+                # give it a little time so the error names the real cause.
+                grace = time.monotonic() + 3
+                while time.monotonic() < grace:
+                    self.health_check()
+                    time.sleep(0.05)
                 raise GuestError(f"{self.console.name}: console closed while waiting to {what}",
                                  f"see {self.console.log_path}") from None
 
