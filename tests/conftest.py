@@ -65,13 +65,38 @@ def booted_cluster(cluster_factory: ClusterFactory, request: pytest.FixtureReque
     return cluster
 
 
+# Nodes of module-scoped clusters outlive single tests; their fixture checks them.
+_SHARED_NODE_PIDS: set[int] = set()
+
+
 @pytest.fixture(autouse=True)
 def no_node_left_behind() -> Iterator[None]:
     yield
-    left = procs.our_nodes()
+    left = [pid for pid in procs.our_nodes() if pid not in _SHARED_NODE_PIDS]
     for pid in left:
         try:
             os.kill(pid, 9)
         except ProcessLookupError:
             pass
     assert not left, f"QEMU node processes left running after the test: {left}"
+
+
+@pytest.fixture(scope="module")
+def module_cluster(artifacts: Artifacts, tmp_path_factory: pytest.TempPathFactory,
+                   request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    """One booted guest shared by a module's tests (set ``CLUSTER_SPEC`` in the module)."""
+    spec: dict[str, Any] = getattr(request.module, "CLUSTER_SPEC", {"vcpus": 2})
+    cluster = Cluster(ClusterSpec(**spec), artifacts, tmp_path_factory.mktemp("module-cluster"))
+    try:
+        cluster.start()
+        _SHARED_NODE_PIDS.update(node.pid for node in cluster.nodes)
+        cluster.boot()
+        yield cluster
+    except BaseException:
+        print(cluster.failure_report())
+        raise
+    finally:
+        cluster.shutdown()
+        _SHARED_NODE_PIDS.difference_update(node.pid for node in cluster.nodes)
+    left = procs.our_nodes()
+    assert not [pid for pid in left if pid not in _SHARED_NODE_PIDS], f"nodes left: {left}"
