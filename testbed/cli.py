@@ -260,8 +260,9 @@ def cmd_sweep(args: argparse.Namespace, progress: Progress) -> int:
 def cmd_demo(args: argparse.Namespace, progress: Progress) -> int:
     from testbed.demo import run_demo
 
+    given = "--nodes" in sys.argv[1:] or any(a.startswith("--nodes=") for a in sys.argv[1:])
     return run_demo(_spec(args), ensure_artifacts(progress, qemu=args.qemu, kernel=args.kernel),
-                    args.run_dir or default_run_dir("demo"), progress)
+                    args.run_dir or default_run_dir("demo"), progress, nodes_given=given)
 
 
 COMMANDS = {"run": cmd_run, "up": cmd_up, "build": cmd_build, "sweep": cmd_sweep,

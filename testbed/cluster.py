@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import atexit
+import functools
 import hashlib
 import logging
 import os
 import secrets
 import shutil
+import subprocess
 import tempfile
 import time
 import weakref
@@ -42,6 +44,17 @@ class Artifacts:
 
     def hashes(self) -> dict[str, str]:
         return {"qemu": self.qemu_key, **self.images.hashes()}
+
+    def supports_hyperkernel(self) -> bool:
+        """Whether this QEMU was built with the hyperkernel patches (-object hyperkernel)."""
+        return "hyperkernel" in _object_types(self.qemu)
+
+
+@functools.cache
+def _object_types(qemu: Path) -> frozenset[str]:
+    out = subprocess.run([str(qemu), "-object", "help"], capture_output=True, text=True,
+                         timeout=30, check=False)
+    return frozenset(line.strip() for line in out.stdout.splitlines()[1:] if line.strip())
 
 
 def _run_id(run_dir: Path) -> str:
