@@ -95,7 +95,10 @@ static void page_arrived(struct hk_node *n, uint64_t page, int from)
 
 static void page_left(struct hk_node *n, uint64_t page)
 {
-	n->resident--;
+	if (n->pages[page].zmap)
+		n->pages[page].zmap = false; /* premapped, never counted */
+	else
+		n->resident--;
 	if (n->cfg.cb.on_page_left)
 		n->cfg.cb.on_page_left(n->cfg.cb.opaque, page * HK_PAGE_SIZE);
 }
@@ -392,6 +395,42 @@ static void dir_grant_excl(struct hk_node *n, uint64_t page)
 	e->copyset = bit(r);
 }
 
+static bool page_is_zero(const uint8_t *a)
+{
+	const uint64_t *w = (const uint64_t *)a;
+	uint64_t acc = 0;
+	for (size_t i = 0; i < HK_PAGE_SIZE / 8; i++)
+		acc |= w[i];
+	return acc == 0;
+}
+
+/* A page premapped as zero at its home and still all zero is as good as
+ * never touched: rather than moving 4 KiB of zeros (protect, copy, send,
+ * ack, drop), the home takes it back and grants a zero page.  Protect first
+ * so that no write of ours can slip in between the check and the drop. */
+static bool take_back_pristine(struct hk_node *n, uint64_t page)
+{
+	struct hk_page *p = &n->pages[page];
+	uint8_t *a = hk_memory_page_addr(&n->mem, page);
+	if (!page_is_zero(a))
+		goto written;
+	must(hk_memory_protect(&n->mem, page, true), "write-protect", page);
+	if (!page_is_zero(a)) {
+		/* Written just now: stays protected, and the FWD to ourselves
+		 * that follows (the home is the owner) gives it away. */
+		goto written;
+	}
+	must(hk_memory_drop(&n->mem, page), "drop", page);
+	p->state = HK_PS_INVALID;
+	page_left(n, page);
+	return true;
+written:
+	p->zmap = false; /* a page of our own now: count it */
+	n->resident++;
+	p->last_use = (uint32_t)++n->clock;
+	return false;
+}
+
 static void dir_start(struct hk_node *n, uint64_t page, struct hk_dir_req *q)
 {
 	struct hk_dir_entry *e = &n->dir.e[page];
@@ -408,6 +447,12 @@ static void dir_start(struct hk_node *n, uint64_t page, struct hk_dir_req *q)
 	e->cur_node = (int8_t)r;
 	e->cur_mode = q->mode;
 	e->cur_have_copy = q->have_copy && (e->copyset & bit(r));
+	if (e->owner == n->self && r != n->self && e->copyset == bit(n->self) &&
+	    n->pages[page].zmap && n->pages[page].state == HK_PS_EXCL &&
+	    take_back_pristine(n, page)) {
+		e->owner = -1;
+		e->copyset = 0;
+	}
 	if (e->owner < 0) {
 		e->owner = (int8_t)r;
 		e->copyset = bit(r);
@@ -765,6 +810,49 @@ void *hk_coherence_thread(void *arg)
 	return NULL;
 }
 
+static void premap_one(struct hk_node *n, uint64_t page)
+{
+	n->pages[page].state = HK_PS_EXCL;
+	n->pages[page].zmap = true;
+	n->dir.e[page].owner = (int8_t)n->self;
+	n->dir.e[page].copyset = bit(n->self);
+}
+
+/* Untouched pages belong to their home: map them all there as the zero page
+ * up front, so a first touch at the home never waits for the event thread
+ * (a read costs nothing, a write is an in-kernel copy-on-write).  A remote
+ * first touch takes them back (take_back_pristine).  HK_NO_PREMAP=1 keeps
+ * the lazy zero grant everywhere. */
+static void premap_home_pages(struct hk_node *n)
+{
+	const char *e = getenv("HK_NO_PREMAP");
+	if (e && atoi(e) > 0)
+		return;
+	for (int i = 0; i < n->mem.nregions; i++) {
+		uint64_t first = n->mem.regions[i].first_page;
+		uint64_t end = first + n->mem.regions[i].len / HK_PAGE_SIZE;
+		for (uint64_t pg = first; pg < end;) {
+			if (home_of(n, pg) != n->self) {
+				pg++;
+				continue;
+			}
+			uint64_t run = 1;
+			while (pg + run < end && home_of(n, pg + run) == n->self)
+				run++;
+			int64_t done = hk_memory_premap_zero(&n->mem, pg, run);
+			if (done == (int64_t)run) {
+				for (uint64_t k = 0; k < run; k++)
+					premap_one(n, pg + k);
+			} else { /* something is mapped already: page by page */
+				for (uint64_t k = 0; k < run; k++)
+					if (hk_memory_premap_zero(&n->mem, pg + k, 1) == 1)
+						premap_one(n, pg + k);
+			}
+			pg += run;
+		}
+	}
+}
+
 int hk_coherence_init(struct hk_node *n)
 {
 	uint64_t np = n->mem.npages;
@@ -776,6 +864,7 @@ int hk_coherence_init(struct hk_node *n)
 	int r = hk_directory_init(&n->dir, np);
 	if (r)
 		return r;
+	premap_home_pages(n);
 	if (posix_memalign((void **)&n->scratch, HK_PAGE_SIZE, HK_PAGE_SIZE))
 		return -ENOMEM;
 	n->epfd = epoll_create1(EPOLL_CLOEXEC);
