@@ -681,7 +681,9 @@ static void read_link(struct hk_node *n, int peer)
 	struct hk_link *l = &n->links[peer];
 	for (;;) {
 		ssize_t r = recv(l->fd, l->rbuf + l->rlen, l->rcap - l->rlen, MSG_DONTWAIT);
-		if (r == 0) {
+		/* A peer that said BYE and closed with our last messages still
+		 * unread makes recv fail with ECONNRESET: still an orderly exit. */
+		if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR && l->bye)) {
 			if (l->bye) {
 				l->up = false;
 				epoll_ctl(n->epfd, EPOLL_CTL_DEL, l->fd, NULL);
