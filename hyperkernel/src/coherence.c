@@ -324,7 +324,8 @@ static void on_fwd(struct hk_node *n, int from, const struct hk_msg *m)
 	 * protection and is served later, never lost. */
 	if (p->state == HK_PS_EXCL)
 		must(hk_memory_protect(&n->mem, m->page, true), "write-protect", m->page);
-	memcpy(n->scratch, hk_memory_page_addr(&n->mem, m->page), HK_PAGE_SIZE);
+	/* Sent straight from guest memory: it cannot change while protected,
+	 * and the link copies whatever the socket does not take at once. */
 	if (m->mode == HK_MODE_SHARED) {
 		p->state = HK_PS_SHARED;
 	} else {
@@ -332,7 +333,8 @@ static void on_fwd(struct hk_node *n, int from, const struct hk_msg *m)
 		p->give_to = (int8_t)to;
 	}
 	n->stats.node.pages_sent++;
-	send_page_msg(n, to, HK_MSG_DATA, m->page, n->self, m->mode, 0, n->scratch);
+	send_page_msg(n, to, HK_MSG_DATA, m->page, n->self, m->mode, 0,
+		      hk_memory_page_addr(&n->mem, m->page));
 }
 
 static void on_xfer_ack(struct hk_node *n, int from, const struct hk_msg *m)
@@ -680,7 +682,8 @@ static void read_link(struct hk_node *n, int peer)
 {
 	struct hk_link *l = &n->links[peer];
 	for (;;) {
-		ssize_t r = recv(l->fd, l->rbuf + l->rlen, l->rcap - l->rlen, MSG_DONTWAIT);
+		size_t want = l->rcap - l->rlen;
+		ssize_t r = recv(l->fd, l->rbuf + l->rlen, want, MSG_DONTWAIT);
 		/* A peer that said BYE and closed with our last messages still
 		 * unread makes recv fail with ECONNRESET: still an orderly exit. */
 		if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR && l->bye)) {
@@ -725,6 +728,10 @@ static void read_link(struct hk_node *n, int peer)
 		}
 		memmove(l->rbuf, l->rbuf + off, l->rlen - off);
 		l->rlen -= off;
+		/* A short read drained the socket: epoll (level-triggered)
+		 * reports anything newer; spare the recv that says EAGAIN. */
+		if ((size_t)r < want)
+			return;
 	}
 }
 
@@ -749,6 +756,8 @@ static void read_faults(struct hk_node *n)
 			on_fault(n, (uint64_t)page, write, (pid_t)msgs[i].arg.pagefault.feat.ptid);
 			drain_local(n);
 		}
+		if ((size_t)r < sizeof(msgs))
+			return; /* drained; epoll reports newer faults */
 	}
 }
 
