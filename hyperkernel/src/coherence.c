@@ -22,6 +22,7 @@
  *          zero page; at the home itself no message leaves the node.
  */
 #include <linux/userfaultfd.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -165,8 +166,10 @@ static void complete_waiters(struct hk_node *n, uint64_t page)
 	}
 	/* Installs and unprotects already woke the range; this covers faults
 	 * that were satisfied before we read them. */
-	if (woke)
+	if (woke) {
 		hk_memory_wake(&n->mem, page);
+		n->last_serve_ns = now;
+	}
 }
 
 /* Re-examine a page whose state may now satisfy, or need, its waiters. */
@@ -206,6 +209,8 @@ static void evaluate_page(struct hk_node *n, uint64_t page)
 		return;
 	}
 	p->req_pending = true;
+	n->outstanding++;
+	n->req_sent_ns = hk_now_ns();
 	p->req_mode = write ? HK_MODE_EXCL : HK_MODE_SHARED;
 	send_page_msg(n, home_of(n, page), HK_MSG_REQ, page, n->self, p->req_mode,
 		      p->state == HK_PS_SHARED, NULL);
@@ -241,6 +246,12 @@ static void finish_request(struct hk_node *n, uint64_t page)
 {
 	struct hk_page *p = &n->pages[page];
 	p->req_pending = false;
+	if (n->outstanding) {
+		n->outstanding--;
+		/* how long a request takes, for the event thread's busy-poll */
+		uint64_t dt = hk_now_ns() - n->req_sent_ns;
+		n->ewma_reply_ns = n->ewma_reply_ns - n->ewma_reply_ns / 8 + dt / 8;
+	}
 	send_page_msg(n, home_of(n, page), HK_MSG_DONE, page, n->self, 0, 0, NULL);
 	evaluate_page(n, page);
 }
@@ -790,11 +801,34 @@ void *hk_coherence_thread(void *arg)
 	struct epoll_event evs[16];
 	while (!atomic_load(&n->stop)) {
 		int timeout = -1;
-		uint64_t spin_until = n->cfg.spin_us ? hk_now_ns() + n->cfg.spin_us * 1000ull : 0;
+		uint64_t now = hk_now_ns();
+		uint64_t spin_until = n->cfg.spin_us ? now + n->cfg.spin_us * 1000ull : 0;
 		int k;
-		/* Optional busy-poll: saves a wake-up per reply on idle cores. */
+		/* Adaptive busy-poll, only while a thread of ours is stalled on a
+		 * request (up to twice the recent reply time, capped): the reply
+		 * is then read without a wake-up (on this VM a cross-CPU wake-up
+		 * is an IPI, i.e. a VM exit).  Likewise briefly after serving a
+		 * fault, to catch a streaming thread's next fault.  Idle nodes
+		 * never spin.  sched_yield() between polls gives the CPU to
+		 * whoever is runnable here (e.g. the peer we wait for when both
+		 * share one CPU), so spinning never delays the reply it awaits. */
+		if (n->spin_cap_ns && !atomic_load(&n->failed)) {
+			if (n->outstanding) {
+				uint64_t b = 2 * n->ewma_reply_ns;
+				if (b > n->spin_cap_ns)
+					b = n->spin_cap_ns;
+				if (now + b > spin_until)
+					spin_until = now + b;
+			}
+			if (n->last_serve_ns + n->fault_spin_ns > spin_until)
+				spin_until = n->last_serve_ns + n->fault_spin_ns;
+			if (spin_until <= now)
+				spin_until = 0;
+		}
 		do {
 			k = epoll_wait(n->epfd, evs, 16, spin_until ? 0 : timeout);
+			if (k == 0 && spin_until && n->spin_cap_ns)
+				sched_yield();
 		} while (k == 0 && spin_until && hk_now_ns() < spin_until);
 		if (k == 0 && spin_until)
 			k = epoll_wait(n->epfd, evs, 16, timeout);
@@ -876,6 +910,13 @@ int hk_coherence_init(struct hk_node *n)
 	if (r)
 		return r;
 	premap_home_pages(n);
+	/* HK_ADAPTIVE_SPIN=<cap us> (default 200, 0 = off), HK_FAULT_SPIN_US
+	 * (default 20): see hk_coherence_thread. */
+	const char *env = getenv("HK_ADAPTIVE_SPIN");
+	n->spin_cap_ns = (env ? strtoull(env, NULL, 0) : 200) * 1000ull;
+	env = getenv("HK_FAULT_SPIN_US");
+	n->fault_spin_ns = n->spin_cap_ns ? (env ? strtoull(env, NULL, 0) : 20) * 1000ull : 0;
+	n->ewma_reply_ns = 50000;
 	if (posix_memalign((void **)&n->scratch, HK_PAGE_SIZE, HK_PAGE_SIZE))
 		return -ENOMEM;
 	n->epfd = epoll_create1(EPOLL_CLOEXEC);

@@ -346,6 +346,10 @@ struct hk_node {
 	uint8_t *zero;      /* one zero page */
 	uint8_t *scratch;   /* page copy buffer for outgoing data */
 	uint64_t resident, budget_pages, clock, clock_ticks;
+	/* adaptive busy-poll of the event thread (coherence.c) */
+	uint32_t outstanding;     /* requests of ours not yet finished */
+	uint64_t req_sent_ns, ewma_reply_ns, last_serve_ns;
+	uint64_t spin_cap_ns, fault_spin_ns; /* 0: off (HK_ADAPTIVE_SPIN=0) */
 	bool skip_invalidate; /* HK_DEBUG_SKIP_INVALIDATE: broken on purpose */
 	uint64_t skipped_invalidations;
 	pthread_mutex_t vcpu_lock;
