@@ -731,6 +731,8 @@ static void read_link(struct hk_node *n, int peer)
 				return;
 			}
 			hk_stats_msg(&n->stats, false, m.type, (size_t)c);
+			if (m.type >= HK_MSG_REQ && m.type <= HK_MSG_EVICT)
+				n->last_peer_ns = l->last_rx_ns;
 			dispatch(n, peer, &m);
 			drain_local(n);
 			off += (size_t)c;
@@ -808,8 +810,9 @@ void *hk_coherence_thread(void *arg)
 		 * request (up to twice the recent reply time, capped): the reply
 		 * is then read without a wake-up (on this VM a cross-CPU wake-up
 		 * is an IPI, i.e. a VM exit).  Likewise briefly after serving a
-		 * fault, to catch a streaming thread's next fault.  Idle nodes
-		 * never spin.  sched_yield() between polls gives the CPU to
+		 * fault, to catch a streaming thread's next fault, and after
+		 * serving a peer's request, to catch its DONE and its next
+		 * request.  Idle nodes never spin.  sched_yield() between polls gives the CPU to
 		 * whoever is runnable here (e.g. the peer we wait for when both
 		 * share one CPU), so spinning never delays the reply it awaits. */
 		if (n->spin_cap_ns && !atomic_load(&n->failed)) {
@@ -822,6 +825,8 @@ void *hk_coherence_thread(void *arg)
 			}
 			if (n->last_serve_ns + n->fault_spin_ns > spin_until)
 				spin_until = n->last_serve_ns + n->fault_spin_ns;
+			if (n->last_peer_ns + n->peer_spin_ns > spin_until)
+				spin_until = n->last_peer_ns + n->peer_spin_ns;
 			if (spin_until <= now)
 				spin_until = 0;
 		}
@@ -911,11 +916,13 @@ int hk_coherence_init(struct hk_node *n)
 		return r;
 	premap_home_pages(n);
 	/* HK_ADAPTIVE_SPIN=<cap us> (default 200, 0 = off), HK_FAULT_SPIN_US
-	 * (default 20): see hk_coherence_thread. */
+	 * (default 20), HK_PEER_SPIN_US (default 50): see hk_coherence_thread. */
 	const char *env = getenv("HK_ADAPTIVE_SPIN");
 	n->spin_cap_ns = (env ? strtoull(env, NULL, 0) : 200) * 1000ull;
 	env = getenv("HK_FAULT_SPIN_US");
 	n->fault_spin_ns = n->spin_cap_ns ? (env ? strtoull(env, NULL, 0) : 20) * 1000ull : 0;
+	env = getenv("HK_PEER_SPIN_US");
+	n->peer_spin_ns = n->spin_cap_ns ? (env ? strtoull(env, NULL, 0) : 50) * 1000ull : 0;
 	n->ewma_reply_ns = 50000;
 	if (posix_memalign((void **)&n->scratch, HK_PAGE_SIZE, HK_PAGE_SIZE))
 		return -ENOMEM;
