@@ -259,6 +259,17 @@ static void finish_request(struct hk_node *n, uint64_t page)
 static void on_data(struct hk_node *n, int from, const struct hk_msg *m)
 {
 	struct hk_page *p = &n->pages[m->page];
+	if (p->state == HK_PS_SHARED && p->req_pending && p->req_mode == HK_MODE_EXCL &&
+	    m->mode == HK_MODE_EXCL) {
+		/* Never in a correct run: the directory lost track of our copy
+		 * (e.g. HK_DEBUG_SKIP_INVALIDATE).  Counted; the fresh data
+		 * replaces ours rather than leaving the faulting thread hung. */
+		hk_warn("page %lu: exclusive data from node %d while we hold a copy", m->page, from);
+		atomic_fetch_add(&n->stats.malformed, 1);
+		must(hk_memory_drop(&n->mem, m->page), "drop", m->page);
+		p->state = HK_PS_INVALID;
+		page_left(n, m->page);
+	}
 	if (p->state != HK_PS_INVALID) {
 		hk_warn("page %lu: data from node %d while in state %d, rejected", m->page, from,
 			p->state);
