@@ -701,6 +701,8 @@ static void read_faults(struct hk_node *n)
 				     (UFFD_PAGEFAULT_FLAG_WRITE | UFFD_PAGEFAULT_FLAG_WP);
 			on_fault(n, (uint64_t)page, write, (pid_t)msgs[i].arg.pagefault.feat.ptid);
 			drain_local(n);
+			hk_budget_pressure(n);
+			drain_local(n);
 		}
 	}
 }
