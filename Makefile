@@ -44,7 +44,7 @@ qemu images build: setup hyperkernel
 	@$(TESTBED) build
 
 demo: build
-	@$(TESTBED) demo --vcpus 2
+	@$(TESTBED) demo
 
 test-hyperkernel: hyperkernel
 	@if [ -f hyperkernel/Makefile ]; then $(MAKE) -s -C hyperkernel O=$(HK_BUILD) test; fi

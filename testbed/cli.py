@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import shlex
 import sys
@@ -13,7 +14,7 @@ from typing import NoReturn
 from testbed import procs, workloads
 from testbed.artifacts import ensure_artifacts
 from testbed.cluster import Cluster, default_run_dir
-from testbed.config import ClusterSpec, parse_size_mib
+from testbed.config import ClusterSpec, parse_placement, parse_size_mib
 from testbed.errors import ConfigError, GuestError, TestbedError
 from testbed.progress import Progress
 from testbed.workloads import ParamValue
@@ -40,11 +41,31 @@ def _size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _placement(text: str) -> tuple[tuple[int, ...], ...]:
+    try:
+        return parse_placement(text)
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _budgets(text: str) -> tuple[int, ...]:
+    return tuple(_size(part) for part in text.split(","))
+
+
 def _add_cluster_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nodes", type=_positive_int, default=1, help="QEMU node processes (default 1)")
     p.add_argument("--vcpus", type=_positive_int, default=2, help="guest vCPUs (default 2)")
     p.add_argument("--mem", type=_size, default=512, metavar="SIZE",
                    help="guest RAM, e.g. 512M or 1G (default 512M)")
+    p.add_argument("--placement", type=_placement, metavar="CPUS:CPUS:...",
+                   help="vCPUs each node starts with, e.g. 0-1:2:3 (default: even blocks)")
+    p.add_argument("--budget", type=_budgets, metavar="SIZE[,SIZE...]",
+                   help="guest memory each node may hold (one for all, or one per node; "
+                   "default: all of --mem)")
+    p.add_argument("--policy", default="page", choices=["page", "vcpu"],
+                   help="on a stall: bring the page (page) or send the vCPU (vcpu)")
+    p.add_argument("--hyperkernel", action="store_true",
+                   help="run a single node through the hyperkernel too (multi-node always does)")
     p.add_argument("--append", default="", help="extra guest kernel command line")
     p.add_argument("--boot-timeout", type=float, default=120.0, metavar="SECONDS")
     p.add_argument("--run-dir", type=Path, help="where logs go (default runs/<time>-...)")
@@ -90,6 +111,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("sweep", help="kill node processes left by harnesses that died")
 
+    p = sub.add_parser("bench", help="benchmarks: figures measured side by side in one run",
+                       description="Benchmarks print their figures and end with one JSON line. "
+                       "Latencies are ratios to the raw socket round trip measured in the same "
+                       "run; slowdowns are ratios to a single-node run.")
+    bench_sub = p.add_subparsers(dest="bench", metavar="BENCH", parser_class=_Parser)
+    bench_sub.required = True
+    b = bench_sub.add_parser("boot", help="boot-to-shell time for 1, 2 and 4 nodes")
+    b.add_argument("--vcpus", type=_positive_int, default=4)
+    b.add_argument("--mem", type=_size, default=512, metavar="SIZE")
+    b.add_argument("--nodes", default="1,2,4", help="node counts to compare (default 1,2,4)")
+    b.add_argument("--repeat", type=_positive_int, default=3, help="boots per node count")
+    b = bench_sub.add_parser("migrate", help="vCPU migration latency and state size")
+    b.add_argument("--nodes", type=_positive_int, default=2)
+    b.add_argument("--vcpus", type=_positive_int, default=2)
+    b.add_argument("--mem", type=_size, default=512, metavar="SIZE")
+    b.add_argument("--migrations", type=_positive_int, default=200)
+    for b in bench_sub.choices.values():
+        b.add_argument("--run-dir", type=Path, help="where logs go")
+
     p = sub.add_parser("demo", help="the main job: boot, run the self-check, show results")
     _add_cluster_args(p)
     return parser
@@ -97,7 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _spec(args: argparse.Namespace) -> ClusterSpec:
     return ClusterSpec(nodes=args.nodes, vcpus=args.vcpus, mem_mib=args.mem, append=args.append,
-                       boot_timeout=args.boot_timeout).validate()
+                       boot_timeout=args.boot_timeout, placement=args.placement,
+                       budget_mib=args.budget, policy=args.policy,
+                       hyperkernel=True if args.hyperkernel else None).validate()
 
 
 def _cluster(args: argparse.Namespace, progress: Progress, label: str) -> Cluster:
@@ -189,6 +231,26 @@ def cmd_workload(args: argparse.Namespace, progress: Progress) -> int:
     return 0 if record.ok else 1
 
 
+def cmd_bench(args: argparse.Namespace, progress: Progress) -> int:
+    from testbed.bench import bench_boot, bench_migrate
+
+    run_dir = args.run_dir or default_run_dir(f"bench-{args.bench}")
+    arts = ensure_artifacts(progress)
+    if args.bench == "boot":
+        try:
+            counts = [int(n) for n in args.nodes.split(",")]
+        except ValueError:
+            raise ConfigError(f"--nodes {args.nodes!r} is not a list of numbers",
+                              "e.g. --nodes 1,2,4") from None
+        result = bench_boot(arts, run_dir, counts, args.vcpus, args.mem, args.repeat,
+                                  progress)
+    else:
+        result = bench_migrate(arts, run_dir, args.nodes, args.vcpus, args.mem,
+                                     args.migrations, progress)
+    print(json.dumps(result, sort_keys=True))
+    return 0
+
+
 def cmd_sweep(args: argparse.Namespace, progress: Progress) -> int:
     killed = procs.sweep_orphans()
     print(f"killed {len(killed)} orphaned node process(es)" + (f": {killed}" if killed else ""))
@@ -198,12 +260,13 @@ def cmd_sweep(args: argparse.Namespace, progress: Progress) -> int:
 def cmd_demo(args: argparse.Namespace, progress: Progress) -> int:
     from testbed.demo import run_demo
 
+    given = "--nodes" in sys.argv[1:] or any(a.startswith("--nodes=") for a in sys.argv[1:])
     return run_demo(_spec(args), ensure_artifacts(progress, qemu=args.qemu, kernel=args.kernel),
-                    args.run_dir or default_run_dir("demo"), progress)
+                    args.run_dir or default_run_dir("demo"), progress, nodes_given=given)
 
 
 COMMANDS = {"run": cmd_run, "up": cmd_up, "build": cmd_build, "sweep": cmd_sweep,
-            "demo": cmd_demo, "workload": cmd_workload}
+            "demo": cmd_demo, "workload": cmd_workload, "bench": cmd_bench}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

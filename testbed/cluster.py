@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import atexit
+import functools
 import hashlib
 import logging
 import os
+import secrets
 import shutil
+import subprocess
 import tempfile
 import time
 import weakref
@@ -14,14 +17,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from testbed import procs, workloads
-from testbed.config import ClusterSpec
-from testbed.errors import GuestError, TestbedError
+from testbed.config import ClusterSpec, NodeOverride
+from testbed.errors import ConfigError, GuestError, GuestTimeout, NodeDied, TestbedError
 from testbed.images import GuestImages
-from testbed.node import Node, NodeFiles
+from testbed.node import HyperkernelArgs, Node, NodeFiles
 from testbed.record import RunRecord
 from testbed.shell import CommandResult, GuestShell
+from testbed.stats import merge_node_stats
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +44,17 @@ class Artifacts:
 
     def hashes(self) -> dict[str, str]:
         return {"qemu": self.qemu_key, **self.images.hashes()}
+
+    def supports_hyperkernel(self) -> bool:
+        """Whether this QEMU was built with the hyperkernel patches (-object hyperkernel)."""
+        return "hyperkernel" in _object_types(self.qemu)
+
+
+@functools.cache
+def _object_types(qemu: Path) -> frozenset[str]:
+    out = subprocess.run([str(qemu), "-object", "help"], capture_output=True, text=True,
+                         timeout=30, check=False)
+    return frozenset(line.strip() for line in out.stdout.splitlines()[1:] if line.strip())
 
 
 def _run_id(run_dir: Path) -> str:
@@ -60,33 +76,68 @@ class Cluster:
         self.initramfs = initramfs or artifacts.images.initramfs_path
         self.nodes: list[Node] = []
         self.pgid = 0
+        self._secret = ""
+        self._epoch_ns = 0
         self.boot_seconds: float | None = None
         self.guest_nproc: int | None = None
         self._shell: GuestShell | None = None
         self._closed = False
 
     # -- life cycle -------------------------------------------------------
+    def _hyperkernel_args(self, index: int, files: NodeFiles) -> HyperkernelArgs | None:
+        spec = self.spec
+        if not spec.uses_hyperkernel:
+            return None
+        override = spec.overrides.get(index, NodeOverride())
+        secret = override.secret if override.secret is not None else self._secret
+        secret_file = self.sock_dir / f"n{index}.secret"
+        secret_file.write_text(secret)
+        secret_file.chmod(0o600)
+        peers = tuple(f"unix:{self.sock_dir / f'n{k}.hk'}" for k in range(spec.nodes))
+        return HyperkernelArgs(
+            node=index, nodes=spec.nodes, listen=peers[index],
+            peers=override.peer_addresses or peers, secret_file=secret_file,
+            vcpus=spec.vcpu_placement[index], budget_mib=spec.budgets_mib[index],
+            policy=spec.policy, epoch_ns=self._epoch_ns)
+
     def start(self) -> None:
-        """Spawn every node paused, attach to all of them, then let them run."""
+        """Spawn every node paused, attach to all of them, then let them run.
+
+        Nodes resume highest id first so node 0, which owns the devices and
+        the boot processor, starts last, when every peer is already running.
+        """
         append = f"{BASE_APPEND} {self.spec.append}".strip()
+        self._secret = secrets.token_hex(32)
+        # One guest clock: every node counts guest time from the same instant.
+        self._epoch_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
         for i in range(self.spec.nodes):
+            override = self.spec.overrides.get(i, NodeOverride())
             files = NodeFiles(self.sock_dir, self.run_dir, i)
             name = procs.node_name(i, self.run_id)
             argv = Node.qemu_argv(self.artifacts.qemu, name=name, files=files,
-                                  vcpus=self.spec.vcpus, mem_mib=self.spec.mem_mib,
+                                  vcpus=self.spec.vcpus,
+                                  mem_mib=override.mem_mib or self.spec.mem_mib,
                                   kernel=self.artifacts.images.kernel_path,
-                                  initrd=self.initramfs, append=append)
-            self.nodes.append(Node(i, name, files, argv))
+                                  initrd=self.initramfs, append=append,
+                                  hyperkernel=self._hyperkernel_args(i, files))
+            node = Node(i, name, files, argv)
+            node.skipped = not override.start
+            self.nodes.append(node)
         _LIVE.add(self)
         self._t_start = time.monotonic()
-        for node in self.nodes:
+        for node in self.live_nodes:
             node.start(self.pgid)
             if self.pgid == 0:
                 self.pgid = node.pid
-        for node in self.nodes:
-            node.connect()
-        for node in self.nodes:
+        for node in self.live_nodes:
+            node.connect(health_check=self.check_health)
+        for node in reversed(self.live_nodes):
             node.resume()
+
+    @property
+    def live_nodes(self) -> list[Node]:
+        """The nodes this cluster started (tests may leave one out on purpose)."""
+        return [n for n in self.nodes if not n.skipped]
 
     def boot(self) -> float:
         """Start and wait for the guest shell; return boot-to-shell seconds."""
@@ -104,9 +155,27 @@ class Cluster:
         return self._shell
 
     def check_health(self) -> None:
-        """Raise if any node died or the guest kernel failed."""
-        for node in self.nodes:
-            node.check_alive()
+        """Raise if any node died or the guest kernel failed.
+
+        When one node dies the others stop on their own a moment later; the
+        report names every dead node, the one killed by a signal first.
+        """
+        nodes = self.live_nodes
+        if all(n.alive() for n in nodes):
+            for n in nodes:
+                n.check_panic()
+            return
+        deadline = time.monotonic() + 2.0
+        while any(n.alive() for n in nodes) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        dead = [n for n in nodes if not n.alive()]
+        for n in dead:
+            n.check_panic(final=True)
+        dead.sort(key=lambda n: (n.returncode() >= 0, n.index))
+        summary = "; ".join(n.death_summary() for n in dead)
+        first = dead[0]
+        raise NodeDied(f"node{first.index} died: {summary}", f"logs in {self.run_dir}",
+                       node=first.index)
 
     def run(self, command: str, timeout: float = 60.0) -> CommandResult:
         return self.shell.run(command, timeout)
@@ -134,13 +203,56 @@ class Cluster:
 
     def dimensions(self) -> dict[str, object]:
         return {"nodes": self.spec.nodes, "vcpus": self.spec.vcpus, "mem_mib": self.spec.mem_mib,
-                "boot_seconds": self.boot_seconds}
+                "placement": [list(c) for c in self.spec.vcpu_placement],
+                "budget_mib": list(self.spec.budgets_mib), "policy": self.spec.policy,
+                "hyperkernel": self.spec.uses_hyperkernel, "boot_seconds": self.boot_seconds}
+
+    # -- hyperkernel ------------------------------------------------------
+    def node_stats(self) -> list[dict[str, Any]]:
+        """``query-hyperkernel`` from every node (empty without the hyperkernel)."""
+        if not self.spec.uses_hyperkernel:
+            return []
+        return [n.qmp.command("query-hyperkernel") for n in self.live_nodes]
+
+    def stats(self) -> dict[str, Any]:
+        """Every node's statistics merged into one record (see testbed.stats)."""
+        return merge_node_stats(self.node_stats())
+
+    def vcpu_location(self, cpu: int) -> int:
+        """The node that runs vCPU ``cpu`` now, as node 0 believes."""
+        info = self.nodes[0].qmp.command("query-hyperkernel")
+        locations = info.get("vcpu-location", [])
+        if not 0 <= cpu < len(locations):
+            raise ConfigError(f"vCPU {cpu} does not exist", f"the guest has {len(locations)}")
+        return int(locations[cpu])
+
+    def migrate_vcpu(self, cpu: int, node: int, timeout: float = 30.0) -> dict[str, Any]:
+        """Move vCPU ``cpu`` to ``node`` live; return the migration event's data."""
+        source = self.nodes[self.vcpu_location(cpu)]
+        target = self.nodes[node] if 0 <= node < len(self.nodes) else None
+        source.qmp.command("hyperkernel-migrate-vcpu", **{"cpu-index": cpu, "node": node})
+        if target is None or target is source:
+            return {}
+        deadline = time.monotonic() + timeout
+        while True:
+            self.check_health()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise GuestTimeout(f"vCPU {cpu} did not arrive on node {node} in {timeout:.0f}s",
+                                   f"see {self.run_dir}")
+            try:
+                ev = target.qmp.wait_event("HYPERKERNEL_VCPU_MIGRATED", timeout=min(left, 1.0))
+            except GuestTimeout:
+                continue
+            data: dict[str, Any] = ev.get("data", {})
+            if data.get("cpu-index") == cpu:
+                return data
 
     def poweroff(self, timeout: float = 30.0) -> None:
         """Power the guest off from inside and wait for every node to exit."""
         self.nodes[0].control.write(b"poweroff -f\n")
         deadline = time.monotonic() + timeout
-        while any(n.alive() for n in self.nodes):
+        while any(n.alive() for n in self.live_nodes):
             if time.monotonic() > deadline:
                 raise GuestError(f"nodes still running {timeout:.0f}s after poweroff",
                                  f"see {self.run_dir}")
@@ -151,7 +263,7 @@ class Cluster:
         if self._closed:
             return
         self._closed = True
-        for node in self.nodes:
+        for node in reversed(self.live_nodes):
             if node.alive():
                 try:
                     node.qmp.command("quit", timeout=2)
@@ -162,7 +274,7 @@ class Cluster:
             time.sleep(0.02)
         if self.pgid:
             procs.kill_group(self.pgid)
-        for node in self.nodes:
+        for node in self.live_nodes:
             if node.process is not None:
                 try:
                     node.process.wait(timeout=5)

@@ -28,6 +28,48 @@ def parse_size_mib(text: str) -> int:
     return mib
 
 
+POLICIES = ("page", "vcpu")
+
+
+def parse_cpu_set(text: str) -> list[int]:
+    """``0-2,5`` -> [0, 1, 2, 5]; empty text is the empty set."""
+    cpus: list[int] = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        lo, sep, hi = part.partition("-")
+        try:
+            a, b = int(lo), int(hi) if sep else int(lo)
+        except ValueError:
+            raise ConfigError(f"cannot read vCPU list {text!r}", "write it like 0-1,3") from None
+        if a > b or a < 0:
+            raise ConfigError(f"bad vCPU range {part!r}", "write ranges low-high")
+        cpus.extend(range(a, b + 1))
+    return cpus
+
+
+def format_cpu_set(cpus: list[int]) -> str:
+    return ",".join(str(c) for c in cpus)
+
+
+def parse_placement(text: str) -> tuple[tuple[int, ...], ...]:
+    """``0-1:2:3`` -> vCPUs per node: node 0 runs 0 and 1, node 1 runs 2, node 2 runs 3."""
+    return tuple(tuple(parse_cpu_set(part)) for part in text.split(":"))
+
+
+def default_placement(nodes: int, vcpus: int) -> tuple[tuple[int, ...], ...]:
+    """vCPUs in contiguous blocks, as evenly as possible, vCPU 0 on node 0."""
+    return tuple(tuple(c for c in range(vcpus) if c * nodes // vcpus == n) for n in range(nodes))
+
+
+@dataclass(frozen=True)
+class NodeOverride:
+    """Deliberate per-node deviations, for tests of what the cluster refuses."""
+
+    mem_mib: int | None = None
+    secret: str | None = None
+    peer_addresses: tuple[str, ...] | None = None
+    start: bool = True  # False: leave this node out (an unreachable peer)
+
+
 @dataclass(frozen=True)
 class ClusterSpec:
     """One guest spanning ``nodes`` QEMU processes."""
@@ -37,23 +79,89 @@ class ClusterSpec:
     mem_mib: int = 512
     append: str = ""  # extra kernel command line
     boot_timeout: float = 120.0
+    placement: tuple[tuple[int, ...], ...] | None = None  # vCPUs of each node
+    budget_mib: tuple[int, ...] | None = None  # per node; default: all of guest RAM
+    policy: str = "page"
+    # Run a single node through the hyperkernel too (multi-node always does).
+    hyperkernel: bool | None = None
+    overrides: dict[int, NodeOverride] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def uses_hyperkernel(self) -> bool:
+        return self.nodes > 1 if self.hyperkernel is None else self.hyperkernel
+
+    @property
+    def vcpu_placement(self) -> tuple[tuple[int, ...], ...]:
+        return self.placement or default_placement(self.nodes, self.vcpus)
+
+    @property
+    def budgets_mib(self) -> tuple[int, ...]:
+        if self.budget_mib is None:
+            return (self.mem_mib,) * self.nodes
+        if len(self.budget_mib) == 1:
+            return self.budget_mib * self.nodes
+        return self.budget_mib
+
+    def node_of_vcpu(self, cpu: int) -> int:
+        for node, cpus in enumerate(self.vcpu_placement):
+            if cpu in cpus:
+                return node
+        raise ConfigError(f"vCPU {cpu} is on no node")
 
     def validate(self) -> ClusterSpec:
         if not 1 <= self.nodes <= MAX_NODES:
             raise ConfigError(f"--nodes {self.nodes} is out of range",
                               f"use 1 to {MAX_NODES}")
-        if self.nodes > 1:
-            raise ConfigError(f"--nodes {self.nodes}: only one node is supported until the "
-                              "hyperkernel is embedded in QEMU", "use --nodes 1")
         if not 1 <= self.vcpus <= MAX_VCPUS:
             raise ConfigError(f"--vcpus {self.vcpus} is out of range", f"use 1 to {MAX_VCPUS}")
-        if self.vcpus < self.nodes:
-            raise ConfigError(f"--vcpus {self.vcpus} is fewer than --nodes {self.nodes}",
-                              "every node needs at least one vCPU")
         if not MIN_MEM_MIB <= self.mem_mib <= MAX_MEM_MIB:
             raise ConfigError(f"--mem {self.mem_mib}M is out of range",
                               f"use {MIN_MEM_MIB}M to {MAX_MEM_MIB // 1024}G")
         if self.boot_timeout <= 0:
             raise ConfigError("boot timeout must be positive")
+        if self.policy not in POLICIES:
+            raise ConfigError(f"unknown policy {self.policy!r}",
+                              "valid policies: " + ", ".join(POLICIES))
+        self._validate_placement()
+        self._validate_budget()
         return self
+
+    def _validate_placement(self) -> None:
+        placement = self.vcpu_placement
+        if len(placement) != self.nodes:
+            raise ConfigError(f"--placement names {len(placement)} node(s) but --nodes is "
+                              f"{self.nodes}", "give one vCPU list per node, separated by ':'")
+        seen: dict[int, int] = {}
+        for node, cpus in enumerate(placement):
+            for cpu in cpus:
+                if cpu >= self.vcpus:
+                    raise ConfigError(f"--placement puts vCPU {cpu} on node {node}, but the "
+                                      f"guest has only {self.vcpus} vCPU(s)",
+                                      f"use vCPUs 0-{self.vcpus - 1}")
+                if cpu in seen:
+                    raise ConfigError(f"--placement puts vCPU {cpu} on two nodes "
+                                      f"({seen[cpu]} and {node})",
+                                      "every vCPU starts on exactly one node")
+                seen[cpu] = node
+        missing = [c for c in range(self.vcpus) if c not in seen]
+        if missing:
+            raise ConfigError(f"--placement puts vCPU(s) {format_cpu_set(missing)} on no node",
+                              "every vCPU starts on exactly one node")
+        if seen.get(0) != 0:
+            raise ConfigError("vCPU 0 must start on node 0",
+                              "the boot processor starts where the devices are")
+
+    def _validate_budget(self) -> None:
+        budgets = self.budgets_mib
+        if len(budgets) != self.nodes:
+            raise ConfigError(f"--budget gives {len(budgets)} value(s) for {self.nodes} node(s)",
+                              "give one budget for all nodes, or one per node")
+        if any(b < 16 for b in budgets):
+            raise ConfigError("a node budget below 16M is too small to run anything",
+                              "raise --budget")
+        if self.nodes > 1 and sum(budgets) < self.mem_mib:
+            raise ConfigError(f"the node budgets sum to {sum(budgets)}M, less than the "
+                              f"{self.mem_mib}M of guest RAM",
+                              "raise --budget or lower --mem: all nodes together must hold "
+                              "every page")

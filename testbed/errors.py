@@ -29,6 +29,10 @@ class GuestError(TestbedError):
 class NodeDied(GuestError):
     """A QEMU node process exited while the harness still needed it."""
 
+    def __init__(self, message: str, hint: str = "", node: int = -1) -> None:
+        super().__init__(message, hint)
+        self.node = node
+
 
 class GuestPanic(GuestError):
     """The guest kernel reported a panic or an oops on its console."""

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import re
+import signal
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +21,40 @@ FIRMWARE_DIRS = (Path("/usr/share/seabios"), Path("/usr/share/qemu"))
 # What a dying kernel prints; seeing any of these fails the wait at once.
 PANIC_PATTERNS = re.compile(rb"Kernel panic - not syncing|BUG: |Oops: |general protection fault|"
                             rb"Call Trace:")
+
+
+@dataclass(frozen=True)
+class HyperkernelArgs:
+    """This node's part of the cluster, as the QEMU ``hyperkernel`` object takes it."""
+
+    node: int
+    nodes: int
+    listen: str
+    peers: tuple[str, ...]  # every node's address, indexed by node id
+    secret_file: Path
+    vcpus: tuple[int, ...]
+    budget_mib: int
+    policy: str
+    epoch_ns: int
+
+    def argv(self) -> list[str]:
+        # QEMU options separate properties with ',': lists inside use ';'.
+        return [
+            "-object", f"secret,id=hksec,file={self.secret_file}",
+            "-object", ",".join([
+                "hyperkernel", "id=hk", f"node={self.node}", f"nodes={self.nodes}",
+                f"listen={self.listen}", "peers=" + ";".join(self.peers), "secret=hksec",
+                "vcpus=" + ";".join(str(c) for c in self.vcpus),
+                f"budget={self.budget_mib}M", f"policy={self.policy}", f"epoch={self.epoch_ns}",
+            ]),
+        ]
+
+
+# Machine options every node of a multi-node guest needs (see qemu-patches/DESIGN.md):
+# no SMM (SMRAM is per-node device state), no HPET, no page merging behind
+# userfaultfd's back, and no kvmvapic ROM patching guest memory.
+HYPERKERNEL_MACHINE = "pc,smm=off,hpet=off,mem-merge=off"
+HYPERKERNEL_GLOBALS = ["-global", "apic.vapic=off"]
 
 
 @dataclass(frozen=True)
@@ -49,10 +85,12 @@ class Node:
         self.console = Console(files.sock("ttyS0"), files.log("console.log"), f"node{index}/ttyS0")
         self.control = Console(files.sock("ttyS1"), files.log("control.log"), f"node{index}/ttyS1")
         self._panic_scan_pos = 0
+        self.skipped = False
 
     @staticmethod
     def qemu_argv(qemu: Path, *, name: str, files: NodeFiles, vcpus: int, mem_mib: int,
-                  kernel: Path, initrd: Path, append: str) -> list[str]:
+                  kernel: Path, initrd: Path, append: str,
+                  hyperkernel: HyperkernelArgs | None = None) -> list[str]:
         for path, what in ((qemu, "QEMU binary"), (kernel, "guest kernel"), (initrd, "initramfs")):
             if not path.is_file():
                 raise ConfigError(f"{what} {path} does not exist", "run 'testbed build'")
@@ -62,7 +100,8 @@ class Node:
                                   "install Debian's seabios and qemu-system-data (make setup)")
         argv = [
             str(qemu), "-name", name, "-S",
-            "-machine", "pc", "-accel", "tcg,thread=multi", "-cpu", "qemu64",
+            "-machine", HYPERKERNEL_MACHINE if hyperkernel else "pc",
+            "-accel", "tcg,thread=multi", "-cpu", "qemu64",
             "-smp", str(vcpus), "-m", f"{mem_mib}M",
             "-nodefaults", "-no-user-config", "-display", "none", "-vga", "none", "-nic", "none",
             "-no-reboot",
@@ -75,6 +114,8 @@ class Node:
         ]
         for d in FIRMWARE_DIRS:
             argv += ["-L", str(d)]
+        if hyperkernel is not None:
+            argv += HYPERKERNEL_GLOBALS + hyperkernel.argv()
         return argv
 
     def start(self, process_group: int) -> None:
@@ -91,11 +132,12 @@ class Node:
         finally:
             stderr.close()
 
-    def connect(self, timeout: float = 15.0) -> None:
+    def connect(self, timeout: float = 15.0,
+                health_check: Callable[[], None] | None = None) -> None:
         """Attach QMP and both consoles; QEMU is paused (-S) until ``resume``."""
         deadline = time.monotonic() + timeout
         while not self.files.sock("qmp").exists():
-            self.check_alive()
+            (health_check or self.check_alive)()
             if time.monotonic() > deadline:
                 raise GuestError(f"node{self.index}: QMP socket did not appear in {timeout:.0f}s",
                                  f"see {self.files.log('qemu.log')}")
@@ -113,6 +155,17 @@ class Node:
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+    def returncode(self) -> int:
+        return self.process.returncode if self.process and self.process.poll() is not None else 0
+
+    def death_summary(self) -> str:
+        """How this node ended, with the last words from its QEMU log."""
+        rc = self.returncode()
+        how = (f"killed by {signal.Signals(-rc).name}" if rc < 0 else f"exited with status {rc}")
+        tail = [line for line in self.files.log("qemu.log").read_text(errors="replace")
+                .strip().splitlines() if line.strip()][-2:]
+        return f"node{self.index} (pid {self.pid}) {how}" + (f": {' | '.join(tail)}" if tail else "")
 
     def check_alive(self) -> None:
         """Raise NodeDied (or GuestPanic) if QEMU has exited."""

@@ -243,6 +243,11 @@ _CATALOGUE = (
         _int("seed", 1, 0, 1000000000, "seed of the readers' random keys"),
     ),
     _workload(
+        "clock",
+        "CLOCK_MONOTONIC and the TSC never step back, per vCPU and across vCPUs",
+        _int("duration_ms", 2000, 10, 3600000, "how long each thread reads the clocks"),
+    ),
+    _workload(
         "sqlite",
         "SQLite: transactions, indexed lookups, updates, integrity_check, checksum",
         _int("rows", 2000, 10, 10000000, "rows inserted"),

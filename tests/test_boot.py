@@ -75,5 +75,6 @@ def test_poweroff_ends_every_node(booted_cluster: Cluster) -> None:
 
 def test_a_killed_node_is_reported(booted_cluster: Cluster) -> None:
     os.kill(booted_cluster.nodes[0].pid, signal.SIGKILL)
-    with pytest.raises(NodeDied, match=r"node0 \(pid \d+\) exited"):
+    with pytest.raises(NodeDied, match=r"node0 \(pid \d+\) killed by SIGKILL") as err:
         booted_cluster.run("sleep 30", timeout=120)
+    assert err.value.node == 0

@@ -24,6 +24,12 @@ def _run(*args: str, timeout: float = 60, stdin: str | None = None) -> subproces
     (["run", "--mem", "64M", "--", "true"], "--mem 64M is out of range"),
     (["run"], "no command given"),
     (["launch"], "invalid choice: 'launch'"),
+    (["run", "--nodes", "2", "--vcpus", "2", "--placement", "0-1:1", "--", "true"],
+     "vCPU 1 on two nodes"),
+    (["run", "--nodes", "2", "--vcpus", "2", "--placement", "0:", "--", "true"], "on no node"),
+    (["run", "--nodes", "2", "--mem", "1G", "--budget", "256M", "--", "true"],
+     "less than the 1024M of guest RAM"),
+    (["run", "--policy", "magic", "--", "true"], "invalid choice: 'magic'"),
 ])
 def test_bad_arguments_stop_with_one_line(args: list[str], words: str) -> None:
     r = _run(*args)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from testbed.config import ClusterSpec, parse_size_mib
+from testbed.config import ClusterSpec, default_placement, parse_placement, parse_size_mib
 from testbed.errors import ConfigError
 
 
@@ -33,3 +33,40 @@ def test_impossible_specs_are_refused(spec: ClusterSpec, words: str) -> None:
 
 def test_a_sane_spec_validates() -> None:
     assert ClusterSpec(vcpus=2, mem_mib=512).validate().vcpus == 2
+
+
+@pytest.mark.parametrize("placement,words", [
+    ("0-1:1", "vCPU 1 on two nodes"),
+    ("0:", r"vCPU\(s\) 1 on no node"),
+    ("0:1:2", "names 3 node"),
+    ("1:0", "vCPU 0 must start on node 0"),
+    ("0:5", "only 2 vCPU"),
+])
+def test_bad_placements_are_refused(placement: str, words: str) -> None:
+    spec = ClusterSpec(nodes=2, vcpus=2, placement=parse_placement(placement))
+    with pytest.raises(ConfigError, match=words):
+        spec.validate()
+
+
+def test_budgets_that_cannot_hold_the_guest_are_refused() -> None:
+    with pytest.raises(ConfigError, match="sum to 512M, less than the 768M"):
+        ClusterSpec(nodes=2, vcpus=2, mem_mib=768, budget_mib=(256,)).validate()
+    ClusterSpec(nodes=3, vcpus=3, mem_mib=512, budget_mib=(256,)).validate()
+
+
+def test_default_placement_spreads_vcpus_in_blocks() -> None:
+    assert default_placement(2, 2) == ((0,), (1,))
+    assert default_placement(2, 4) == ((0, 1), (2, 3))
+    assert default_placement(4, 4) == ((0,), (1,), (2,), (3,))
+    assert default_placement(3, 1) == ((0,), (), ())
+
+
+def test_unknown_policy_lists_the_valid_ones() -> None:
+    with pytest.raises(ConfigError, match="valid policies: page, vcpu"):
+        ClusterSpec(policy="magic").validate()
+
+
+def test_multi_node_uses_the_hyperkernel_and_single_node_does_not() -> None:
+    assert ClusterSpec(nodes=2, vcpus=2).uses_hyperkernel
+    assert not ClusterSpec(nodes=1).uses_hyperkernel
+    assert ClusterSpec(nodes=1, hyperkernel=True).uses_hyperkernel

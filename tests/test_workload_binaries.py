@@ -39,6 +39,7 @@ QUICK: dict[str, dict[str, ParamValue]] = {
     "prodcons": {"items": 20000, "queue": "mpmc", "producers": 2, "consumers": 2},
     "lmat": {"duration_ms": 300, "period_ms": 50, "mode": "swap", "write_pct": 20},
     "sqlite": {"rows": 500, "lookups": 500, "updates": 200},
+    "clock": {"duration_ms": 300},
     "redis": {"requests": 500, "keys": 300},
 }
 NATIVE = [name for name in WORKLOADS if name != "redis"]

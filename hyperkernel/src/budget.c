@@ -43,7 +43,7 @@ static uint64_t evict_sweep(struct hk_node *n, uint64_t want, int target)
 		uint64_t pg = n->evict_hand++ % n->mem.npages;
 		struct hk_page *p = &n->pages[pg];
 		scanned++;
-		if (p->state != HK_PS_EXCL || p->req_pending || p->waiters ||
+		if (p->state != HK_PS_EXCL || p->req_pending || p->waiters || p->zmap ||
 		    (p->evicting && (uint32_t)n->clock_ticks - p->evicting < 10) ||
 		    (uint64_t)p->last_use > (horizon & 0xffffffffu))
 			continue;
@@ -72,8 +72,35 @@ void hk_budget_pressure(struct hk_node *n)
 	evict_sweep(n, excess < HK_EVICT_FAST_BATCH ? excess : HK_EVICT_FAST_BATCH, target);
 }
 
+/* Pages premapped as zero at the home become resident when the home writes
+ * them, without a fault we could see: find those (pagemap) and count them. */
+static void count_written_premapped(struct hk_node *n)
+{
+	uint8_t real[512];
+	for (uint64_t pg = 0; pg < n->mem.npages; pg += 512) {
+		uint64_t cnt = n->mem.npages - pg < 512 ? n->mem.npages - pg : 512;
+		bool any = false;
+		for (uint64_t k = 0; k < cnt && !any; k++)
+			any = n->pages[pg + k].zmap;
+		if (!any || hk_memory_scan_real(&n->mem, pg, cnt, real) < 0)
+			continue;
+		for (uint64_t k = 0; k < cnt; k++) {
+			struct hk_page *p = &n->pages[pg + k];
+			if (p->zmap && real[k]) {
+				p->zmap = false;
+				n->resident++;
+				p->last_use = (uint32_t)++n->clock;
+			}
+		}
+	}
+}
+
 void hk_budget_tick(struct hk_node *n)
 {
+	/* Every tick under a budget; otherwise every 5th, for the statistics
+	 * and the heartbeat's resident count. */
+	if (!atomic_load(&n->failed) && (n->budget_pages || n->clock_ticks % 5 == 0))
+		count_written_premapped(n);
 	if (!n->budget_pages || n->resident <= n->budget_pages || atomic_load(&n->failed))
 		return;
 	uint64_t excess = n->resident - n->budget_pages;
@@ -88,7 +115,7 @@ void hk_budget_tick(struct hk_node *n)
 		uint32_t oldest = UINT32_MAX;
 		for (uint64_t pg = 0; pg < n->mem.npages; pg++) {
 			struct hk_page *p = &n->pages[pg];
-			if (p->state != HK_PS_EXCL || p->req_pending || p->waiters ||
+			if (p->state != HK_PS_EXCL || p->zmap || p->req_pending || p->waiters ||
 			    (p->evicting && (uint32_t)n->clock_ticks - p->evicting < 10))
 				continue;
 			if (p->last_use < oldest) {

@@ -22,6 +22,7 @@
  *          zero page; at the home itself no message leaves the node.
  */
 #include <linux/userfaultfd.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -95,7 +96,10 @@ static void page_arrived(struct hk_node *n, uint64_t page, int from)
 
 static void page_left(struct hk_node *n, uint64_t page)
 {
-	n->resident--;
+	if (n->pages[page].zmap)
+		n->pages[page].zmap = false; /* premapped, never counted */
+	else
+		n->resident--;
 	if (n->cfg.cb.on_page_left)
 		n->cfg.cb.on_page_left(n->cfg.cb.opaque, page * HK_PAGE_SIZE);
 }
@@ -162,8 +166,10 @@ static void complete_waiters(struct hk_node *n, uint64_t page)
 	}
 	/* Installs and unprotects already woke the range; this covers faults
 	 * that were satisfied before we read them. */
-	if (woke)
+	if (woke) {
 		hk_memory_wake(&n->mem, page);
+		n->last_serve_ns = now;
+	}
 }
 
 /* Re-examine a page whose state may now satisfy, or need, its waiters. */
@@ -203,6 +209,8 @@ static void evaluate_page(struct hk_node *n, uint64_t page)
 		return;
 	}
 	p->req_pending = true;
+	n->outstanding++;
+	n->req_sent_ns = hk_now_ns();
 	p->req_mode = write ? HK_MODE_EXCL : HK_MODE_SHARED;
 	send_page_msg(n, home_of(n, page), HK_MSG_REQ, page, n->self, p->req_mode,
 		      p->state == HK_PS_SHARED, NULL);
@@ -238,6 +246,12 @@ static void finish_request(struct hk_node *n, uint64_t page)
 {
 	struct hk_page *p = &n->pages[page];
 	p->req_pending = false;
+	if (n->outstanding) {
+		n->outstanding--;
+		/* how long a request takes, for the event thread's busy-poll */
+		uint64_t dt = hk_now_ns() - n->req_sent_ns;
+		n->ewma_reply_ns = n->ewma_reply_ns - n->ewma_reply_ns / 8 + dt / 8;
+	}
 	send_page_msg(n, home_of(n, page), HK_MSG_DONE, page, n->self, 0, 0, NULL);
 	evaluate_page(n, page);
 }
@@ -245,6 +259,17 @@ static void finish_request(struct hk_node *n, uint64_t page)
 static void on_data(struct hk_node *n, int from, const struct hk_msg *m)
 {
 	struct hk_page *p = &n->pages[m->page];
+	if (p->state == HK_PS_SHARED && p->req_pending && p->req_mode == HK_MODE_EXCL &&
+	    m->mode == HK_MODE_EXCL) {
+		/* Never in a correct run: the directory lost track of our copy
+		 * (e.g. HK_DEBUG_SKIP_INVALIDATE).  Counted; the fresh data
+		 * replaces ours rather than leaving the faulting thread hung. */
+		hk_warn("page %lu: exclusive data from node %d while we hold a copy", m->page, from);
+		atomic_fetch_add(&n->stats.malformed, 1);
+		must(hk_memory_drop(&n->mem, m->page), "drop", m->page);
+		p->state = HK_PS_INVALID;
+		page_left(n, m->page);
+	}
 	if (p->state != HK_PS_INVALID) {
 		hk_warn("page %lu: data from node %d while in state %d, rejected", m->page, from,
 			p->state);
@@ -321,7 +346,8 @@ static void on_fwd(struct hk_node *n, int from, const struct hk_msg *m)
 	 * protection and is served later, never lost. */
 	if (p->state == HK_PS_EXCL)
 		must(hk_memory_protect(&n->mem, m->page, true), "write-protect", m->page);
-	memcpy(n->scratch, hk_memory_page_addr(&n->mem, m->page), HK_PAGE_SIZE);
+	/* Sent straight from guest memory: it cannot change while protected,
+	 * and the link copies whatever the socket does not take at once. */
 	if (m->mode == HK_MODE_SHARED) {
 		p->state = HK_PS_SHARED;
 	} else {
@@ -329,7 +355,8 @@ static void on_fwd(struct hk_node *n, int from, const struct hk_msg *m)
 		p->give_to = (int8_t)to;
 	}
 	n->stats.node.pages_sent++;
-	send_page_msg(n, to, HK_MSG_DATA, m->page, n->self, m->mode, 0, n->scratch);
+	send_page_msg(n, to, HK_MSG_DATA, m->page, n->self, m->mode, 0,
+		      hk_memory_page_addr(&n->mem, m->page));
 }
 
 static void on_xfer_ack(struct hk_node *n, int from, const struct hk_msg *m)
@@ -392,6 +419,42 @@ static void dir_grant_excl(struct hk_node *n, uint64_t page)
 	e->copyset = bit(r);
 }
 
+static bool page_is_zero(const uint8_t *a)
+{
+	const uint64_t *w = (const uint64_t *)a;
+	uint64_t acc = 0;
+	for (size_t i = 0; i < HK_PAGE_SIZE / 8; i++)
+		acc |= w[i];
+	return acc == 0;
+}
+
+/* A page premapped as zero at its home and still all zero is as good as
+ * never touched: rather than moving 4 KiB of zeros (protect, copy, send,
+ * ack, drop), the home takes it back and grants a zero page.  Protect first
+ * so that no write of ours can slip in between the check and the drop. */
+static bool take_back_pristine(struct hk_node *n, uint64_t page)
+{
+	struct hk_page *p = &n->pages[page];
+	uint8_t *a = hk_memory_page_addr(&n->mem, page);
+	if (!page_is_zero(a))
+		goto written;
+	must(hk_memory_protect(&n->mem, page, true), "write-protect", page);
+	if (!page_is_zero(a)) {
+		/* Written just now: stays protected, and the FWD to ourselves
+		 * that follows (the home is the owner) gives it away. */
+		goto written;
+	}
+	must(hk_memory_drop(&n->mem, page), "drop", page);
+	p->state = HK_PS_INVALID;
+	page_left(n, page);
+	return true;
+written:
+	p->zmap = false; /* a page of our own now: count it */
+	n->resident++;
+	p->last_use = (uint32_t)++n->clock;
+	return false;
+}
+
 static void dir_start(struct hk_node *n, uint64_t page, struct hk_dir_req *q)
 {
 	struct hk_dir_entry *e = &n->dir.e[page];
@@ -408,6 +471,12 @@ static void dir_start(struct hk_node *n, uint64_t page, struct hk_dir_req *q)
 	e->cur_node = (int8_t)r;
 	e->cur_mode = q->mode;
 	e->cur_have_copy = q->have_copy && (e->copyset & bit(r));
+	if (e->owner == n->self && r != n->self && e->copyset == bit(n->self) &&
+	    n->pages[page].zmap && n->pages[page].state == HK_PS_EXCL &&
+	    take_back_pristine(n, page)) {
+		e->owner = -1;
+		e->copyset = 0;
+	}
 	if (e->owner < 0) {
 		e->owner = (int8_t)r;
 		e->copyset = bit(r);
@@ -635,8 +704,11 @@ static void read_link(struct hk_node *n, int peer)
 {
 	struct hk_link *l = &n->links[peer];
 	for (;;) {
-		ssize_t r = recv(l->fd, l->rbuf + l->rlen, l->rcap - l->rlen, MSG_DONTWAIT);
-		if (r == 0) {
+		size_t want = l->rcap - l->rlen;
+		ssize_t r = recv(l->fd, l->rbuf + l->rlen, want, MSG_DONTWAIT);
+		/* A peer that said BYE and closed with our last messages still
+		 * unread makes recv fail with ECONNRESET: still an orderly exit. */
+		if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR && l->bye)) {
 			if (l->bye) {
 				l->up = false;
 				epoll_ctl(n->epfd, EPOLL_CTL_DEL, l->fd, NULL);
@@ -670,6 +742,8 @@ static void read_link(struct hk_node *n, int peer)
 				return;
 			}
 			hk_stats_msg(&n->stats, false, m.type, (size_t)c);
+			if (m.type >= HK_MSG_REQ && m.type <= HK_MSG_EVICT)
+				n->last_peer_ns = l->last_rx_ns;
 			dispatch(n, peer, &m);
 			drain_local(n);
 			off += (size_t)c;
@@ -678,6 +752,10 @@ static void read_link(struct hk_node *n, int peer)
 		}
 		memmove(l->rbuf, l->rbuf + off, l->rlen - off);
 		l->rlen -= off;
+		/* A short read drained the socket: epoll (level-triggered)
+		 * reports anything newer; spare the recv that says EAGAIN. */
+		if ((size_t)r < want)
+			return;
 	}
 }
 
@@ -704,6 +782,8 @@ static void read_faults(struct hk_node *n)
 			hk_budget_pressure(n);
 			drain_local(n);
 		}
+		if ((size_t)r < sizeof(msgs))
+			return; /* drained; epoll reports newer faults */
 	}
 }
 
@@ -736,11 +816,37 @@ void *hk_coherence_thread(void *arg)
 	struct epoll_event evs[16];
 	while (!atomic_load(&n->stop)) {
 		int timeout = -1;
-		uint64_t spin_until = n->cfg.spin_us ? hk_now_ns() + n->cfg.spin_us * 1000ull : 0;
+		uint64_t now = hk_now_ns();
+		uint64_t spin_until = n->cfg.spin_us ? now + n->cfg.spin_us * 1000ull : 0;
 		int k;
-		/* Optional busy-poll: saves a wake-up per reply on idle cores. */
+		/* Adaptive busy-poll, only while a thread of ours is stalled on a
+		 * request (up to twice the recent reply time, capped): the reply
+		 * is then read without a wake-up (on this VM a cross-CPU wake-up
+		 * is an IPI, i.e. a VM exit).  Likewise briefly after serving a
+		 * fault, to catch a streaming thread's next fault, and after
+		 * serving a peer's request, to catch its DONE and its next
+		 * request.  Idle nodes never spin.  sched_yield() between polls gives the CPU to
+		 * whoever is runnable here (e.g. the peer we wait for when both
+		 * share one CPU), so spinning never delays the reply it awaits. */
+		if (n->spin_cap_ns && !atomic_load(&n->failed)) {
+			if (n->outstanding) {
+				uint64_t b = 2 * n->ewma_reply_ns;
+				if (b > n->spin_cap_ns)
+					b = n->spin_cap_ns;
+				if (now + b > spin_until)
+					spin_until = now + b;
+			}
+			if (n->last_serve_ns + n->fault_spin_ns > spin_until)
+				spin_until = n->last_serve_ns + n->fault_spin_ns;
+			if (n->last_peer_ns + n->peer_spin_ns > spin_until)
+				spin_until = n->last_peer_ns + n->peer_spin_ns;
+			if (spin_until <= now)
+				spin_until = 0;
+		}
 		do {
 			k = epoll_wait(n->epfd, evs, 16, spin_until ? 0 : timeout);
+			if (k == 0 && spin_until && n->spin_cap_ns)
+				sched_yield();
 		} while (k == 0 && spin_until && hk_now_ns() < spin_until);
 		if (k == 0 && spin_until)
 			k = epoll_wait(n->epfd, evs, 16, timeout);
@@ -767,6 +873,49 @@ void *hk_coherence_thread(void *arg)
 	return NULL;
 }
 
+static void premap_one(struct hk_node *n, uint64_t page)
+{
+	n->pages[page].state = HK_PS_EXCL;
+	n->pages[page].zmap = true;
+	n->dir.e[page].owner = (int8_t)n->self;
+	n->dir.e[page].copyset = bit(n->self);
+}
+
+/* Untouched pages belong to their home: map them all there as the zero page
+ * up front, so a first touch at the home never waits for the event thread
+ * (a read costs nothing, a write is an in-kernel copy-on-write).  A remote
+ * first touch takes them back (take_back_pristine).  HK_NO_PREMAP=1 keeps
+ * the lazy zero grant everywhere. */
+static void premap_home_pages(struct hk_node *n)
+{
+	const char *e = getenv("HK_NO_PREMAP");
+	if (e && atoi(e) > 0)
+		return;
+	for (int i = 0; i < n->mem.nregions; i++) {
+		uint64_t first = n->mem.regions[i].first_page;
+		uint64_t end = first + n->mem.regions[i].len / HK_PAGE_SIZE;
+		for (uint64_t pg = first; pg < end;) {
+			if (home_of(n, pg) != n->self) {
+				pg++;
+				continue;
+			}
+			uint64_t run = 1;
+			while (pg + run < end && home_of(n, pg + run) == n->self)
+				run++;
+			int64_t done = hk_memory_premap_zero(&n->mem, pg, run);
+			if (done == (int64_t)run) {
+				for (uint64_t k = 0; k < run; k++)
+					premap_one(n, pg + k);
+			} else { /* something is mapped already: page by page */
+				for (uint64_t k = 0; k < run; k++)
+					if (hk_memory_premap_zero(&n->mem, pg + k, 1) == 1)
+						premap_one(n, pg + k);
+			}
+			pg += run;
+		}
+	}
+}
+
 int hk_coherence_init(struct hk_node *n)
 {
 	uint64_t np = n->mem.npages;
@@ -778,6 +927,16 @@ int hk_coherence_init(struct hk_node *n)
 	int r = hk_directory_init(&n->dir, np);
 	if (r)
 		return r;
+	premap_home_pages(n);
+	/* HK_ADAPTIVE_SPIN=<cap us> (default 200, 0 = off), HK_FAULT_SPIN_US
+	 * (default 20), HK_PEER_SPIN_US (default 50): see hk_coherence_thread. */
+	const char *env = getenv("HK_ADAPTIVE_SPIN");
+	n->spin_cap_ns = (env ? strtoull(env, NULL, 0) : 200) * 1000ull;
+	env = getenv("HK_FAULT_SPIN_US");
+	n->fault_spin_ns = n->spin_cap_ns ? (env ? strtoull(env, NULL, 0) : 20) * 1000ull : 0;
+	env = getenv("HK_PEER_SPIN_US");
+	n->peer_spin_ns = n->spin_cap_ns ? (env ? strtoull(env, NULL, 0) : 50) * 1000ull : 0;
+	n->ewma_reply_ns = 50000;
 	if (posix_memalign((void **)&n->scratch, HK_PAGE_SIZE, HK_PAGE_SIZE))
 		return -ENOMEM;
 	n->epfd = epoll_create1(EPOLL_CLOEXEC);

@@ -230,6 +230,8 @@ struct hk_memory {
 	} regions[HK_MAX_REGIONS];
 	int nregions;
 	uint64_t npages;
+	int pagemap_fd;    /* /proc/self/pagemap, opened on first use (-1: not yet) */
+	uint64_t zero_pfn; /* PFN of the shared zero page, 0 if not visible */
 };
 int hk_memory_open(struct hk_memory *mem);
 void hk_memory_close(struct hk_memory *mem);
@@ -242,6 +244,12 @@ int hk_memory_protect(struct hk_memory *mem, uint64_t page, bool wp);
 int hk_memory_drop(struct hk_memory *mem, uint64_t page);
 int hk_memory_wake(struct hk_memory *mem, uint64_t page);
 int hk_memory_poison(struct hk_memory *mem, uint64_t page);
+/* Map the shared zero page over [page, page + count) (one region) without
+ * waking anyone; returns pages mapped from the start of the run or -errno. */
+int64_t hk_memory_premap_zero(struct hk_memory *mem, uint64_t page, uint64_t count);
+/* real[i] = 1 if page + i maps a page of its own (written since the zero
+ * premap), 0 if it still maps the shared zero page.  count <= 512. */
+int hk_memory_scan_real(struct hk_memory *mem, uint64_t page, uint64_t count, uint8_t *real);
 
 /* ---------------- directory.c ---------------- */
 struct hk_dir_req {
@@ -306,6 +314,8 @@ struct hk_page {
 	uint32_t last_use; /* budget clock */
 	uint32_t evicting; /* tick of the last eviction request */
 	struct hk_waiter *waiters;
+	bool zmap;         /* home page premapped as the zero page, not counted
+			      in resident (the home may have written it since) */
 };
 
 struct hk_local_msg {
@@ -338,6 +348,11 @@ struct hk_node {
 	uint64_t resident, budget_pages, clock, clock_ticks;
 	uint64_t evict_hand;        /* budget: where the next scan starts */
 	uint64_t evict_last_ns;     /* budget: last eviction pass from the fault path */
+	/* adaptive busy-poll of the event thread (coherence.c) */
+	uint32_t outstanding;     /* requests of ours not yet finished */
+	uint64_t req_sent_ns, ewma_reply_ns, last_serve_ns;
+	uint64_t spin_cap_ns, fault_spin_ns; /* 0: off (HK_ADAPTIVE_SPIN=0) */
+	uint64_t last_peer_ns, peer_spin_ns;  /* after serving a peer's request */
 	bool skip_invalidate; /* HK_DEBUG_SKIP_INVALIDATE: broken on purpose */
 	uint64_t skipped_invalidations;
 	pthread_mutex_t vcpu_lock;

@@ -40,6 +40,7 @@ static int uffd_open(void)
 int hk_memory_open(struct hk_memory *mem)
 {
 	memset(mem, 0, sizeof(*mem));
+	mem->pagemap_fd = -1;
 	int fd = uffd_open();
 	if (fd < 0)
 		return fd;
@@ -73,6 +74,9 @@ void hk_memory_close(struct hk_memory *mem)
 	if (mem->uffd > 0)
 		close(mem->uffd);
 	mem->uffd = -1;
+	if (mem->pagemap_fd > 0)
+		close(mem->pagemap_fd);
+	mem->pagemap_fd = -1;
 }
 
 int hk_memory_add_region(struct hk_memory *mem, void *host, size_t len)
@@ -196,5 +200,66 @@ int hk_memory_poison(struct hk_memory *mem, uint64_t page)
 	struct uffdio_poison p = { .range = { .start = (uintptr_t)dst, .len = HK_PAGE_SIZE } };
 	if (ioctl(mem->uffd, UFFDIO_POISON, &p) < 0 && errno != EEXIST)
 		return -errno;
+	return 0;
+}
+
+/* Untouched pages at their home: map the shared zero page, so that a read
+ * costs nothing and a first write is an ordinary in-kernel copy-on-write (a
+ * zero-page pte carries no uffd-wp bit, so no userfault is raised; checked
+ * on Linux 6.18).  No memory is used until a page is written. */
+int64_t hk_memory_premap_zero(struct hk_memory *mem, uint64_t page, uint64_t count)
+{
+	uint8_t *dst = hk_memory_page_addr(mem, page);
+	if (!dst || !count || hk_memory_page_addr(mem, page + count - 1) != dst + (count - 1) * HK_PAGE_SIZE)
+		return -ERANGE;
+	struct uffdio_zeropage z = {
+		.range = { .start = (uintptr_t)dst, .len = count * HK_PAGE_SIZE },
+		.mode = UFFDIO_ZEROPAGE_MODE_DONTWAKE,
+	};
+	if (ioctl(mem->uffd, UFFDIO_ZEROPAGE, &z) < 0) {
+		if (z.zeropage > 0)
+			return z.zeropage / HK_PAGE_SIZE;
+		return -errno;
+	}
+	if (mem->pagemap_fd < 0)
+		mem->pagemap_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	if (mem->pagemap_fd >= 0 && !mem->zero_pfn) {
+		uint64_t e = 0;
+		if (pread(mem->pagemap_fd, &e, sizeof(e), (off_t)((uintptr_t)dst / HK_PAGE_SIZE * 8)) ==
+			    (ssize_t)sizeof(e) && (e >> 63))
+			mem->zero_pfn = e & ((1ull << 55) - 1); /* 0 without CAP_SYS_ADMIN */
+	}
+	return (int64_t)count;
+}
+
+/* Residency of premapped pages, for the budget: /proc/self/pagemap tells the
+ * zero page (its PFN, or, without the PFN, "not exclusively mapped") from a
+ * page of our own.  Only accounting depends on this, never data. */
+int hk_memory_scan_real(struct hk_memory *mem, uint64_t page, uint64_t count, uint8_t *real)
+{
+	uint64_t e[512];
+	if (count > 512)
+		return -EINVAL;
+	if (mem->pagemap_fd < 0)
+		return -ENOENT;
+	uint64_t i = 0;
+	while (i < count) {
+		uint8_t *a = hk_memory_page_addr(mem, page + i);
+		if (!a)
+			return -ERANGE;
+		uint64_t run = 1; /* contiguous within one region */
+		while (i + run < count && hk_memory_page_addr(mem, page + i + run) == a + run * HK_PAGE_SIZE)
+			run++;
+		ssize_t r = pread(mem->pagemap_fd, e, run * 8, (off_t)((uintptr_t)a / HK_PAGE_SIZE * 8));
+		if (r != (ssize_t)(run * 8))
+			return r < 0 ? -errno : -EIO;
+		for (uint64_t k = 0; k < run; k++) {
+			bool present = e[k] >> 63, swapped = (e[k] >> 62) & 1;
+			uint64_t pfn = e[k] & ((1ull << 55) - 1);
+			bool zero = present && (mem->zero_pfn ? pfn == mem->zero_pfn : !((e[k] >> 56) & 1));
+			real[i + k] = swapped || (present && !zero);
+		}
+		i += run;
+	}
 	return 0;
 }

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -255,8 +256,94 @@ void hk_link_stop(struct hk_link *l)
 	l->rbuf = NULL;
 }
 
+/* DATA: the page goes out by sendmsg() straight from where it is (guest
+ * memory or a local buffer), after a 28-byte head, without being copied
+ * into a frame buffer first.  The caller keeps the page stable until we
+ * return (the holder has write-protected it); what the socket does not take
+ * now is copied into the queue before we return. */
+static int link_send_data(struct hk_link *l, struct hk_msg *m)
+{
+	/* The head of a DATA frame is that of any page message (page, node,
+	 * mode, aux): encode it as one, then fix type and payload length. */
+	uint8_t head[HK_MSG_HDR_LEN + 12];
+	struct hk_msg h = *m;
+	h.type = HK_MSG_FWD;
+	h.data = NULL;
+	h.data_len = 0;
+	size_t total = HK_MSG_HDR_LEN + 12 + HK_PAGE_SIZE;
+	int r = 0;
+	pthread_mutex_lock(&l->lock);
+	if (l->stopping) {
+		r = -EPIPE;
+		goto out;
+	}
+	h.seq = m->seq = ++l->seq;
+	if (hk_msg_encode(&h, head, sizeof(head)) != sizeof(head)) {
+		r = -EMSGSIZE;
+		goto out;
+	}
+	head[6] = HK_MSG_DATA;
+	uint32_t plen = 12 + HK_PAGE_SIZE;
+	head[8] = (uint8_t)plen;
+	head[9] = (uint8_t)(plen >> 8);
+	head[10] = (uint8_t)(plen >> 16);
+	head[11] = (uint8_t)(plen >> 24);
+	size_t off = 0;
+	uint64_t release = 0;
+	if (hk_shaper_active(&l->shaper))
+		release = hk_shaper_release_ns(&l->shaper, hk_now_ns(), total);
+	else if (!l->head) {
+		while (off < total) {
+			struct iovec iov[2];
+			int niov = 0;
+			if (off < sizeof(head))
+				iov[niov++] = (struct iovec){ head + off, sizeof(head) - off };
+			size_t doff = off > sizeof(head) ? off - sizeof(head) : 0;
+			iov[niov++] = (struct iovec){ (void *)(m->data + doff), HK_PAGE_SIZE - doff };
+			struct msghdr mh = { .msg_iov = iov, .msg_iovlen = (size_t)niov };
+			ssize_t w = sendmsg(l->fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
+			if (w < 0) {
+				if (errno == EINTR)
+					continue;
+				if (errno != EAGAIN) {
+					r = -errno;
+					goto out;
+				}
+				break;
+			}
+			off += (size_t)w;
+		}
+	}
+	if (off < total) {
+		struct hk_outq_item *it = malloc(sizeof(*it) + total);
+		if (!it) {
+			r = -ENOMEM;
+			goto out;
+		}
+		memcpy(it->buf, head, sizeof(head));
+		memcpy(it->buf + sizeof(head), m->data, HK_PAGE_SIZE);
+		it->len = total;
+		it->off = off;
+		it->release_ns = release;
+		it->next = NULL;
+		if (l->tail)
+			l->tail->next = it;
+		else
+			l->head = it;
+		l->tail = it;
+		pthread_cond_signal(&l->cond);
+	}
+	if (l->stats)
+		hk_stats_msg(l->stats, true, m->type, total);
+out:
+	pthread_mutex_unlock(&l->lock);
+	return r;
+}
+
 int hk_link_send(struct hk_link *l, struct hk_msg *m)
 {
+	if (m->type == HK_MSG_DATA && m->data)
+		return link_send_data(l, m);
 	uint8_t stackbuf[HK_MSG_HDR_LEN + 16 + HK_PAGE_SIZE];
 	size_t plen = hk_msg_payload_len(m);
 	size_t total = HK_MSG_HDR_LEN + plen;

@@ -69,7 +69,7 @@ static void test_write_here_read_there(void)
 {
 	start_pair("page", 0);
 	volatile uint64_t *a = (uint64_t *)regions[0], *b = (uint64_t *)regions[1];
-	CHECK(b[3 * 512] == 0); /* first touch, page 3, home 1: a zero page */
+	CHECK(b[2 * 512] == 0); /* first touch, page 2, home 0: a zero grant */
 	for (uint64_t round = 1; round <= 50; round++) {
 		a[5 * 512] = round; /* page 5 moves to node 0 exclusive */
 		CHECK(b[5 * 512] == round); /* node 1 gets a shared copy */

@@ -1,0 +1,39 @@
+"""Merging every node's hyperkernel statistics into one record."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _add_counters(total: dict[str, Any], part: dict[str, Any]) -> None:
+    for key, value in part.items():
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, int | float):
+            total[key] = total.get(key, 0) + value
+        elif isinstance(value, dict):
+            _add_counters(total.setdefault(key, {}), value)
+
+
+def merge_node_stats(per_node: list[dict[str, Any]], top: int = 10) -> dict[str, Any]:
+    """Sum counters and messages over nodes; merge the hottest pages; keep per-node data.
+
+    ``per_node`` is what ``query-hyperkernel`` returns on each node:
+    ``{"node": i, "stats": {...library statistics...}, ...}``.
+    """
+    totals: dict[str, Any] = {}
+    messages: dict[str, Any] = {}
+    hottest: dict[int, int] = {}
+    for info in per_node:
+        stats = info.get("stats", {})
+        _add_counters(totals, stats.get("counters", {}))
+        _add_counters(messages, stats.get("messages", {}))
+        for page in stats.get("hottest_pages", []):
+            hottest[int(page["offset"])] = hottest.get(int(page["offset"]), 0) + int(page["stalls"])
+    ranked = sorted(hottest.items(), key=lambda kv: -kv[1])[:top]
+    return {
+        "totals": totals,
+        "messages": messages,
+        "hottest_pages": [{"offset": off, "gpa": hex(off), "stalls": n} for off, n in ranked],
+        "nodes": per_node,
+    }

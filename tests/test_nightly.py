@@ -1,0 +1,28 @@
+"""The nightly tier (make nightly): full-size runs that are too long for CI."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from testbed.cluster import Cluster
+from testbed.workloads import WORKLOADS
+
+pytestmark = [pytest.mark.nightly, pytest.mark.boot]
+CLUSTER_SPEC = {"vcpus": 2, "mem_mib": 1024}
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("name", sorted(WORKLOADS))
+def test_workload_at_default_size(module_cluster: Cluster, name: str) -> None:
+    record = module_cluster.run_workload(name, guest_timeout=900)
+    assert record.ok, record.raw
+
+
+def test_hyperkernel_torture_long() -> None:
+    r = subprocess.run(["make", "-s", "-C", str(REPO / "hyperkernel"), "torture-long"],
+                       capture_output=True, text=True, timeout=3600, check=False)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "violations=0" in r.stdout
