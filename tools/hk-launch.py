@@ -49,7 +49,7 @@ for i in range(N):
             "-append", ("console=ttyS0 panic=-1 numa_balancing=disable tsc=reliable " + args.append).strip(),
             "-chardev", f"socket,id=ttyS0,path={d}/n{i}.ttyS0,server=on,wait=off", "-serial", "chardev:ttyS0",
             "-chardev", f"socket,id=ttyS1,path={d}/n{i}.ttyS1,server=on,wait=off", "-serial", "chardev:ttyS1",
-            "-qmp", f"unix:{d}/n{i}.qmp,server=on,wait=off",
+            "-qmp", f"unix:{d}/n{i}.qmp,server=on,wait=off", "-qmp", f"unix:{d}/n{i}.qmp2,server=on,wait=off",
             "-L", "/usr/share/seabios", "-L", "/usr/share/qemu"]
     if not args.nohk:
         hk = f"hyperkernel,id=hk,node={i},nodes={N},listen=unix:{d}/hk{i}.sock,peers={peers},secret=hksec,vcpus={place[i]},policy={args.policy},epoch={epoch}"
@@ -136,7 +136,14 @@ def wait_for(pat, timeout):
 
 m = wait_for(rb"SDS-READY nproc=(\d+)", args.timeout)
 if not m:
-    print("NO READY; console tail:"); print(open(f"{d}/n0.console", errors="replace").read()[-4000:])
+    print("NO READY; console tail:"); print(open(f"{d}/n0.console", errors="replace").read()[-1500:])
+    for i in range(N):
+        try:
+            g = qmps[i].cmd("query-hyperkernel")["return"]
+            print(f"node{i}: local={g.get('local-vcpus')} loc={g.get('vcpu-location')} glue={g['stats'].get('glue')}")
+            json.dump(g, open(f"{d}/n{i}.hk.json", "w"), indent=1)
+        except Exception as e:
+            print(f"node{i}: {e}")
     if not args.keep:
         for p in procs: p.kill()
     sys.exit(1)
