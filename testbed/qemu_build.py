@@ -90,8 +90,48 @@ def extra_inputs() -> list[tuple[str, bytes]]:
         hk, exclude=lambda p: p.suffix in {".md"} or "tests" in p.parts)]
 
 
+def uses_hyperkernel() -> bool:
+    """True once a patch of the series links the hyperkernel library."""
+    return bool(extra_inputs())
+
+
+def hyperkernel_prefix() -> Path:
+    """Where the library and its header are installed for QEMU's configure."""
+    return cache.cache_root() / "hyperkernel" / "prefix"
+
+
+def configure_flags() -> tuple[str, ...]:
+    if uses_hyperkernel():
+        return (*CONFIGURE_FLAGS, f"-Dhyperkernel={hyperkernel_prefix()}")
+    return CONFIGURE_FLAGS
+
+
+def build_hyperkernel(log: Path, progress: Progress) -> bool:
+    """Build libhyperkernel.a and install it with its header into the prefix.
+
+    Returns True if the installed library changed (QEMU must relink: ninja
+    does not track a library found with find_library).
+    """
+    out = cache.cache_root() / "hyperkernel" / "build"
+    lib = out / "libhyperkernel.a"
+    progress.step("qemu", "building libhyperkernel.a")
+    _run_logged(["make", "-C", str(REPO_ROOT / "hyperkernel"), f"O={out}", str(lib)],
+                REPO_ROOT, log, progress, "hyperkernel build")
+    prefix = hyperkernel_prefix()
+    (prefix / "include").mkdir(parents=True, exist_ok=True)
+    changed = False
+    for src, dst in ((lib, prefix / "libhyperkernel.a"),
+                     (REPO_ROOT / "hyperkernel" / "include" / "hyperkernel.h",
+                      prefix / "include" / "hyperkernel.h")):
+        data = src.read_bytes()
+        if not dst.is_file() or dst.read_bytes() != data:
+            dst.write_bytes(data)
+            changed = True
+    return changed
+
+
 def build_key() -> str:
-    parts = [("source", TARBALL_SHA256.encode()), ("flags", " ".join(CONFIGURE_FLAGS).encode())]
+    parts = [("source", TARBALL_SHA256.encode()), ("flags", " ".join(configure_flags()).encode())]
     parts += [(f"patch/{p.name}", p.read_bytes()) for p in series()]
     parts += extra_inputs()
     return cache.hash_inputs(parts)
@@ -230,19 +270,22 @@ def build_qemu(progress: Progress | None = None) -> QemuBuild:
         return QemuBuild(found)
 
     tarball = fetch_source(progress)
+    flags = configure_flags()
     work = cache.cache_root() / "qemu-work" / cache.hash_inputs(
-        [("source", TARBALL_SHA256.encode()), ("flags", " ".join(CONFIGURE_FLAGS).encode())])[:16]
+        [("source", TARBALL_SHA256.encode()), ("flags", " ".join(flags).encode())])[:16]
     work.mkdir(parents=True, exist_ok=True)
     log = work / "build.log"
     log.write_text("")
     work_src, build_dir = work / "src", work / "build"
+    if uses_hyperkernel() and build_hyperkernel(log, progress):
+        (build_dir / "qemu-system-x86_64").unlink(missing_ok=True)
     _prepare_source(tarball, patches, work_src, log, progress)
 
     if not (build_dir / "build.ninja").is_file():
         shutil.rmtree(build_dir, ignore_errors=True)
         build_dir.mkdir()
         progress.step("qemu", "configuring")
-        _run_logged([str(work_src / "configure"), f"--python={sys.executable}", *CONFIGURE_FLAGS],
+        _run_logged([str(work_src / "configure"), f"--python={sys.executable}", *flags],
                     build_dir, log, progress, "configure")
     progress.step("qemu", f"compiling (log: {log})")
     jobs = str(os.cpu_count() or 2)
@@ -259,7 +302,7 @@ def build_qemu(progress: Progress | None = None) -> QemuBuild:
         shutil.copy2(build_dir / "qemu-system-x86_64", out / "bin" / "qemu-system-x86_64")
         shutil.copy2(log, out / "build.log")
         return {"source_sha256": TARBALL_SHA256, "series": [p.name for p in patches],
-                "configure": list(CONFIGURE_FLAGS)}
+                "configure": list(flags)}
 
     art = cache.build("qemu", key, publish)
     progress.step("qemu", f"built {art.path / 'bin' / 'qemu-system-x86_64'}")

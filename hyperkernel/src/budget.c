@@ -26,6 +26,52 @@ int hk_budget_pick_target(struct hk_node *n)
 	return best;
 }
 
+/*
+ * Fast path for a node that fills faster than the heartbeat tick can evict
+ * (a guest sweeping its memory): a clock hand over the pages evicts
+ * exclusive pages from the older half of the arrivals, a bounded batch per
+ * call and a bounded scan, so a fault-driven call stays cheap.
+ */
+#define HK_EVICT_FAST_BATCH 512
+#define HK_EVICT_SCAN 32768
+
+static uint64_t evict_sweep(struct hk_node *n, uint64_t want, int target)
+{
+	uint64_t done = 0, scanned = 0;
+	uint64_t horizon = n->clock > n->budget_pages / 2 ? n->clock - n->budget_pages / 2 : 0;
+	while (done < want && scanned < HK_EVICT_SCAN && scanned < n->mem.npages) {
+		uint64_t pg = n->evict_hand++ % n->mem.npages;
+		struct hk_page *p = &n->pages[pg];
+		scanned++;
+		if (p->state != HK_PS_EXCL || p->req_pending || p->waiters || p->zmap ||
+		    (p->evicting && (uint32_t)n->clock_ticks - p->evicting < 10) ||
+		    (uint64_t)p->last_use > (horizon & 0xffffffffu))
+			continue;
+		p->evicting = (uint32_t)n->clock_ticks | 1;
+		n->stats.node.evictions++;
+		struct hk_msg m = { .type = HK_MSG_EVICT, .page = pg, .node = (uint32_t)target };
+		hk_node_send(n, hk_directory_home(pg, n->cfg.home_chunk_pages, n->count), &m);
+		done++;
+	}
+	return done;
+}
+
+void hk_budget_pressure(struct hk_node *n)
+{
+	if (!n->budget_pages || n->resident <= n->budget_pages + HK_EVICT_BATCH ||
+	    atomic_load(&n->failed))
+		return;
+	uint64_t now = hk_now_ns();
+	if (now - n->evict_last_ns < 2000000ull)
+		return;
+	n->evict_last_ns = now;
+	int target = hk_budget_pick_target(n);
+	if (target < 0)
+		return;
+	uint64_t excess = n->resident - n->budget_pages;
+	evict_sweep(n, excess < HK_EVICT_FAST_BATCH ? excess : HK_EVICT_FAST_BATCH, target);
+}
+
 /* Pages premapped as zero at the home become resident when the home writes
  * them, without a fault we could see: find those (pagemap) and count them. */
 static void count_written_premapped(struct hk_node *n)

@@ -779,6 +779,8 @@ static void read_faults(struct hk_node *n)
 				     (UFFD_PAGEFAULT_FLAG_WRITE | UFFD_PAGEFAULT_FLAG_WP);
 			on_fault(n, (uint64_t)page, write, (pid_t)msgs[i].arg.pagefault.feat.ptid);
 			drain_local(n);
+			hk_budget_pressure(n);
+			drain_local(n);
 		}
 		if ((size_t)r < sizeof(msgs))
 			return; /* drained; epoll reports newer faults */

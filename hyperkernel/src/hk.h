@@ -346,6 +346,8 @@ struct hk_node {
 	uint8_t *zero;      /* one zero page */
 	uint8_t *scratch;   /* page copy buffer for outgoing data */
 	uint64_t resident, budget_pages, clock, clock_ticks;
+	uint64_t evict_hand;        /* budget: where the next scan starts */
+	uint64_t evict_last_ns;     /* budget: last eviction pass from the fault path */
 	/* adaptive busy-poll of the event thread (coherence.c) */
 	uint32_t outstanding;     /* requests of ours not yet finished */
 	uint64_t req_sent_ns, ewma_reply_ns, last_serve_ns;
@@ -365,6 +367,8 @@ void hk_coherence_check_invariants(struct hk_node *n, uint64_t page);
 
 /* ---------------- budget.c ---------------- */
 void hk_budget_tick(struct hk_node *n);
+/* From the fault path: evict if over budget, at most every 2 ms. */
+void hk_budget_pressure(struct hk_node *n);
 int hk_budget_pick_target(struct hk_node *n);
 
 /* ---------------- vcpu.c ---------------- */

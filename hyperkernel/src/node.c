@@ -122,6 +122,11 @@ static int connect_mesh(struct hk_node *n)
 	uint64_t deadline = hk_now_ns() + (uint64_t)n->cfg.connect_timeout_ms * 1000000ull;
 	while (expected_accepts > 0) {
 		if (hk_now_ns() > deadline) {
+			for (int k = n->self + 1; k < n->count; k++)
+				if (!n->links[k].up)
+					hk_warn("node %d (%s) did not connect to us at %s within %u ms",
+						k, n->peers[k], n->peers[n->self],
+						n->cfg.connect_timeout_ms);
 			hk_warn("timed out waiting for %d peer(s) to connect", expected_accepts);
 			return -ETIMEDOUT;
 		}
