@@ -7,8 +7,10 @@ import functools
 import hashlib
 import logging
 import os
+import re
 import secrets
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -30,8 +32,12 @@ from testbed.stats import merge_node_stats
 
 log = logging.getLogger(__name__)
 
-BASE_APPEND = "console=ttyS0 panic=-1 numa_balancing=disable"
+# tsc=reliable: the guest TSC comes from one cluster-wide clock; the kernel's
+# TSC watchdog would otherwise flag the (emulated) skew between vCPUs.
+BASE_APPEND = "console=ttyS0 panic=-1 numa_balancing=disable tsc=reliable"
 _LIVE: weakref.WeakSet[Cluster] = weakref.WeakSet()
+# How surviving nodes name a peer that died (the library and the QEMU glue).
+_LOST_NODE_RE = re.compile(r"\bnode (\d+) (?:died|lost)\b")
 
 
 @dataclass(frozen=True)
@@ -171,7 +177,12 @@ class Cluster:
         dead = [n for n in nodes if not n.alive()]
         for n in dead:
             n.check_panic(final=True)
-        dead.sort(key=lambda n: (n.returncode() >= 0, n.index))
+        # The root cause first: a node the others report lost, then one killed
+        # from outside (SIGKILL/SIGTERM), then any other signal, then exits.
+        blamed = {int(m) for n in nodes for m in _LOST_NODE_RE.findall(n.qemu_log_text())}
+        external = {-signal.SIGKILL, -signal.SIGTERM}
+        dead.sort(key=lambda n: (n.index not in blamed, n.returncode() not in external,
+                                 n.returncode() >= 0, n.index))
         summary = "; ".join(n.death_summary() for n in dead)
         first = dead[0]
         raise NodeDied(f"node{first.index} died: {summary}", f"logs in {self.run_dir}",
@@ -218,13 +229,32 @@ class Cluster:
         """Every node's statistics merged into one record (see testbed.stats)."""
         return merge_node_stats(self.node_stats())
 
+    def vcpu_locations(self) -> list[int]:
+        """The node running each vCPU, from each node's own list of the vCPUs it runs.
+
+        A node's ``vcpu-location`` is only its belief about the others; the
+        authority for a vCPU is the node that runs it. A vCPU in flight shows
+        up on no node for a moment, so this retries briefly.
+        """
+        deadline = time.monotonic() + 5
+        while True:
+            where = [-1] * self.spec.vcpus
+            for node in self.live_nodes:
+                for cpu in node.qmp.command("query-hyperkernel").get("local-vcpus", []):
+                    if 0 <= int(cpu) < len(where):
+                        where[int(cpu)] = node.index
+            if -1 not in where or time.monotonic() > deadline:
+                return where
+            time.sleep(0.01)
+
     def vcpu_location(self, cpu: int) -> int:
-        """The node that runs vCPU ``cpu`` now, as node 0 believes."""
-        info = self.nodes[0].qmp.command("query-hyperkernel")
-        locations = info.get("vcpu-location", [])
-        if not 0 <= cpu < len(locations):
-            raise ConfigError(f"vCPU {cpu} does not exist", f"the guest has {len(locations)}")
-        return int(locations[cpu])
+        """The node that runs vCPU ``cpu`` now."""
+        if not 0 <= cpu < self.spec.vcpus:
+            raise ConfigError(f"vCPU {cpu} does not exist", f"the guest has {self.spec.vcpus}")
+        node = self.vcpu_locations()[cpu]
+        if node < 0:
+            raise GuestError(f"no node reports running vCPU {cpu}", f"see {self.run_dir}")
+        return node
 
     def migrate_vcpu(self, cpu: int, node: int, timeout: float = 30.0) -> dict[str, Any]:
         """Move vCPU ``cpu`` to ``node`` live; return the migration event's data."""

@@ -142,7 +142,12 @@ class Node:
                 raise GuestError(f"node{self.index}: QMP socket did not appear in {timeout:.0f}s",
                                  f"see {self.files.log('qemu.log')}")
             time.sleep(0.02)
-        self.qmp.connect()
+        try:
+            self.qmp.connect()
+        except Exception as e:  # qemu.qmp raises its own types when QEMU exits mid-handshake
+            (health_check or self.check_alive)()
+            raise GuestError(f"node{self.index}: QMP connection failed: {e!r}",
+                             f"see {self.files.log('qemu.log')}") from e
         self.console.connect()
         self.control.connect()
 
@@ -158,6 +163,12 @@ class Node:
 
     def returncode(self) -> int:
         return self.process.returncode if self.process and self.process.poll() is not None else 0
+
+    def qemu_log_text(self) -> str:
+        try:
+            return self.files.log("qemu.log").read_text(errors="replace")
+        except OSError:
+            return ""
 
     def death_summary(self) -> str:
         """How this node ended, with the last words from its QEMU log."""
