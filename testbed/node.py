@@ -145,6 +145,12 @@ class Node:
         try:
             self.qmp.connect()
         except Exception as e:  # qemu.qmp raises its own types when QEMU exits mid-handshake
+            # The socket closes a moment before the process can be reaped.
+            if self.process is not None:
+                try:
+                    self.process.wait(timeout=3)
+                except subprocess.TimeoutExpired:
+                    pass
             (health_check or self.check_alive)()
             raise GuestError(f"node{self.index}: QMP connection failed: {e!r}",
                              f"see {self.files.log('qemu.log')}") from e
