@@ -32,7 +32,8 @@ def _meminfo_kib(cluster: Cluster) -> int:
 
 @pytest.mark.parametrize("nodes", [2, 4])
 def test_stock_kernel_boots_across_nodes(cluster_factory: ClusterFactory, nodes: int) -> None:
-    cluster = cluster_factory(nodes=nodes, vcpus=nodes, mem_mib=512)
+    # A 4-node boot takes about a minute on 2 cores; leave room for a slower CI machine.
+    cluster = cluster_factory(nodes=nodes, vcpus=nodes, mem_mib=512, boot_timeout=400)
     cluster.boot()
     assert cluster.run("nproc").output == f"{nodes}\n"
     assert 400 * 1024 < _meminfo_kib(cluster) <= 512 * 1024
@@ -101,7 +102,7 @@ def test_guest_time_never_goes_backwards_across_migrations(cluster_factory: Clus
 
 
 def test_guest_memory_beyond_one_node(cluster_factory: ClusterFactory) -> None:
-    cluster = cluster_factory(nodes=3, vcpus=3, mem_mib=512, budget_mib=(256,))
+    cluster = cluster_factory(nodes=3, vcpus=3, mem_mib=512, budget_mib=(256,), boot_timeout=400)
     cluster.boot()
     record = cluster.run_workload("sweep", {"size_mb": 400, "passes": 1, "threads": 1},
                                   guest_timeout=900)
@@ -119,7 +120,7 @@ def test_guest_poweroff_ends_every_node(cluster_factory: ClusterFactory) -> None
 
 
 def test_a_killed_node_stops_the_cluster_and_is_named(cluster_factory: ClusterFactory) -> None:
-    cluster = cluster_factory(nodes=3, vcpus=3)
+    cluster = cluster_factory(nodes=3, vcpus=3, boot_timeout=400)
     cluster.boot()
     os.kill(cluster.nodes[2].pid, signal.SIGKILL)
     with pytest.raises(NodeDied, match="node2") as err:
