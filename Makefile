@@ -8,7 +8,8 @@ PYTHON ?= python3
 VENV := .venv
 VENV_STAMP := $(VENV)/.installed
 TESTBED := $(VENV)/bin/testbed
-HK_BUILD ?= $(HOME)/.cache/sds/hyperkernel/build
+SDS_CACHE ?= $(HOME)/.cache/sds
+HK_BUILD ?= $(SDS_CACHE)/hyperkernel/build
 PYTEST_ARGS ?=
 
 .PHONY: all setup system venv build images qemu hyperkernel demo test test-python \
