@@ -256,6 +256,70 @@ void hk_link_stop(struct hk_link *l)
 	l->rbuf = NULL;
 }
 
+/*
+ * Sends one frame made of `n` parts; the link is locked. The frame goes
+ * straight to the socket when nothing is queued and the link is not shaped;
+ * whatever the socket does not take is copied to the sender thread's queue,
+ * so the caller may reuse its buffers at once.
+ */
+static int link_emit_locked(struct hk_link *l, const struct iovec *parts, int n, size_t total,
+			    uint8_t type)
+{
+	size_t off = 0;
+	uint64_t release = 0;
+	if (hk_shaper_active(&l->shaper))
+		release = hk_shaper_release_ns(&l->shaper, hk_now_ns(), total);
+	else if (!l->head) {
+		while (off < total) {
+			struct iovec iov[4];
+			int niov = 0;
+			size_t skip = off;
+			for (int i = 0; i < n && niov < 4; i++) {
+				if (skip >= parts[i].iov_len) {
+					skip -= parts[i].iov_len;
+					continue;
+				}
+				iov[niov++] = (struct iovec){ (uint8_t *)parts[i].iov_base + skip,
+							      parts[i].iov_len - skip };
+				skip = 0;
+			}
+			struct msghdr mh = { .msg_iov = iov, .msg_iovlen = (size_t)niov };
+			ssize_t w = sendmsg(l->fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
+			if (w < 0) {
+				if (errno == EINTR)
+					continue;
+				if (errno != EAGAIN)
+					return -errno;
+				break;
+			}
+			off += (size_t)w;
+		}
+	}
+	if (off < total) {
+		struct hk_outq_item *it = malloc(sizeof(*it) + total);
+		if (!it)
+			return -ENOMEM;
+		size_t at = 0;
+		for (int i = 0; i < n; i++) {
+			memcpy(it->buf + at, parts[i].iov_base, parts[i].iov_len);
+			at += parts[i].iov_len;
+		}
+		it->len = total;
+		it->off = off;
+		it->release_ns = release;
+		it->next = NULL;
+		if (l->tail)
+			l->tail->next = it;
+		else
+			l->head = it;
+		l->tail = it;
+		pthread_cond_signal(&l->cond);
+	}
+	if (l->stats)
+		hk_stats_msg(l->stats, true, type, total);
+	return 0;
+}
+
 /* DATA: the page goes out by sendmsg() straight from where it is (guest
  * memory or a local buffer), after a 28-byte head, without being copied
  * into a frame buffer first.  The caller keeps the page stable until we
@@ -288,53 +352,8 @@ static int link_send_data(struct hk_link *l, struct hk_msg *m)
 	head[9] = (uint8_t)(plen >> 8);
 	head[10] = (uint8_t)(plen >> 16);
 	head[11] = (uint8_t)(plen >> 24);
-	size_t off = 0;
-	uint64_t release = 0;
-	if (hk_shaper_active(&l->shaper))
-		release = hk_shaper_release_ns(&l->shaper, hk_now_ns(), total);
-	else if (!l->head) {
-		while (off < total) {
-			struct iovec iov[2];
-			int niov = 0;
-			if (off < sizeof(head))
-				iov[niov++] = (struct iovec){ head + off, sizeof(head) - off };
-			size_t doff = off > sizeof(head) ? off - sizeof(head) : 0;
-			iov[niov++] = (struct iovec){ (void *)(m->data + doff), HK_PAGE_SIZE - doff };
-			struct msghdr mh = { .msg_iov = iov, .msg_iovlen = (size_t)niov };
-			ssize_t w = sendmsg(l->fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
-			if (w < 0) {
-				if (errno == EINTR)
-					continue;
-				if (errno != EAGAIN) {
-					r = -errno;
-					goto out;
-				}
-				break;
-			}
-			off += (size_t)w;
-		}
-	}
-	if (off < total) {
-		struct hk_outq_item *it = malloc(sizeof(*it) + total);
-		if (!it) {
-			r = -ENOMEM;
-			goto out;
-		}
-		memcpy(it->buf, head, sizeof(head));
-		memcpy(it->buf + sizeof(head), m->data, HK_PAGE_SIZE);
-		it->len = total;
-		it->off = off;
-		it->release_ns = release;
-		it->next = NULL;
-		if (l->tail)
-			l->tail->next = it;
-		else
-			l->head = it;
-		l->tail = it;
-		pthread_cond_signal(&l->cond);
-	}
-	if (l->stats)
-		hk_stats_msg(l->stats, true, m->type, total);
+	struct iovec parts[2] = { { head, sizeof(head) }, { (void *)m->data, HK_PAGE_SIZE } };
+	r = link_emit_locked(l, parts, 2, total, m->type);
 out:
 	pthread_mutex_unlock(&l->lock);
 	return r;
@@ -358,45 +377,8 @@ int hk_link_send(struct hk_link *l, struct hk_msg *m)
 	}
 	m->seq = ++l->seq;
 	hk_msg_encode(m, buf, total);
-	size_t off = 0;
-	uint64_t release = 0;
-	if (hk_shaper_active(&l->shaper))
-		release = hk_shaper_release_ns(&l->shaper, hk_now_ns(), total);
-	else if (!l->head) {
-		while (off < total) {
-			ssize_t w = send(l->fd, buf + off, total - off, MSG_DONTWAIT | MSG_NOSIGNAL);
-			if (w < 0) {
-				if (errno == EINTR)
-					continue;
-				if (errno != EAGAIN) {
-					r = -errno;
-					goto out;
-				}
-				break;
-			}
-			off += (size_t)w;
-		}
-	}
-	if (off < total) {
-		struct hk_outq_item *it = malloc(sizeof(*it) + total);
-		if (!it) {
-			r = -ENOMEM;
-			goto out;
-		}
-		memcpy(it->buf, buf, total);
-		it->len = total;
-		it->off = off;
-		it->release_ns = release;
-		it->next = NULL;
-		if (l->tail)
-			l->tail->next = it;
-		else
-			l->head = it;
-		l->tail = it;
-		pthread_cond_signal(&l->cond);
-	}
-	if (l->stats)
-		hk_stats_msg(l->stats, true, m->type, total);
+	struct iovec part = { buf, total };
+	r = link_emit_locked(l, &part, 1, total, m->type);
 out:
 	pthread_mutex_unlock(&l->lock);
 	if (buf != stackbuf)
