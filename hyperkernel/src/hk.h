@@ -166,7 +166,7 @@ void hk_stats_msg(struct hk_stats *st, bool sent, unsigned type, size_t bytes);
 char *hk_stats_to_json(struct hk_stats *st, int node_id, uint64_t resident,
 		       uint64_t budget_pages, const char *policy);
 
-/* ---------------- transport.c ---------------- */
+/* ---------------- socket.c, link.c ---------------- */
 struct hk_outq_item {
 	struct hk_outq_item *next;
 	uint64_t release_ns;
@@ -289,7 +289,7 @@ int hk_policy_parse(const char *name, enum hk_policy_kind *out);
 const char *hk_policy_name(enum hk_policy_kind p);
 void hk_policy_decide(enum hk_policy_kind p, const struct hk_stall *s, struct hk_decision *d);
 
-/* ---------------- coherence.c (node, event thread) ---------------- */
+/* ---------------- node state (node.c, loop.c and the roles) ---------------- */
 enum hk_page_state {
 	HK_PS_INVALID = 0,
 	HK_PS_SHARED,
@@ -358,12 +358,50 @@ struct hk_node {
 	pthread_mutex_t vcpu_lock;
 };
 
+static inline uint64_t hk_bit(int node)
+{
+	return 1ull << node;
+}
+
+/* ---------------- loop.c (event thread, dispatch) ---------------- */
 int hk_coherence_init(struct hk_node *n);
 void hk_coherence_destroy(struct hk_node *n);
 void *hk_coherence_thread(void *arg);
-/* used by budget.c */
+/* One message from a peer (or ourselves), then whatever it queued locally. */
+void hk_dispatch(struct hk_node *n, int from, const struct hk_msg *m);
+void hk_drain_local(struct hk_node *n);
+/* The periodic work of the timer: heartbeats, peer timeouts, the budget. */
+void hk_tick(struct hk_node *n);
+
+/* ---------------- page.c (shared by the roles) ---------------- */
+int hk_home_of(struct hk_node *n, uint64_t page);
 int hk_node_send(struct hk_node *n, int to, struct hk_msg *m);
+void hk_send_page(struct hk_node *n, int to, unsigned type, uint64_t page, int node,
+		  uint8_t mode, uint8_t aux, const void *data);
+void hk_page_arrived(struct hk_node *n, uint64_t page, int from);
+void hk_page_left(struct hk_node *n, uint64_t page);
+void hk_must(int r, const char *what, uint64_t page);
 void hk_coherence_check_invariants(struct hk_node *n, uint64_t page);
+
+/* ---------------- requester.c ---------------- */
+void hk_requester_fault(struct hk_node *n, uint64_t page, bool write, pid_t tid);
+void hk_requester_evaluate(struct hk_node *n, uint64_t page);
+void hk_requester_on_data(struct hk_node *n, int from, const struct hk_msg *m);
+void hk_requester_on_xfer_dropped(struct hk_node *n, int from, const struct hk_msg *m);
+void hk_requester_on_grant(struct hk_node *n, int from, const struct hk_msg *m);
+
+/* ---------------- holder.c ---------------- */
+void hk_holder_on_fwd(struct hk_node *n, int from, const struct hk_msg *m);
+void hk_holder_on_xfer_ack(struct hk_node *n, int from, const struct hk_msg *m);
+void hk_holder_on_inv(struct hk_node *n, int from, const struct hk_msg *m);
+
+/* ---------------- home.c ---------------- */
+void hk_home_on_req(struct hk_node *n, int from, const struct hk_msg *m, int evict_target);
+void hk_home_on_inv_ack(struct hk_node *n, int from, const struct hk_msg *m);
+void hk_home_on_done(struct hk_node *n, int from, const struct hk_msg *m);
+
+/* ---------------- failure.c ---------------- */
+void hk_failure_peer_lost(struct hk_node *n, int dead);
 
 /* ---------------- budget.c ---------------- */
 void hk_budget_tick(struct hk_node *n);
