@@ -76,7 +76,17 @@ void hk_failure_peer_lost(struct hk_node *n, int dead)
 			p->waiters = w->next;
 			free(w);
 		}
-		if (hk_memory_poison(&n->mem, pg) < 0)
-			hk_memory_wake(&n->mem, pg);
+		hk_failure_poison(n, pg);
 	}
+}
+
+/* After a loss, a thread that faults gets SIGBUS rather than waiting for a
+ * page that will not come.  A present page (a read-only copy written to)
+ * cannot take a poison marker: drop it first, or the thread would wait (or,
+ * woken, fault again) for ever. */
+void hk_failure_poison(struct hk_node *n, uint64_t page)
+{
+	hk_memory_drop(&n->mem, page);
+	if (hk_memory_poison(&n->mem, page) < 0)
+		hk_memory_wake(&n->mem, page);
 }

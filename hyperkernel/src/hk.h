@@ -15,7 +15,7 @@
 
 #include "hyperkernel.h"
 
-/* ---------------- log.c ---------------- */
+/* ---------------- log.c, clock.c ---------------- */
 void hk_log_set_prefix(const char *prefix);
 void hk_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void hk_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -270,6 +270,7 @@ struct hk_dir_entry {
 	uint8_t cur_mode;
 	int8_t cur_node;
 	bool cur_have_copy;
+	bool cur_push;    /* the transaction is an eviction pushing the page to cur_node */
 	struct hk_dir_req *qhead, *qtail;
 };
 
@@ -311,6 +312,7 @@ struct hk_page {
 	uint8_t req_mode;
 	int8_t hint;       /* who last sent us this page */
 	int8_t give_to;    /* GIVING: receiver */
+	bool pushed;       /* RECV_EXCL: an eviction pushed it, not our request */
 	uint32_t last_use; /* budget clock */
 	uint32_t evicting; /* tick of the last eviction request */
 	struct hk_waiter *waiters;
@@ -370,6 +372,8 @@ void *hk_coherence_thread(void *arg);
 /* One message from a peer (or ourselves), then whatever it queued locally. */
 void hk_dispatch(struct hk_node *n, int from, const struct hk_msg *m);
 void hk_drain_local(struct hk_node *n);
+void hk_handle_message(struct hk_node *n, int from, const struct hk_msg *m, size_t len);
+void hk_handle_fault(struct hk_node *n, uint64_t page, bool write, pid_t tid);
 /* The periodic work of the timer: heartbeats, peer timeouts, the budget. */
 void hk_tick(struct hk_node *n);
 
@@ -402,6 +406,7 @@ void hk_home_on_done(struct hk_node *n, int from, const struct hk_msg *m);
 
 /* ---------------- failure.c ---------------- */
 void hk_failure_peer_lost(struct hk_node *n, int dead);
+void hk_failure_poison(struct hk_node *n, uint64_t page);
 
 /* ---------------- budget.c ---------------- */
 void hk_budget_tick(struct hk_node *n);

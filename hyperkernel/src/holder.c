@@ -31,7 +31,7 @@ void hk_holder_on_fwd(struct hk_node *n, int from, const struct hk_msg *m)
 		p->give_to = (int8_t)to;
 	}
 	n->stats.node.pages_sent++;
-	hk_send_page(n, to, HK_MSG_DATA, m->page, n->self, m->mode, 0,
+	hk_send_page(n, to, HK_MSG_DATA, m->page, n->self, m->mode, m->aux,
 		      hk_memory_page_addr(&n->mem, m->page));
 }
 

@@ -26,8 +26,8 @@ static void dir_grant_excl(struct hk_node *n, uint64_t page)
 	e->phase = HK_DIR_WAIT_DONE;
 	if (e->cur_have_copy)
 		hk_send_page(n, r, HK_MSG_GRANT, page, n->self, HK_MODE_EXCL, 0, NULL);
-	else
-		hk_send_page(n, e->owner, HK_MSG_FWD, page, r, HK_MODE_EXCL, 0, NULL);
+	else /* aux: an eviction's push, which the receiver did not ask for */
+		hk_send_page(n, e->owner, HK_MSG_FWD, page, r, HK_MODE_EXCL, e->cur_push, NULL);
 	e->owner = (int8_t)r;
 	e->copyset = hk_bit(r);
 }
@@ -79,11 +79,15 @@ static void dir_start(struct hk_node *n, uint64_t page, struct hk_dir_req *q)
 			return;
 		r = q->evict_target;
 		q->mode = HK_MODE_EXCL;
-		q->have_copy = false;
 	}
 	e->cur_node = (int8_t)r;
 	e->cur_mode = q->mode;
-	e->cur_have_copy = q->have_copy && (e->copyset & hk_bit(r));
+	e->cur_push = q->evict_target >= 0;
+	/* The directory, not the request, says whether r holds the page: when
+	 * the home is idle it is exact, and r may have gained the page since it
+	 * asked (an eviction pushed it there).  Forwarding to r itself would
+	 * leave the transaction waiting forever. */
+	e->cur_have_copy = (e->copyset & hk_bit(r)) != 0;
 	if (e->owner == n->self && r != n->self && e->copyset == hk_bit(n->self) &&
 	    n->pages[page].zmap && n->pages[page].state == HK_PS_EXCL &&
 	    take_back_pristine(n, page)) {

@@ -28,6 +28,11 @@ void hk_dispatch(struct hk_node *n, int from, const struct hk_msg *m)
 		atomic_fetch_add(&n->stats.malformed, 1);
 		return;
 	}
+	/* After a loss the guest stops: no page moves any more (the failure
+	 * path dropped and poisoned what threads wait for, so an install or
+	 * unprotect could meet a page that is no longer what its state says). */
+	if (m->type >= HK_MSG_REQ && m->type <= HK_MSG_EVICT && atomic_load(&n->failed))
+		return;
 	switch (m->type) {
 	case HK_MSG_REQ: hk_home_on_req(n, from, m, -1); break;
 	case HK_MSG_EVICT:
@@ -77,6 +82,27 @@ void hk_drain_local(struct hk_node *n)
 	}
 }
 
+/* One decoded frame from a peer: what the event loop and the simulation do
+ * with it. */
+void hk_handle_message(struct hk_node *n, int from, const struct hk_msg *m, size_t len)
+{
+	hk_stats_msg(&n->stats, false, m->type, len);
+	if (m->type >= HK_MSG_REQ && m->type <= HK_MSG_EVICT)
+		n->last_peer_ns = hk_now_ns();
+	hk_dispatch(n, from, m);
+	hk_drain_local(n);
+}
+
+/* One userfault: record the stall, act on it, and evict if the fault took
+ * us over budget. */
+void hk_handle_fault(struct hk_node *n, uint64_t page, bool write, pid_t tid)
+{
+	hk_requester_fault(n, page, write, tid);
+	hk_drain_local(n);
+	hk_budget_pressure(n);
+	hk_drain_local(n);
+}
+
 static void read_link(struct hk_node *n, int peer)
 {
 	struct hk_link *l = &n->links[peer];
@@ -118,11 +144,7 @@ static void read_link(struct hk_node *n, int peer)
 				hk_failure_peer_lost(n, peer);
 				return;
 			}
-			hk_stats_msg(&n->stats, false, m.type, (size_t)c);
-			if (m.type >= HK_MSG_REQ && m.type <= HK_MSG_EVICT)
-				n->last_peer_ns = l->last_rx_ns;
-			hk_dispatch(n, peer, &m);
-			hk_drain_local(n);
+			hk_handle_message(n, peer, &m, (size_t)c);
 			off += (size_t)c;
 			if (!l->up)
 				return;
@@ -154,10 +176,8 @@ static void read_faults(struct hk_node *n)
 				continue;
 			bool write = msgs[i].arg.pagefault.flags &
 				     (UFFD_PAGEFAULT_FLAG_WRITE | UFFD_PAGEFAULT_FLAG_WP);
-			hk_requester_fault(n, (uint64_t)page, write, (pid_t)msgs[i].arg.pagefault.feat.ptid);
-			hk_drain_local(n);
-			hk_budget_pressure(n);
-			hk_drain_local(n);
+			hk_handle_fault(n, (uint64_t)page, write,
+					(pid_t)msgs[i].arg.pagefault.feat.ptid);
 		}
 		if ((size_t)r < sizeof(msgs))
 			return; /* drained; epoll reports newer faults */

@@ -92,8 +92,7 @@ void hk_requester_fault(struct hk_node *n, uint64_t page, bool write, pid_t tid)
 {
 	struct hk_page *p = &n->pages[page];
 	if (atomic_load(&n->failed)) {
-		if (hk_memory_poison(&n->mem, page) < 0)
-			hk_memory_wake(&n->mem, page);
+		hk_failure_poison(n, page);
 		return;
 	}
 	for (struct hk_waiter *w = p->waiters; w; w = w->next) {
@@ -158,6 +157,7 @@ void hk_requester_on_data(struct hk_node *n, int from, const struct hk_msg *m)
 		finish_request(n, m->page);
 	} else {
 		p->state = HK_PS_RECV_EXCL;
+		p->pushed = m->aux;
 		hk_send_page(n, from, HK_MSG_XFER_ACK, m->page, n->self, 0, 0, NULL);
 	}
 }
@@ -172,6 +172,14 @@ void hk_requester_on_xfer_dropped(struct hk_node *n, int from, const struct hk_m
 	}
 	hk_must(hk_memory_protect(&n->mem, m->page, false), "unprotect", m->page);
 	p->state = HK_PS_EXCL;
+	if (p->pushed) {
+		/* An eviction's transaction ends here; a request of ours, if
+		 * any, is still queued at the home and will be granted. */
+		p->pushed = false;
+		hk_send_page(n, hk_home_of(n, m->page), HK_MSG_DONE, m->page, n->self, 0, 0, NULL);
+		hk_requester_evaluate(n, m->page);
+		return;
+	}
 	finish_request(n, m->page);
 }
 
@@ -192,7 +200,9 @@ void hk_requester_on_grant(struct hk_node *n, int from, const struct hk_msg *m)
 		n->stats.node.zero_fills++;
 		hk_page_arrived(n, m->page, n->self);
 		p->state = HK_PS_EXCL;
-	} else if (m->mode == HK_MODE_EXCL) {
+	} else if (m->mode == HK_MODE_EXCL && p->state != HK_PS_EXCL) {
+		/* (already Exclusive: an eviction pushed the page here after we
+		 * asked; nothing to change) */
 		if (p->state != HK_PS_SHARED)
 			hk_die("page %lu: upgrade grant but state %d", m->page, p->state);
 		hk_must(hk_memory_protect(&n->mem, m->page, false), "unprotect", m->page);
