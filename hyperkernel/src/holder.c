@@ -45,8 +45,7 @@ void hk_holder_on_xfer_ack(struct hk_node *n, int from, const struct hk_msg *m)
 	}
 	hk_must(hk_memory_drop(&n->mem, m->page), "drop", m->page);
 	p->state = HK_PS_INVALID;
-	hk_page_left(n, m->page);
-	hk_send_page(n, from, HK_MSG_XFER_DROPPED, m->page, n->self, 0, 0, NULL);
+	hk_page_ack(n, m->page, hk_page_left(n, m->page), from, HK_MSG_XFER_DROPPED);
 	hk_requester_evaluate(n, m->page);
 }
 
@@ -58,12 +57,13 @@ void hk_holder_on_inv(struct hk_node *n, int from, const struct hk_msg *m)
 		return;
 	}
 	n->stats.node.inval_received++;
+	bool deferred = false;
 	if (p->state == HK_PS_SHARED) {
 		hk_must(hk_memory_drop(&n->mem, m->page), "drop", m->page);
 		p->state = HK_PS_INVALID;
-		hk_page_left(n, m->page);
+		deferred = hk_page_left(n, m->page);
 	} else if (p->state != HK_PS_INVALID) {
 		hk_die("page %lu: invalidation in state %d", m->page, p->state);
 	}
-	hk_send_page(n, from, HK_MSG_INV_ACK, m->page, n->self, 0, 0, NULL);
+	hk_page_ack(n, m->page, deferred, from, HK_MSG_INV_ACK);
 }

@@ -45,7 +45,9 @@ static bool page_is_zero(const uint8_t *a)
  * never touched: rather than moving 4 KiB of zeros (protect, copy, send,
  * ack, drop), the home takes it back and grants a zero page.  Protect first
  * so that no write of ours can slip in between the check and the drop. */
-static bool take_back_pristine(struct hk_node *n, uint64_t page)
+/* 0: written, not taken back; 1: taken back; 2: taken back, and its
+ * translations go later (the zero grant waits for them). */
+static int take_back_pristine(struct hk_node *n, uint64_t page)
 {
 	struct hk_page *p = &n->pages[page];
 	uint8_t *a = hk_memory_page_addr(&n->mem, page);
@@ -59,13 +61,12 @@ static bool take_back_pristine(struct hk_node *n, uint64_t page)
 	}
 	hk_must(hk_memory_drop(&n->mem, page), "drop", page);
 	p->state = HK_PS_INVALID;
-	hk_page_left(n, page);
-	return true;
+	return hk_page_left(n, page) ? 2 : 1;
 written:
 	p->zmap = false; /* a page of our own now: count it */
 	n->resident++;
 	p->last_use = (uint32_t)++n->clock;
-	return false;
+	return 0;
 }
 
 static void dir_start(struct hk_node *n, uint64_t page, struct hk_dir_req *q)
@@ -88,9 +89,10 @@ static void dir_start(struct hk_node *n, uint64_t page, struct hk_dir_req *q)
 	 * asked (an eviction pushed it there).  Forwarding to r itself would
 	 * leave the transaction waiting forever. */
 	e->cur_have_copy = (e->copyset & hk_bit(r)) != 0;
+	int taken = 0;
 	if (e->owner == n->self && r != n->self && e->copyset == hk_bit(n->self) &&
 	    n->pages[page].zmap && n->pages[page].state == HK_PS_EXCL &&
-	    take_back_pristine(n, page)) {
+	    (taken = take_back_pristine(n, page))) {
 		e->owner = -1;
 		e->copyset = 0;
 	}
@@ -98,6 +100,12 @@ static void dir_start(struct hk_node *n, uint64_t page, struct hk_dir_req *q)
 		e->owner = (int8_t)r;
 		e->copyset = hk_bit(r);
 		e->phase = HK_DIR_WAIT_DONE;
+		if (taken == 2) { /* our translations of it first */
+			hk_page_ack(n, page, true, r, HK_MSG_GRANT);
+			n->pages[page].ack_mode = HK_MODE_EXCL;
+			n->pages[page].ack_aux = 1;
+			return;
+		}
 		hk_send_page(n, r, HK_MSG_GRANT, page, n->self, HK_MODE_EXCL, 1, NULL);
 		return;
 	}

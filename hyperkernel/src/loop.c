@@ -58,6 +58,16 @@ void hk_dispatch(struct hk_node *n, int from, const struct hk_msg *m)
 		n->links[from].bye = true;
 		break;
 	case HK_MSG_VCPU: hk_vcpu_deliver(n, from, m); break;
+	case HK_MSG_CONFIG:
+	case HK_MSG_VCPU_AT:
+	case HK_MSG_IRQ:
+	case HK_MSG_APIC_ADDR:
+	case HK_MSG_EOI:
+	case HK_MSG_SHUTDOWN:
+	case HK_MSG_STOPPED:
+	case HK_MSG_MIGRATE:
+		hk_cluster_deliver(n, from, m);
+		break;
 	case HK_MSG_PEER_LOST:
 		if ((int)m->node != n->self)
 			hk_failure_peer_lost(n, (int)m->node);
@@ -267,6 +277,7 @@ void *hk_coherence_thread(void *arg)
 				uint64_t v;
 				if (read(n->evfd, &v, sizeof(v)) < 0)
 					continue;
+				hk_page_flush_deferred(n);
 			} else if (tag < HK_MAX_NODES && n->links[tag].up)
 				read_link(n, (int)tag);
 			hk_drain_local(n);

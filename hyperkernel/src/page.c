@@ -4,6 +4,7 @@
  * count, the embedder's arrival/departure callbacks and the invariants. */
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "hk.h"
 
@@ -59,14 +60,79 @@ void hk_page_arrived(struct hk_node *n, uint64_t page, int from)
 		n->cfg.cb.on_page_arrived(n->cfg.cb.opaque, page * HK_PAGE_SIZE);
 }
 
-void hk_page_left(struct hk_node *n, uint64_t page)
+bool hk_page_left(struct hk_node *n, uint64_t page)
 {
 	if (n->pages[page].zmap)
 		n->pages[page].zmap = false; /* premapped, never counted */
 	else
 		n->resident--;
-	if (n->cfg.cb.on_page_left)
-		n->cfg.cb.on_page_left(n->cfg.cb.opaque, page * HK_PAGE_SIZE);
+	if (n->cfg.cb.on_page_left &&
+	    n->cfg.cb.on_page_left(n->cfg.cb.opaque, page * HK_PAGE_SIZE) == HK_DEFER) {
+		n->stats.node.deferred_acks++;
+		return true;
+	}
+	return false;
+}
+
+/* The acknowledgement that a page left (INV_ACK, XFER_DROPPED): now, or once
+ * the embedder says the page's translations are gone. */
+void hk_page_ack(struct hk_node *n, uint64_t page, bool deferred, int to, unsigned type)
+{
+	struct hk_page *p = &n->pages[page];
+	if (!deferred) {
+		hk_send_page(n, to, type, page, n->self, 0, 0, NULL);
+		return;
+	}
+	p->ack_type = (uint8_t)type;
+	p->ack_to = (int8_t)to;
+	p->ack_mode = 0;
+	p->ack_aux = 0;
+}
+
+int hk_page_left_done(struct hk_node *n, uint64_t offset)
+{
+	if (!n || offset / HK_PAGE_SIZE >= n->mem.npages)
+		return -EINVAL;
+	pthread_mutex_lock(&n->deferred_lock);
+	if (n->ndeferred == n->cap_deferred) {
+		size_t cap = n->cap_deferred ? 2 * n->cap_deferred : 64;
+		uint64_t *d = realloc(n->deferred, cap * sizeof(*d));
+		if (!d) {
+			pthread_mutex_unlock(&n->deferred_lock);
+			return -ENOMEM;
+		}
+		n->deferred = d;
+		n->cap_deferred = cap;
+	}
+	n->deferred[n->ndeferred++] = offset / HK_PAGE_SIZE;
+	pthread_mutex_unlock(&n->deferred_lock);
+	uint64_t one = 1;
+	if (n->evfd >= 0 && write(n->evfd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+		return -errno;
+	return 0;
+}
+
+/* Event thread: send the acknowledgements whose translations are gone. */
+void hk_page_flush_deferred(struct hk_node *n)
+{
+	pthread_mutex_lock(&n->deferred_lock);
+	size_t cnt = n->ndeferred;
+	uint64_t *d = n->deferred;
+	n->deferred = NULL;
+	n->ndeferred = n->cap_deferred = 0;
+	pthread_mutex_unlock(&n->deferred_lock);
+	for (size_t i = 0; i < cnt; i++) {
+		struct hk_page *p = &n->pages[d[i]];
+		if (!p->ack_type) {
+			hk_warn("page %lu: translations gone, but no acknowledgement was held", d[i]);
+			continue;
+		}
+		unsigned type = p->ack_type;
+		p->ack_type = 0;
+		hk_send_page(n, p->ack_to, type, d[i], n->self, p->ack_mode, p->ack_aux, NULL);
+	}
+	free(d);
+	hk_drain_local(n);
 }
 
 void hk_must(int r, const char *what, uint64_t page)

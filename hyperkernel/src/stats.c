@@ -160,10 +160,13 @@ static void json_counters(struct sbuf *s, const struct hk_counters *c)
 		  "\"read_stalls\":%lu,\"write_stalls\":%lu,\"pages_received\":%lu,"
 		  "\"pages_sent\":%lu,\"invalidations_sent\":%lu,\"invalidations_received\":%lu,"
 		  "\"zero_fills\":%lu,\"vcpu_blobs_sent\":%lu,\"vcpu_blobs_received\":%lu,"
-		  "\"vcpu_move_decisions\":%lu,\"evictions\":%lu",
+		  "\"vcpu_move_decisions\":%lu,\"evictions\":%lu,\"irqs_forwarded\":%lu,"
+		  "\"irqs_received\":%lu,\"migrate_requests_forwarded\":%lu,"
+		  "\"migrate_requests_lost\":%lu,\"location_updates\":%lu,\"deferred_acks\":%lu",
 		  c->read_stalls, c->write_stalls, c->pages_received, c->pages_sent, c->inval_sent,
 		  c->inval_received, c->zero_fills, c->vcpu_blobs_sent, c->vcpu_blobs_received,
-		  c->vcpu_move_decisions, c->evictions);
+		  c->vcpu_move_decisions, c->evictions, c->irqs_forwarded, c->irqs_received,
+		  c->migrate_requests_forwarded, c->migrate_requests_lost, c->location_updates, c->deferred_acks);
 }
 
 static void json_hist(struct sbuf *s, const struct hk_hist *h)

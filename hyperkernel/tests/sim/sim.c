@@ -64,6 +64,15 @@ static uint64_t steps;
 static int kill_at_step = -1;   /* -1: no node dies in this seed */
 static int killed = -1;
 static int sim_hot_pages;       /* accesses favour the first few pages */
+/* TCG's translations: a node that ran a page's code may keep running it
+ * until the embedder's invalidation is done; the embedder defers some. */
+static uint8_t *translated[SIM_MAX_NODES];
+struct sim_deferral {
+	int node;
+	uint64_t page;
+};
+static struct sim_deferral deferrals[4096];
+static int ndeferrals;
 
 #define TICK_NS 1000000ull
 
@@ -97,6 +106,18 @@ void sim_wake(int k, uint64_t page)
 	for (int i = 0; i < nthreads; i++)
 		if (threads[i].node == k && threads[i].state == T_BLOCKED && threads[i].page == page)
 			threads[i].state = T_READY;
+}
+
+static int on_page_left(void *opaque, uint64_t offset)
+{
+	int k = (int)(intptr_t)opaque;
+	uint64_t page = offset / HK_PAGE_SIZE;
+	if (sim_below(3) == 0 && ndeferrals < (int)(sizeof(deferrals) / sizeof(deferrals[0]))) {
+		deferrals[ndeferrals++] = (struct sim_deferral){ k, page };
+		return HK_DEFER;
+	}
+	translated[k][page] = 0;
+	return 0;
 }
 
 static void on_peer_lost(void *opaque, int node, const struct hk_page_range *ranges,
@@ -150,6 +171,8 @@ static void build_world(uint64_t seed)
 		cfg.heartbeat_ms = 1;
 		cfg.peer_timeout_ms = 1000000; /* death comes from the driver, not silence */
 		cfg.cb.on_peer_lost = on_peer_lost;
+		cfg.cb.on_page_left = on_page_left;
+		cfg.cb.opaque = (void *)(intptr_t)k;
 		sn->alive = true;
 		/* registered before the node exists, so the memory can be found */
 		sim.node[k].memfd = -2;
@@ -158,6 +181,7 @@ static void build_world(uint64_t seed)
 		sn->memfd = sn->hk->mem.uffd;
 		sn->ram = aligned_alloc(HK_PAGE_SIZE, sim.pages * HK_PAGE_SIZE);
 		sn->map = calloc(sim.pages, 1);
+		translated[k] = calloc(sim.pages, 1);
 		if (!sn->ram || !sn->map)
 			abort();
 		memset(sn->ram, 0xa5, sim.pages * HK_PAGE_SIZE);
@@ -181,6 +205,7 @@ static void build_world(uint64_t seed)
 			hk_die("sim: coherence init");
 	expected = calloc(sim.pages, sizeof(*expected));
 	nthreads = 0;
+	ndeferrals = 0;
 	for (int k = 0; k < sim.nodes; k++) {
 		int t = 1 + (int)sim_below(3);
 		for (int i = 0; i < t && nthreads < SIM_MAX_THREADS; i++) {
@@ -240,6 +265,7 @@ static void thread_step(struct sim_thread *th)
 		return;
 	}
 	if (th->write ? writable(*m) : readable(*m)) {
+		translated[th->node][th->page] = 1; /* it may be code, too */
 		uint64_t a, b;
 		memcpy(&a, data, 8);
 		memcpy(&b, data + HK_PAGE_SIZE - 8, 8);
@@ -282,6 +308,16 @@ static void check_pages(void)
 			violation("page %lu: %d writable and %d readable copies", p, writers, readers);
 			return;
 		}
+		for (int w = 0; writers && w < sim.nodes; w++) {
+			if (!sim.node[w].alive || !writable(sim.node[w].map[p]))
+				continue;
+			for (int k = 0; k < sim.nodes; k++)
+				if (k != w && sim.node[k].alive && translated[k][p]) {
+					violation("page %lu: node %d writes it while node %d can still run "
+						  "translations of it", p, w, k);
+					return;
+				}
+		}
 	}
 }
 
@@ -313,7 +349,7 @@ static void check_final(void)
 
 /* ---------------- the driver ---------------- */
 
-enum action_kind { A_THREAD, A_FAULT, A_FRAME, A_TICK };
+enum action_kind { A_THREAD, A_FAULT, A_FRAME, A_TICK, A_INVALIDATED };
 struct action {
 	enum action_kind kind;
 	int a, b;
@@ -330,6 +366,11 @@ static int enabled_actions(struct action *acts, bool with_ticks)
 			continue;
 		if (faults[k])
 			acts[n++] = (struct action){ A_FAULT, k, 0 };
+		for (int d = 0; d < ndeferrals; d++)
+			if (deferrals[d].node == k) {
+				acts[n++] = (struct action){ A_INVALIDATED, k, d };
+				break;
+			}
 		for (int j = 0; j < sim.nodes; j++) {
 			struct sim_frame *f = sim.node[k].out[j].head;
 			if (f && f->deliver_at <= sim.now_ns)
@@ -361,6 +402,9 @@ static uint64_t next_event_ns(void)
 
 static bool frames_in_flight(void)
 {
+	for (int d = 0; d < ndeferrals; d++)
+		if (sim.node[deferrals[d].node].alive)
+			return true;
 	for (int k = 0; k < sim.nodes; k++)
 		for (int j = 0; j < sim.nodes; j++)
 			if (sim.node[k].alive && sim.node[j].alive && sim.node[k].out[j].head)
@@ -406,6 +450,16 @@ static void do_action(const struct action *a)
 		next_tick[a->a] = sim.now_ns + TICK_NS;
 		hk_tick(sim.node[a->a].hk);
 		break;
+	case A_INVALIDATED: {
+		/* the embedder's deferred invalidation finished */
+		struct sim_deferral d = deferrals[a->b];
+		deferrals[a->b] = deferrals[--ndeferrals];
+		translated[d.node][d.page] = 0;
+		struct hk_node *n = sim.node[d.node].hk;
+		hk_page_left_done(n, d.page * HK_PAGE_SIZE);
+		hk_page_flush_deferred(n);
+		break;
+	}
 	}
 }
 
@@ -413,7 +467,7 @@ static void do_action(const struct action *a)
 static int run_seed(uint64_t seed)
 {
 	build_world(seed);
-	struct action acts[SIM_MAX_THREADS + SIM_MAX_NODES * (SIM_MAX_NODES + 2)];
+	struct action acts[SIM_MAX_THREADS + SIM_MAX_NODES * (SIM_MAX_NODES + 3)];
 	const uint64_t max_steps = 400000;
 	int quiet_rounds = 0;
 	for (steps = 0; steps < max_steps; steps++) {
