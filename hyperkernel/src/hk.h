@@ -384,6 +384,7 @@ struct hk_node {
 	uint8_t *scratch;   /* page copy buffer for outgoing data */
 	uint64_t resident, budget_pages, clock, clock_ticks;
 	uint64_t evict_hand;        /* budget: where the next scan starts */
+	uint64_t premap_hand;       /* budget: next slice of the premapped-page count */
 	uint64_t evict_last_ns;     /* budget: last eviction pass from the fault path */
 	/* adaptive busy-poll of the event thread (coherence.c) */
 	uint32_t outstanding;     /* requests of ours not yet finished */
