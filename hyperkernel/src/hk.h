@@ -121,6 +121,10 @@ size_t hk_msg_encode(const struct hk_msg *m, uint8_t *buf, size_t cap);
  * -EBADMSG/-EPROTO/-EMSGSIZE for a malformed frame.  Never reads past len. */
 int hk_msg_decode(const uint8_t *buf, size_t len, struct hk_msg *m);
 size_t hk_msg_payload_len(const struct hk_msg *m);
+/* The length a frame's header claims (magic checked, payload within the
+ * maximum), so that a bad frame can be skipped; negative if the stream has
+ * no usable boundary. */
+long hk_msg_frame_len(const uint8_t *buf, size_t len);
 
 /* ---------------- shaping.c ---------------- */
 struct hk_shaper {
@@ -345,6 +349,8 @@ struct hk_page {
 	int8_t hint;       /* who last sent us this page */
 	int8_t give_to;    /* GIVING: receiver */
 	bool pushed;       /* RECV_EXCL: an eviction pushed it, not our request */
+	bool move_asked;   /* the policy asked for the waiter's vCPU to move */
+	uint64_t move_ns;
 	uint8_t ack_type;  /* a message held until translations are gone (INV_ACK, */
 	int8_t ack_to;     /* XFER_DROPPED, or the home's zero GRANT) */
 	uint8_t ack_mode, ack_aux;
@@ -394,6 +400,11 @@ struct hk_node {
 	bool skip_invalidate; /* HK_DEBUG_SKIP_INVALIDATE: broken on purpose */
 	uint64_t skipped_invalidations;
 	pthread_mutex_t vcpu_lock;
+	pid_t vcpu_tid[HK_MAX_VCPUS]; /* hk_thread_set_vcpu: the thread of each vCPU */
+	/* pages whose waiters' vCPUs were asked to move (requester.c, hk_tick) */
+#define HK_MOVING_MAX 256
+	uint64_t moving[HK_MOVING_MAX];
+	int nmoving;
 	struct hk_cluster cluster;
 	/* pages whose translations are gone (hk_page_left_done, any thread) */
 	pthread_mutex_t deferred_lock;
@@ -434,6 +445,8 @@ void hk_coherence_check_invariants(struct hk_node *n, uint64_t page);
 /* ---------------- requester.c ---------------- */
 void hk_requester_fault(struct hk_node *n, uint64_t page, bool write, pid_t tid);
 void hk_requester_evaluate(struct hk_node *n, uint64_t page);
+/* Bring the pages whose waiters were not moved within the bound. */
+void hk_requester_check_moves(struct hk_node *n);
 void hk_requester_on_data(struct hk_node *n, int from, const struct hk_msg *m);
 void hk_requester_on_xfer_dropped(struct hk_node *n, int from, const struct hk_msg *m);
 void hk_requester_on_grant(struct hk_node *n, int from, const struct hk_msg *m);

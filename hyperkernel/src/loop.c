@@ -146,10 +146,23 @@ static void read_link(struct hk_node *n, int peer)
 			if (c == 0)
 				break;
 			if (c < 0) {
-				/* The stream cannot be resynchronised: drop the
-				 * link, which makes the peer lost. */
+				long fl = hk_msg_frame_len(l->rbuf + off, l->rlen - off);
 				atomic_fetch_add(&n->stats.malformed, 1);
-				hk_warn("malformed frame from node %d (%s): dropping the link", peer,
+				if (fl > 0) {
+					/* A sound header around a bad frame (another
+					 * version, an unknown type, a wrong length or a
+					 * field out of range): refuse that frame only. */
+					if ((size_t)fl > l->rlen - off)
+						break; /* skip it once it is all here */
+					if (atomic_load(&n->stats.malformed) <= 20)
+						hk_warn("refused a malformed frame from node %d (%s)", peer,
+							strerror(-c));
+					off += (size_t)fl;
+					continue;
+				}
+				/* No frame boundary to resynchronise on: drop the
+				 * link, which makes the peer lost. */
+				hk_warn("malformed stream from node %d (%s): dropping the link", peer,
 					strerror(-c));
 				hk_failure_peer_lost(n, peer);
 				return;
@@ -210,6 +223,7 @@ void hk_tick(struct hk_node *n)
 		hk_node_send(n, k, &m);
 	}
 	n->clock_ticks++;
+	hk_requester_check_moves(n);
 	hk_budget_tick(n);
 	hk_drain_local(n);
 }

@@ -176,6 +176,16 @@ size_t hk_msg_encode(const struct hk_msg *m, uint8_t *buf, size_t cap)
 	return HK_MSG_HDR_LEN + plen;
 }
 
+long hk_msg_frame_len(const uint8_t *buf, size_t len)
+{
+	if (len < HK_MSG_HDR_LEN || get32(buf) != HK_MSG_MAGIC)
+		return -EBADMSG;
+	uint32_t plen = get32(buf + 8);
+	if (plen > HK_MSG_MAX_PAYLOAD)
+		return -EMSGSIZE;
+	return (long)(HK_MSG_HDR_LEN + plen);
+}
+
 int hk_msg_decode(const uint8_t *buf, size_t len, struct hk_msg *m)
 {
 	memset(m, 0, sizeof(*m));

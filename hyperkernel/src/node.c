@@ -230,6 +230,8 @@ int hk_thread_set_vcpu(struct hk_node *n, pid_t tid, int vcpu)
 	if (!n || !n->started)
 		return -EINVAL;
 	hk_stats_set_vcpu(&n->stats, tid, vcpu);
+	if (vcpu >= 0 && vcpu < HK_MAX_VCPUS)
+		__atomic_store_n(&n->vcpu_tid[vcpu], tid, __ATOMIC_RELAXED);
 	return 0;
 }
 

@@ -45,6 +45,15 @@ static void complete_waiters(struct hk_node *n, uint64_t page)
 }
 
 /* Re-examine a page whose state may now satisfy, or need, its waiters. */
+/* The vCPU a thread runs (hk_thread_set_vcpu), or -1. */
+static int vcpu_of(struct hk_node *n, pid_t tid)
+{
+	for (int v = 0; v < HK_MAX_VCPUS; v++)
+		if (__atomic_load_n(&n->vcpu_tid[v], __ATOMIC_RELAXED) == tid && tid)
+			return v;
+	return -1;
+}
+
 void hk_requester_evaluate(struct hk_node *n, uint64_t page)
 {
 	struct hk_page *p = &n->pages[page];
@@ -59,7 +68,7 @@ void hk_requester_evaluate(struct hk_node *n, uint64_t page)
 		write |= w->write;
 	struct hk_stall st = {
 		.tid = p->waiters->tid,
-		.vcpu = -1,
+		.vcpu = vcpu_of(n, p->waiters->tid),
 		.offset = page * HK_PAGE_SIZE,
 		.is_write = write,
 		.home_node = hk_home_of(n, page),
@@ -69,17 +78,19 @@ void hk_requester_evaluate(struct hk_node *n, uint64_t page)
 	hk_policy_decide(n->policy, &st, &d);
 	if (n->cfg.cb.on_stall)
 		n->cfg.cb.on_stall(n->cfg.cb.opaque, &st, &d);
-	if (d.kind == HK_MOVE_VCPU) {
-		/* The embedder pulls the threads out of the fault; if they
-		 * fault again they are asked about again. */
+	/* A move is asked for once per stall: if the embedder has not pulled
+	 * the thread out by the time it is asked again (a re-fault, or the
+	 * tick's check), the page comes after all, so no thread waits for
+	 * a move that does not happen. */
+	if (d.kind == HK_MOVE_VCPU && !p->move_asked) {
 		n->stats.node.vcpu_move_decisions++;
-		while (p->waiters) {
-			struct hk_waiter *w = p->waiters;
-			p->waiters = w->next;
-			free(w);
-		}
+		p->move_asked = true;
+		p->move_ns = hk_now_ns();
+		if (n->nmoving < HK_MOVING_MAX)
+			n->moving[n->nmoving++] = page;
 		return;
 	}
+	p->move_asked = false;
 	p->req_pending = true;
 	n->outstanding++;
 	n->req_sent_ns = hk_now_ns();
@@ -209,4 +220,27 @@ void hk_requester_on_grant(struct hk_node *n, int from, const struct hk_msg *m)
 		p->state = HK_PS_EXCL;
 	}
 	finish_request(n, m->page);
+}
+
+/* A thread the policy wanted to move, still in its fault after 20 ms (the
+ * embedder could not pull it out, e.g. the fault was outside translated
+ * code): bring its page. */
+void hk_requester_check_moves(struct hk_node *n)
+{
+	uint64_t now = hk_now_ns();
+	int kept = 0;
+	for (int i = 0; i < n->nmoving; i++) {
+		uint64_t pg = n->moving[i];
+		struct hk_page *p = &n->pages[pg];
+		if (!p->move_asked || !p->waiters) {
+			p->move_asked = false;
+			continue;
+		}
+		if (now - p->move_ns < 20000000ull) {
+			n->moving[kept++] = pg;
+			continue;
+		}
+		hk_requester_evaluate(n, pg);
+	}
+	n->nmoving = kept;
 }

@@ -86,9 +86,15 @@ static void child(uint8_t hash_byte, uint64_t mask, uint64_t budget, bool scenar
 	}
 	if (r)
 		_exit(3);
-	/* vCPU 1 runs here; node 0 forwards an interrupt for it */
+	/* vCPU 1 runs here; node 0 forwards an interrupt for it, after three
+	 * malformed frames that must be refused without dropping the link */
 	if (!wait_for(&irq_vec, 0x31) || irq_vcpu != 1)
 		_exit(4);
+	char *js = hk_stats_json(me);
+	long bad = tn_counter(js, "malformed_messages");
+	free(js);
+	if (bad != 3)
+		_exit(9);
 	/* a migration request sent to node 0 for vCPU 1 comes here */
 	if (!wait_for(&migrate_vcpu, 1) || migrate_target != 0)
 		_exit(5);
@@ -158,6 +164,23 @@ static void test_locations_interrupts_and_migration_requests_follow_the_vcpu(voi
 	CHECK(hk_cluster_agree(me, &m, why, sizeof(why)) == 0);
 	CHECK(hk_vcpu_location(me, 0) == 0 && hk_vcpu_location(me, 1) == 1);
 	CHECK(hk_vcpu_home(me, 1) == 1);
+	/* Frames with a sound header but an unknown type, a field out of range
+	 * and another protocol version: each is counted and refused, and the
+	 * link (and the interrupt behind them) survives. */
+	uint8_t raw[3][64];
+	size_t rawlen[3];
+	struct hk_msg eoi = { .type = HK_MSG_EOI, .arg = { 7 } };
+	rawlen[0] = hk_msg_encode(&eoi, raw[0], sizeof(raw[0]));
+	raw[0][6] = 200; /* type */
+	struct hk_msg bad_irq = { .type = HK_MSG_IRQ, .vcpu = 1, .arg = { 0, 300, 0 } };
+	rawlen[1] = hk_msg_encode(&bad_irq, raw[1], sizeof(raw[1]));
+	rawlen[2] = hk_msg_encode(&eoi, raw[2], sizeof(raw[2]));
+	raw[2][4] = HK_PROTOCOL_VERSION + 1;
+	struct hk_link *l = &me->links[1];
+	pthread_mutex_lock(&l->lock);
+	for (int i = 0; i < 3; i++)
+		CHECK(hk_fd_write_all(l->fd, raw[i], rawlen[i]) == 0);
+	pthread_mutex_unlock(&l->lock);
 	struct hk_irq irq = { .vcpu = 1, .delivery_mode = 0, .vector = 0x31, .trigger_mode = 0 };
 	CHECK(hk_irq_send(me, &irq) == 0);
 	struct hk_irq bad = { .vcpu = HK_MAX_VCPUS };

@@ -136,7 +136,9 @@ static void on_peer_lost(void *opaque, int node, const struct hk_page_range *ran
 
 static void build_world(uint64_t seed)
 {
+	bool verbose = sim.verbose;
 	memset(&sim, 0, sizeof(sim));
+	sim.verbose = verbose;
 	sim.seed = seed;
 	sim.rng = seed * 0x9e3779b97f4a7c15ull + 1;
 	sim.nodes = 2 + (int)sim_below(3);
@@ -150,6 +152,9 @@ static void build_world(uint64_t seed)
 		budget = sim.pages / (uint64_t)sim.nodes + 1 + sim_below(2);
 	}
 	uint32_t chunk = 1 + (uint32_t)sim_below(4);
+	/* "vcpu" asks for moves that this embedder never makes: every stall
+	 * must still end (the library brings the page after its bound) */
+	const char *policy = sim_below(4) == 0 ? "vcpu" : "page";
 	if (sim_below(8) == 0)
 		kill_at_step = 200 + (int)sim_below(3000);
 
@@ -168,6 +173,7 @@ static void build_world(uint64_t seed)
 		cfg.secret = "sim";
 		cfg.budget_bytes = budget * HK_PAGE_SIZE;
 		cfg.home_chunk_pages = chunk;
+		cfg.policy = policy;
 		cfg.heartbeat_ms = 1;
 		cfg.peer_timeout_ms = 1000000; /* death comes from the driver, not silence */
 		cfg.cb.on_peer_lost = on_peer_lost;
@@ -218,8 +224,9 @@ static void build_world(uint64_t seed)
 		}
 	}
 	if (sim.verbose)
-		fprintf(stdout, "sim seed %lu: nodes=%d pages=%lu budget=%lu chunk=%u threads=%d kill_at=%d\n",
-			seed, sim.nodes, sim.pages, budget, chunk, nthreads, kill_at_step);
+		fprintf(stdout, "sim seed %lu: nodes=%d pages=%lu budget=%lu chunk=%u policy=%s threads=%d "
+			"kill_at=%d\n", seed, sim.nodes, sim.pages, budget, chunk, policy, nthreads,
+			kill_at_step);
 }
 
 /* ---------------- guest threads ---------------- */
