@@ -248,6 +248,11 @@ _CATALOGUE = (
         _int("duration_ms", 2000, 10, 3600000, "how long each thread reads the clocks"),
     ),
     _workload(
+        "smc",
+        "code rewritten on one vCPU and called on another (cross-modifying code)",
+        _int("rounds", 1000, 1, 10000000, "rewrite-and-call rounds"),
+    ),
+    _workload(
         "sqlite",
         "SQLite: transactions, indexed lookups, updates, integrity_check, checksum",
         _int("rows", 2000, 10, 10000000, "rows inserted"),

@@ -1,0 +1,55 @@
+"""Translated code never outlives the page it came from: a function rewritten
+on one node and called on another always runs its newest version (issue 8,
+hazard 2: a node acknowledges a page's departure only once its TCG
+translations of that page are gone)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from conftest import ClusterFactory
+
+from testbed.cluster import Artifacts, Cluster
+
+pytestmark = pytest.mark.boot
+
+ROUNDS = 100
+
+
+@pytest.fixture(autouse=True)
+def needs_hyperkernel(artifacts: Artifacts) -> None:
+    if not artifacts.supports_hyperkernel():
+        pytest.skip("this QEMU build lacks the hyperkernel (-object hyperkernel)")
+
+
+def _wait_for_placement(cluster: Cluster, want: list[int]) -> None:
+    # A vCPU visits node 0 for a moment when it touches a device.
+    deadline = time.monotonic() + 10
+    while (located := cluster.vcpu_locations()) != want:
+        assert time.monotonic() < deadline, f"vCPUs run on nodes {located}"
+        time.sleep(0.2)
+
+
+def _pages_received(per_node: list[dict[str, object]]) -> list[int]:
+    by_id = sorted(per_node, key=lambda info: int(info["node"]))  # type: ignore[call-overload]
+    return [int(info["stats"]["counters"]["pages_received"])  # type: ignore[index]
+            for info in by_id]
+
+
+def test_code_rewritten_on_one_node_runs_as_rewritten_on_the_other(
+        cluster_factory: ClusterFactory) -> None:
+    cluster = cluster_factory(nodes=2, vcpus=2)
+    cluster.boot()
+    _wait_for_placement(cluster, [0, 1])
+    before = _pages_received(cluster.node_stats())
+    record = cluster.run_workload("smc", {"rounds": ROUNDS, "cpus": "0,1"}, guest_timeout=300)
+    after = _pages_received(cluster.node_stats())
+    # Every round called the newest version: none returned an older one.
+    assert record.ok, record.raw
+    assert record.figures["rounds_done"] == ROUNDS and record.figures["mismatches"] == 0
+    # The code page really travelled: writer and caller ran on different
+    # nodes, and each node received pages while the rounds ran (the code
+    # page at least once per round).
+    _wait_for_placement(cluster, [0, 1])
+    assert all(a - b >= ROUNDS for a, b in zip(after, before, strict=True)), (before, after)
