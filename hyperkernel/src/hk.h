@@ -69,6 +69,9 @@ enum hk_msg_type {
 	HK_MSG_XFER_DROPPED,  /* page: the giver dropped it, receiver may write */
 	HK_MSG_DONE,          /* page, node=requester: transaction complete */
 	HK_MSG_EVICT,         /* page, node=target: owner asks home to move page */
+	HK_MSG_XFER_REFUSED,  /* page: a full receiver refuses a pushed page */
+	HK_MSG_DROP_REQ,      /* page: a sharer asks the home to let it drop its copy */
+	HK_MSG_DROP_OK,       /* page, aux: 1 drop it now (then DONE), 0 keep it */
 	HK_MSG_PEER_LOST,     /* node=dead: a survivor tells the others who died */
 	HK_MSG_HEARTBEAT,     /* resident pages, budget pages */
 	HK_MSG_BYE,           /* - */
@@ -84,6 +87,12 @@ enum hk_msg_type {
 	HK_MSG_MIGRATE,       /* vcpu, node = target, count = hops */
 	HK_MSG_TYPE_COUNT
 };
+
+/* Messages of the page protocol proper (they stop after a loss). */
+static inline bool hk_msg_is_protocol(unsigned t)
+{
+	return t >= HK_MSG_REQ && t <= HK_MSG_DROP_OK;
+}
 
 enum hk_refuse_reason {
 	HK_REFUSE_VERSION = 1,
@@ -151,7 +160,8 @@ struct hk_counters {
 	uint64_t inval_sent, inval_received, zero_fills, vcpu_blobs_sent,
 		vcpu_blobs_received, vcpu_move_decisions, evictions;
 	uint64_t irqs_forwarded, irqs_received, migrate_requests_forwarded,
-		migrate_requests_lost, location_updates, deferred_acks;
+		migrate_requests_lost, location_updates, deferred_acks, pushes_refused,
+		shared_drops;
 };
 
 struct hk_thread_stats {
@@ -180,7 +190,7 @@ void hk_stats_set_vcpu(struct hk_stats *st, pid_t tid, int vcpu);
 void hk_stats_stall_done(struct hk_stats *st, pid_t tid, uint64_t page, bool write,
 			 uint64_t ns);
 void hk_stats_msg(struct hk_stats *st, bool sent, unsigned type, size_t bytes);
-char *hk_stats_to_json(struct hk_stats *st, int node_id, uint64_t resident,
+char *hk_stats_to_json(struct hk_stats *st, int node_id, uint64_t resident, uint64_t peak,
 		       uint64_t budget_pages, const char *policy);
 
 /* ---------------- socket.c, link.c ---------------- */
@@ -275,6 +285,7 @@ struct hk_dir_req {
 	uint8_t mode;
 	bool have_copy;
 	int evict_target; /* >= 0: an eviction request from the owner */
+	bool drop;        /* a sharer asks to drop its copy */
 };
 
 enum hk_dir_phase { HK_DIR_IDLE = 0, HK_DIR_INVALIDATING, HK_DIR_WAIT_DONE };
@@ -288,6 +299,7 @@ struct hk_dir_entry {
 	int8_t cur_node;
 	bool cur_have_copy;
 	bool cur_push;    /* the transaction is an eviction pushing the page to cur_node */
+	int8_t prev_owner; /* a push: the giver, owner again if the receiver refuses */
 	struct hk_dir_req *qhead, *qtail;
 };
 
@@ -350,6 +362,9 @@ struct hk_page {
 	int8_t give_to;    /* GIVING: receiver */
 	bool pushed;       /* RECV_EXCL: an eviction pushed it, not our request */
 	bool move_asked;   /* the policy asked for the waiter's vCPU to move */
+	bool reserved;     /* a slot of the budget is held for this page's arrival */
+	bool await_room;   /* a request waits for a free slot of the budget */
+	bool dropping;     /* a DROP_REQ of ours is at the home */
 	uint64_t move_ns;
 	uint8_t ack_type;  /* a message held until translations are gone (INV_ACK, */
 	int8_t ack_to;     /* XFER_DROPPED, or the home's zero GRANT) */
@@ -391,6 +406,13 @@ struct hk_node {
 	uint64_t resident, budget_pages, clock, clock_ticks;
 	uint64_t evict_hand;        /* budget: where the next scan starts */
 	uint64_t premap_hand;       /* budget: next slice of the premapped-page count */
+	uint64_t reserved;          /* budget: slots held for pages on their way here */
+	uint64_t peak_resident;
+	uint64_t refused_until[HK_MAX_NODES]; /* budget: a full peer refused a push */
+	uint64_t evict_rr;          /* budget: round robin over full peers */
+	bool room_freed;            /* budget: retry the requests waiting for room */
+	uint64_t *room_wait;        /* budget: pages whose request waits for a slot */
+	size_t nroom_wait, cap_room_wait;
 	uint64_t evict_last_ns;     /* budget: last eviction pass from the fault path */
 	/* adaptive busy-poll of the event thread (coherence.c) */
 	uint32_t outstanding;     /* requests of ours not yet finished */
@@ -450,11 +472,13 @@ void hk_requester_check_moves(struct hk_node *n);
 void hk_requester_on_data(struct hk_node *n, int from, const struct hk_msg *m);
 void hk_requester_on_xfer_dropped(struct hk_node *n, int from, const struct hk_msg *m);
 void hk_requester_on_grant(struct hk_node *n, int from, const struct hk_msg *m);
+void hk_requester_on_drop_ok(struct hk_node *n, int from, const struct hk_msg *m);
 
 /* ---------------- holder.c ---------------- */
 void hk_holder_on_fwd(struct hk_node *n, int from, const struct hk_msg *m);
 void hk_holder_on_xfer_ack(struct hk_node *n, int from, const struct hk_msg *m);
 void hk_holder_on_inv(struct hk_node *n, int from, const struct hk_msg *m);
+void hk_holder_on_xfer_refused(struct hk_node *n, int from, const struct hk_msg *m);
 
 /* ---------------- home.c ---------------- */
 void hk_home_on_req(struct hk_node *n, int from, const struct hk_msg *m, int evict_target);
@@ -466,10 +490,20 @@ void hk_failure_peer_lost(struct hk_node *n, int dead);
 void hk_failure_poison(struct hk_node *n, uint64_t page);
 
 /* ---------------- budget.c ---------------- */
+/* A free slot for a page that will arrive here (true), or false: room is
+ * being made and the caller must wait (hk_budget_room_freed retries). */
+bool hk_budget_reserve(struct hk_node *n, uint64_t page);
+void hk_budget_release(struct hk_node *n, uint64_t page);
+void hk_budget_keep_slot(struct hk_node *n, uint64_t page);
+uint64_t hk_budget_drop_shared(struct hk_node *n, uint64_t want);
+bool hk_budget_full(const struct hk_node *n);
+void hk_budget_make_room(struct hk_node *n);
+void hk_budget_retry_waiting(struct hk_node *n);
 void hk_budget_tick(struct hk_node *n);
 /* From the fault path: evict if over budget, at most every 2 ms. */
 void hk_budget_pressure(struct hk_node *n);
 int hk_budget_pick_target(struct hk_node *n);
+int hk_budget_pick_room_target(struct hk_node *n);
 
 /* ---------------- vcpu.c ---------------- */
 void hk_vcpu_deliver(struct hk_node *n, int from, const struct hk_msg *m);

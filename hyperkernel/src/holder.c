@@ -46,6 +46,8 @@ void hk_holder_on_xfer_ack(struct hk_node *n, int from, const struct hk_msg *m)
 	hk_must(hk_memory_drop(&n->mem, m->page), "drop", m->page);
 	p->state = HK_PS_INVALID;
 	hk_page_ack(n, m->page, hk_page_left(n, m->page), from, HK_MSG_XFER_DROPPED);
+	if (p->req_pending) /* an upgrade of ours was overtaken: its data comes */
+		hk_budget_keep_slot(n, m->page);
 	hk_requester_evaluate(n, m->page);
 }
 
@@ -62,8 +64,28 @@ void hk_holder_on_inv(struct hk_node *n, int from, const struct hk_msg *m)
 		hk_must(hk_memory_drop(&n->mem, m->page), "drop", m->page);
 		p->state = HK_PS_INVALID;
 		deferred = hk_page_left(n, m->page);
+		if (p->req_pending)
+			hk_budget_keep_slot(n, m->page);
 	} else if (p->state != HK_PS_INVALID) {
 		hk_die("page %lu: invalidation in state %d", m->page, p->state);
 	}
 	hk_page_ack(n, m->page, deferred, from, HK_MSG_INV_ACK);
+}
+
+/* A full receiver refused the page an eviction pushed: it stays here,
+ * writable again, and the home takes us back as its owner. */
+void hk_holder_on_xfer_refused(struct hk_node *n, int from, const struct hk_msg *m)
+{
+	struct hk_page *p = &n->pages[m->page];
+	if (p->state != HK_PS_GIVING || p->give_to != from) {
+		hk_warn("page %lu: unexpected xfer_refused from node %d", m->page, from);
+		atomic_fetch_add(&n->stats.malformed, 1);
+		return;
+	}
+	hk_must(hk_memory_protect(&n->mem, m->page, false), "unprotect", m->page);
+	p->state = HK_PS_EXCL;
+	p->evicting = 0;
+	n->refused_until[from] = hk_now_ns() + 20000000ull;
+	hk_send_page(n, hk_home_of(n, m->page), HK_MSG_DONE, m->page, n->self, 0, 1, NULL);
+	hk_requester_evaluate(n, m->page);
 }

@@ -28,6 +28,7 @@ static void dir_grant_excl(struct hk_node *n, uint64_t page)
 		hk_send_page(n, r, HK_MSG_GRANT, page, n->self, HK_MODE_EXCL, 0, NULL);
 	else /* aux: an eviction's push, which the receiver did not ask for */
 		hk_send_page(n, e->owner, HK_MSG_FWD, page, r, HK_MODE_EXCL, e->cur_push, NULL);
+	e->prev_owner = e->owner;
 	e->owner = (int8_t)r;
 	e->copyset = hk_bit(r);
 }
@@ -69,6 +70,31 @@ written:
 	return 0;
 }
 
+/* A sharer may drop its copy (budget): the directory forgets it first and
+ * waits for its DONE, so no later transaction counts on that copy.  If it
+ * supplied the data (the owner), another sharer does from now on; if it
+ * holds the only copy, the answer says to push it instead (an eviction). */
+static void home_drop(struct hk_node *n, uint64_t page, int r)
+{
+	struct hk_dir_entry *e = &n->dir.e[page];
+	uint64_t others = e->copyset & ~hk_bit(r);
+	if (e->owner < 0 || !(e->copyset & hk_bit(r))) {
+		hk_send_page(n, r, HK_MSG_DROP_OK, page, n->self, 0, 0, NULL);
+		return;
+	}
+	if (!others) { /* the only copy: to be pushed, like an exclusive page */
+		hk_send_page(n, r, HK_MSG_DROP_OK, page, n->self, 0, 2, NULL);
+		return;
+	}
+	if (e->owner == r)
+		e->owner = (int8_t)__builtin_ctzll(others);
+	e->copyset = others;
+	e->cur_node = (int8_t)r;
+	e->cur_push = false;
+	e->phase = HK_DIR_WAIT_DONE;
+	hk_send_page(n, r, HK_MSG_DROP_OK, page, n->self, 0, 1, NULL);
+}
+
 static void dir_start(struct hk_node *n, uint64_t page, struct hk_dir_req *q)
 {
 	struct hk_dir_entry *e = &n->dir.e[page];
@@ -80,6 +106,10 @@ static void dir_start(struct hk_node *n, uint64_t page, struct hk_dir_req *q)
 			return;
 		r = q->evict_target;
 		q->mode = HK_MODE_EXCL;
+	}
+	if (q->drop) {
+		home_drop(n, page, r);
+		return;
 	}
 	e->cur_node = (int8_t)r;
 	e->cur_mode = q->mode;
@@ -158,6 +188,7 @@ void hk_home_on_req(struct hk_node *n, int from, const struct hk_msg *m, int evi
 	r->mode = evict_target >= 0 ? HK_MODE_EXCL : m->mode;
 	r->have_copy = m->aux;
 	r->evict_target = evict_target;
+	r->drop = m->type == HK_MSG_DROP_REQ;
 	hk_directory_enqueue(&n->dir.e[m->page], r);
 	dir_next(n, m->page);
 }
@@ -179,10 +210,16 @@ void hk_home_on_inv_ack(struct hk_node *n, int from, const struct hk_msg *m)
 void hk_home_on_done(struct hk_node *n, int from, const struct hk_msg *m)
 {
 	struct hk_dir_entry *e = &n->dir.e[m->page];
-	if (hk_home_of(n, m->page) != n->self || e->phase != HK_DIR_WAIT_DONE || e->cur_node != from) {
+	bool refused = m->aux && e->cur_push && from == e->prev_owner;
+	if (hk_home_of(n, m->page) != n->self || e->phase != HK_DIR_WAIT_DONE ||
+	    (e->cur_node != from && !refused)) {
 		hk_warn("page %lu: unexpected done from node %d", m->page, from);
 		atomic_fetch_add(&n->stats.malformed, 1);
 		return;
+	}
+	if (refused) { /* the push was refused: the giver still owns it */
+		e->owner = e->prev_owner;
+		e->copyset = hk_bit(e->prev_owner);
 	}
 	e->phase = HK_DIR_IDLE;
 	e->cur_node = -1;

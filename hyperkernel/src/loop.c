@@ -31,7 +31,7 @@ void hk_dispatch(struct hk_node *n, int from, const struct hk_msg *m)
 	/* After a loss the guest stops: no page moves any more (the failure
 	 * path dropped and poisoned what threads wait for, so an install or
 	 * unprotect could meet a page that is no longer what its state says). */
-	if (m->type >= HK_MSG_REQ && m->type <= HK_MSG_EVICT && atomic_load(&n->failed))
+	if (hk_msg_is_protocol(m->type) && atomic_load(&n->failed))
 		return;
 	switch (m->type) {
 	case HK_MSG_REQ: hk_home_on_req(n, from, m, -1); break;
@@ -50,6 +50,9 @@ void hk_dispatch(struct hk_node *n, int from, const struct hk_msg *m)
 	case HK_MSG_XFER_ACK: hk_holder_on_xfer_ack(n, from, m); break;
 	case HK_MSG_XFER_DROPPED: hk_requester_on_xfer_dropped(n, from, m); break;
 	case HK_MSG_DONE: hk_home_on_done(n, from, m); break;
+	case HK_MSG_XFER_REFUSED: hk_holder_on_xfer_refused(n, from, m); break;
+	case HK_MSG_DROP_REQ: hk_home_on_req(n, from, m, -1); break;
+	case HK_MSG_DROP_OK: hk_requester_on_drop_ok(n, from, m); break;
 	case HK_MSG_HEARTBEAT:
 		n->links[from].resident = m->a;
 		n->links[from].budget = m->b;
@@ -80,7 +83,7 @@ void hk_dispatch(struct hk_node *n, int from, const struct hk_msg *m)
 	}
 }
 
-void hk_drain_local(struct hk_node *n)
+static void drain_queue(struct hk_node *n)
 {
 	struct hk_local_msg *lm;
 	while ((lm = n->lq_head)) {
@@ -92,12 +95,24 @@ void hk_drain_local(struct hk_node *n)
 	}
 }
 
+void hk_drain_local(struct hk_node *n)
+{
+	drain_queue(n);
+	/* Pages left or slots were released: requests waiting for room go on
+	 * (which may queue more local messages). */
+	while (n->room_freed) {
+		n->room_freed = false;
+		hk_budget_retry_waiting(n);
+		drain_queue(n);
+	}
+}
+
 /* One decoded frame from a peer: what the event loop and the simulation do
  * with it. */
 void hk_handle_message(struct hk_node *n, int from, const struct hk_msg *m, size_t len)
 {
 	hk_stats_msg(&n->stats, false, m->type, len);
-	if (m->type >= HK_MSG_REQ && m->type <= HK_MSG_EVICT)
+	if (hk_msg_is_protocol(m->type))
 		n->last_peer_ns = hk_now_ns();
 	hk_dispatch(n, from, m);
 	hk_drain_local(n);
@@ -219,7 +234,10 @@ void hk_tick(struct hk_node *n)
 			hk_failure_peer_lost(n, k);
 			continue;
 		}
-		struct hk_msg m = { .type = HK_MSG_HEARTBEAT, .a = n->resident, .b = n->budget_pages };
+		/* used = resident + slots held or wanted: a push target needs room */
+		struct hk_msg m = { .type = HK_MSG_HEARTBEAT,
+				    .a = n->resident + n->reserved + n->nroom_wait,
+				    .b = n->budget_pages };
 		hk_node_send(n, k, &m);
 	}
 	n->clock_ticks++;
@@ -316,8 +334,8 @@ static void premap_one(struct hk_node *n, uint64_t page)
 static void premap_home_pages(struct hk_node *n)
 {
 	const char *e = getenv("HK_NO_PREMAP");
-	if (e && atoi(e) > 0)
-		return;
+	if ((e && atoi(e) > 0) || n->budget_pages)
+		return; /* under a budget every mapped page is counted when mapped */
 	for (int i = 0; i < n->mem.nregions; i++) {
 		uint64_t first = n->mem.regions[i].first_page;
 		uint64_t end = first + n->mem.regions[i].len / HK_PAGE_SIZE;
@@ -410,6 +428,8 @@ void hk_coherence_destroy(struct hk_node *n)
 	}
 	free(n->pages);
 	n->pages = NULL;
+	free(n->room_wait);
+	n->room_wait = NULL;
 	hk_directory_destroy(&n->dir);
 	hk_stats_destroy(&n->stats);
 	free(n->scratch);

@@ -23,6 +23,9 @@ static const char *const type_names[HK_MSG_TYPE_COUNT] = {
 	[HK_MSG_XFER_DROPPED] = "xfer_dropped",
 	[HK_MSG_DONE] = "done",
 	[HK_MSG_EVICT] = "evict",
+	[HK_MSG_XFER_REFUSED] = "xfer_refused",
+	[HK_MSG_DROP_REQ] = "drop_req",
+	[HK_MSG_DROP_OK] = "drop_ok",
 	[HK_MSG_PEER_LOST] = "peer_lost",
 	[HK_MSG_HEARTBEAT] = "heartbeat",
 	[HK_MSG_BYE] = "bye",
@@ -310,7 +313,7 @@ int hk_msg_decode(const uint8_t *buf, size_t len, struct hk_msg *m)
 		m->node = get16(p + 8);
 		m->mode = p[10];
 		m->aux = p[11];
-		if (m->node >= HK_MAX_NODES || m->aux > 1)
+		if (m->node >= HK_MAX_NODES || m->aux > (m->type == HK_MSG_DROP_OK ? 2 : 1))
 			return -EBADMSG;
 		if ((m->type == HK_MSG_REQ || m->type == HK_MSG_FWD || m->type == HK_MSG_DATA ||
 		     m->type == HK_MSG_GRANT) &&

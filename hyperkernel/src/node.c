@@ -237,7 +237,7 @@ int hk_thread_set_vcpu(struct hk_node *n, pid_t tid, int vcpu)
 
 char *hk_stats_json(struct hk_node *n)
 {
-	char *s = hk_stats_to_json(&n->stats, n->self, n->resident, n->budget_pages,
+	char *s = hk_stats_to_json(&n->stats, n->self, n->resident, n->peak_resident, n->budget_pages,
 				   hk_policy_name(n->policy));
 	return s;
 }

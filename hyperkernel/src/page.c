@@ -54,6 +54,8 @@ void hk_send_page(struct hk_node *n, int to, unsigned type, uint64_t page, int n
 void hk_page_arrived(struct hk_node *n, uint64_t page, int from)
 {
 	n->resident++;
+	if (n->resident > n->peak_resident)
+		n->peak_resident = n->resident;
 	n->pages[page].last_use = (uint32_t)++n->clock;
 	n->pages[page].hint = (int8_t)from;
 	if (n->cfg.cb.on_page_arrived)
@@ -62,10 +64,12 @@ void hk_page_arrived(struct hk_node *n, uint64_t page, int from)
 
 bool hk_page_left(struct hk_node *n, uint64_t page)
 {
-	if (n->pages[page].zmap)
+	if (n->pages[page].zmap) {
 		n->pages[page].zmap = false; /* premapped, never counted */
-	else
+	} else {
 		n->resident--;
+		n->room_freed = true;
+	}
 	if (n->cfg.cb.on_page_left &&
 	    n->cfg.cb.on_page_left(n->cfg.cb.opaque, page * HK_PAGE_SIZE) == HK_DEFER) {
 		n->stats.node.deferred_acks++;

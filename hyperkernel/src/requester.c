@@ -57,11 +57,11 @@ static int vcpu_of(struct hk_node *n, pid_t tid)
 void hk_requester_evaluate(struct hk_node *n, uint64_t page)
 {
 	struct hk_page *p = &n->pages[page];
-	if (!p->waiters || p->req_pending || p->state == HK_PS_GIVING ||
+	if (!p->waiters || p->req_pending || p->dropping || p->state == HK_PS_GIVING ||
 	    p->state == HK_PS_RECV_EXCL)
 		return;
 	complete_waiters(n, page);
-	if (!p->waiters)
+	if (!p->waiters || p->await_room)
 		return;
 	bool write = false;
 	for (struct hk_waiter *w = p->waiters; w; w = w->next)
@@ -90,6 +90,12 @@ void hk_requester_evaluate(struct hk_node *n, uint64_t page)
 			n->moving[n->nmoving++] = page;
 		return;
 	}
+	/* Under a budget a page comes only into a free slot.  An upgrade needs
+	 * none: if another writer invalidates our copy first, the slot that
+	 * frees is kept for the data that then comes (hk_budget_keep_slot).
+	 * (A stall waiting for a slot is not asked about a move again.) */
+	if (p->state == HK_PS_INVALID && !hk_budget_reserve(n, page))
+		return;
 	p->move_asked = false;
 	p->req_pending = true;
 	n->outstanding++;
@@ -128,6 +134,7 @@ static void finish_request(struct hk_node *n, uint64_t page)
 {
 	struct hk_page *p = &n->pages[page];
 	p->req_pending = false;
+	hk_budget_release(n, page); /* not used: the page was here already */
 	if (n->outstanding) {
 		n->outstanding--;
 		/* how long a request takes, for the event thread's busy-poll */
@@ -158,11 +165,27 @@ void hk_requester_on_data(struct hk_node *n, int from, const struct hk_msg *m)
 		atomic_fetch_add(&n->stats.malformed, 1);
 		return;
 	}
+	/* A push needs a free slot of its own: the slot of a request of ours
+	 * stays with that request (the page may leave again before the home
+	 * serves it, and then the request brings it once more), and requests
+	 * waiting for room come first (else pushes and evictions chase each
+	 * other round the nodes while the waiters starve). */
+	if (m->aux && (hk_budget_full(n) || n->nroom_wait)) {
+		/* A pushed page (an eviction) we have no slot for: refused,
+		 * the giver keeps it and tries another node. */
+		n->stats.node.pushes_refused++;
+		hk_send_page(n, from, HK_MSG_XFER_REFUSED, m->page, n->self, 0, 0, NULL);
+		/* someone needs room: give up a duplicate copy if we hold one */
+		hk_budget_drop_shared(n, 1);
+		return;
+	}
 	/* Read-only first either way: an exclusive copy becomes writable only
 	 * once the giver has dropped its own. */
 	hk_must(hk_memory_install(&n->mem, m->page, m->data, true), "install", m->page);
 	n->stats.node.pages_received++;
 	hk_page_arrived(n, m->page, from);
+	if (!m->aux)
+		hk_budget_release(n, m->page); /* our request's slot now holds it */
 	if (m->mode == HK_MODE_SHARED) {
 		p->state = HK_PS_SHARED;
 		finish_request(n, m->page);
@@ -210,6 +233,7 @@ void hk_requester_on_grant(struct hk_node *n, int from, const struct hk_msg *m)
 		hk_must(hk_memory_install_zero(&n->mem, m->page, false), "install zero", m->page);
 		n->stats.node.zero_fills++;
 		hk_page_arrived(n, m->page, n->self);
+		hk_budget_release(n, m->page);
 		p->state = HK_PS_EXCL;
 	} else if (m->mode == HK_MODE_EXCL && p->state != HK_PS_EXCL) {
 		/* (already Exclusive: an eviction pushed the page here after we
@@ -243,4 +267,40 @@ void hk_requester_check_moves(struct hk_node *n)
 		hk_requester_evaluate(n, pg);
 	}
 	n->nmoving = kept;
+}
+
+/* The home's answer to our DROP_REQ: 1, drop the shared copy now (its
+ * translations first, like any departure) and end the transaction; 2, we
+ * hold the only copy: push it like an exclusive page; 0, nothing to drop. */
+void hk_requester_on_drop_ok(struct hk_node *n, int from, const struct hk_msg *m)
+{
+	struct hk_page *p = &n->pages[m->page];
+	if (from != hk_home_of(n, m->page) || !p->dropping) {
+		hk_warn("page %lu: unexpected drop_ok from node %d", m->page, from);
+		atomic_fetch_add(&n->stats.malformed, 1);
+		return;
+	}
+	p->dropping = false;
+	if (m->aux == 2) {
+		/* we hold the only copy: push it to a node with room */
+		int target = hk_budget_pick_room_target(n);
+		/* only for a request of ours: a node that merely helps (after
+		 * refusing a push) never pushes in turn */
+		if (target >= 0 && p->state == HK_PS_SHARED && n->nroom_wait) {
+			p->evicting = (uint32_t)n->clock_ticks | 1;
+			n->stats.node.evictions++;
+			struct hk_msg ev = { .type = HK_MSG_EVICT, .page = m->page,
+					     .node = (uint32_t)target };
+			hk_node_send(n, from, &ev);
+		}
+	} else if (m->aux) {
+		bool deferred = false;
+		if (p->state == HK_PS_SHARED) {
+			hk_must(hk_memory_drop(&n->mem, m->page), "drop", m->page);
+			p->state = HK_PS_INVALID;
+			deferred = hk_page_left(n, m->page);
+		}
+		hk_page_ack(n, m->page, deferred, from, HK_MSG_DONE);
+	}
+	hk_requester_evaluate(n, m->page);
 }

@@ -162,11 +162,12 @@ static void json_counters(struct sbuf *s, const struct hk_counters *c)
 		  "\"zero_fills\":%lu,\"vcpu_blobs_sent\":%lu,\"vcpu_blobs_received\":%lu,"
 		  "\"vcpu_move_decisions\":%lu,\"evictions\":%lu,\"irqs_forwarded\":%lu,"
 		  "\"irqs_received\":%lu,\"migrate_requests_forwarded\":%lu,"
-		  "\"migrate_requests_lost\":%lu,\"location_updates\":%lu,\"deferred_acks\":%lu",
+		  "\"migrate_requests_lost\":%lu,\"location_updates\":%lu,\"deferred_acks\":%lu,"
+		  "\"pushes_refused\":%lu,\"shared_drops\":%lu",
 		  c->read_stalls, c->write_stalls, c->pages_received, c->pages_sent, c->inval_sent,
 		  c->inval_received, c->zero_fills, c->vcpu_blobs_sent, c->vcpu_blobs_received,
 		  c->vcpu_move_decisions, c->evictions, c->irqs_forwarded, c->irqs_received,
-		  c->migrate_requests_forwarded, c->migrate_requests_lost, c->location_updates, c->deferred_acks);
+		  c->migrate_requests_forwarded, c->migrate_requests_lost, c->location_updates, c->deferred_acks, c->pushes_refused, c->shared_drops);
 }
 
 static void json_hist(struct sbuf *s, const struct hk_hist *h)
@@ -186,7 +187,7 @@ static void json_hist(struct sbuf *s, const struct hk_hist *h)
 
 #define HK_TOP_PAGES 10
 
-char *hk_stats_to_json(struct hk_stats *st, int node_id, uint64_t resident,
+char *hk_stats_to_json(struct hk_stats *st, int node_id, uint64_t resident, uint64_t peak,
 		       uint64_t budget_pages, const char *policy)
 {
 	struct sbuf s = { .p = malloc(4096), .cap = 4096 };
@@ -194,8 +195,9 @@ char *hk_stats_to_json(struct hk_stats *st, int node_id, uint64_t resident,
 		return NULL;
 	s.p[0] = 0;
 	pthread_mutex_lock(&st->lock);
-	sb_printf(&s, "{\"node\":%d,\"policy\":\"%s\",\"resident_pages\":%lu,\"budget_pages\":%lu,",
-		  node_id, policy, resident, budget_pages);
+	sb_printf(&s, "{\"node\":%d,\"policy\":\"%s\",\"resident_pages\":%lu,"
+		  "\"peak_resident_pages\":%lu,\"budget_pages\":%lu,",
+		  node_id, policy, resident, peak, budget_pages);
 	sb_printf(&s, "\"counters\":{");
 	json_counters(&s, &st->node);
 	sb_printf(&s, "},\"malformed_messages\":%lu,", (unsigned long)atomic_load(&st->malformed));

@@ -28,9 +28,10 @@ static void test_json_has_everything(void)
 	hk_stats_set_vcpu(&st, 42, 3);
 	hk_stats_msg(&st, true, HK_MSG_DATA, 4124);
 	atomic_fetch_add(&st.malformed, 2);
-	char *js = hk_stats_to_json(&st, 1, 5, 10, "page");
+	char *js = hk_stats_to_json(&st, 1, 5, 7, 10, "page");
 	CHECK(js != NULL);
 	CHECK(strstr(js, "\"node\":1"));
+	CHECK(strstr(js, "\"resident_pages\":5,\"peak_resident_pages\":7,\"budget_pages\":10"));
 	CHECK(strstr(js, "\"read_stalls\":2"));
 	CHECK(strstr(js, "\"write_stalls\":1"));
 	CHECK(strstr(js, "\"tid\":42,\"vcpu\":3"));

@@ -300,6 +300,29 @@ static void thread_step(struct sim_thread *th)
 
 /* ---------------- checks ---------------- */
 
+/* Under a budget: every mapped page is counted, and never more than the
+ * budget are mapped (shared copies included). */
+static void check_budgets(void)
+{
+	for (int k = 0; k < sim.nodes; k++) {
+		struct hk_node *n = sim.node[k].hk;
+		if (!sim.node[k].alive || !n->budget_pages || killed >= 0)
+			continue;
+		uint64_t mapped = 0;
+		for (uint64_t p = 0; p < sim.pages; p++)
+			mapped += readable(sim.node[k].map[p]);
+		if (mapped != n->resident) {
+			violation("node %d maps %lu pages but counts %lu", k, mapped, n->resident);
+			return;
+		}
+		if (mapped > n->budget_pages) {
+			violation("node %d maps %lu pages, over its budget of %lu", k, mapped,
+				  n->budget_pages);
+			return;
+		}
+	}
+}
+
 static void check_pages(void)
 {
 	for (uint64_t p = 0; p < sim.pages; p++) {
@@ -475,8 +498,8 @@ static int run_seed(uint64_t seed)
 {
 	build_world(seed);
 	struct action acts[SIM_MAX_THREADS + SIM_MAX_NODES * (SIM_MAX_NODES + 3)];
-	const uint64_t max_steps = 400000;
-	int quiet_rounds = 0;
+	const uint64_t max_steps = getenv("SIM_MAX_STEPS") ? strtoull(getenv("SIM_MAX_STEPS"), NULL, 0) : 400000;
+	uint64_t quiet_since = 0;
 	for (steps = 0; steps < max_steps; steps++) {
 		if ((int)steps == kill_at_step && killed < 0)
 			kill_node(1 + (int)sim_below((uint64_t)sim.nodes - 1));
@@ -502,7 +525,11 @@ static int run_seed(uint64_t seed)
 		for (int i = 0; i < n; i++)
 			only_ticks &= acts[i].kind == A_TICK;
 		if (only_ticks && threads_blocked && !frames_in_flight()) {
-			if (++quiet_rounds > 50) {
+			/* 2 s of virtual time with nothing but timers: nothing
+			 * that any back-off waits for is that long */
+			if (!quiet_since)
+				quiet_since = sim.now_ns;
+			if (sim.now_ns - quiet_since > 2000000000ull) {
 				for (int i = 0; i < nthreads; i++)
 					if (threads[i].state == T_BLOCKED)
 						fprintf(stdout,
@@ -512,11 +539,12 @@ static int run_seed(uint64_t seed)
 				return 2;
 			}
 		} else if (!only_ticks) {
-			quiet_rounds = 0;
+			quiet_since = 0;
 		}
 		do_action(&acts[sim_below((uint64_t)n)]);
 		sim.now_ns += 1000 + sim_below(20000);
 		check_pages();
+		check_budgets();
 	}
 	if (steps >= max_steps) {
 		fprintf(stdout, "sim seed %lu: hang: no end after %lu steps (livelock?)\n", seed, steps);
@@ -529,6 +557,24 @@ static int run_seed(uint64_t seed)
 				if (n->stats.msgs_sent[t])
 					fprintf(stdout, " %s=%lu", hk_msg_type_name((unsigned)t),
 						n->stats.msgs_sent[t]);
+			fputc('\n', stdout);
+			fprintf(stdout, "    maps:");
+			for (uint64_t p = 0; p < sim.pages; p++)
+				if (readable(sim.node[k].map[p]))
+					fprintf(stdout, " %lu%s", p, writable(sim.node[k].map[p]) ? "w" : "r");
+			fputc('\n', stdout);
+		}
+		for (uint64_t p = 0; p < sim.pages && sim.verbose; p++) {
+			int h = hk_home_of(sim.node[0].hk, p);
+			struct hk_dir_entry *e = &sim.node[h].hk->dir.e[p];
+			fprintf(stdout, "    page %lu: home %d owner %d copyset %lx phase %d cur %d push %d |", p,
+				h, e->owner, e->copyset, e->phase, e->cur_node, e->cur_push);
+			for (int k = 0; k < sim.nodes; k++) {
+				struct hk_page *pg = &sim.node[k].hk->pages[p];
+				fprintf(stdout, " n%d:st%d%s%s%s%s%s", k, pg->state, pg->req_pending ? " req" : "",
+					pg->await_room ? " room" : "", pg->dropping ? " drop" : "",
+					pg->ack_type ? " ack" : "", pg->waiters ? " W" : "");
+			}
 			fputc('\n', stdout);
 		}
 		for (int i = 0; i < nthreads; i++)
