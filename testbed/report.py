@@ -222,7 +222,9 @@ def _distribution_section(page: _Page, new: list[RunRecord], base: list[RunRecor
         if not fig.data:
             continue
         unit = next((r.metrics[metric].unit for r in new + base if metric in r.metrics), "")
+        # Throughputs of different workloads span orders of magnitude: a log axis shows them all.
         fig.update_layout(title=f"{metric} [{unit}]", boxmode="group", yaxis_title=unit,
+                          yaxis_type="log" if metric == PRIMARY_METRIC else "linear",
                           xaxis={"automargin": True})
         page.figure(fig)
 
