@@ -115,6 +115,9 @@ def add_commands(sub: Any) -> None:
     c.add_argument("--min-effect", type=float, default=0.05, metavar="FRACTION")
     c.add_argument("--alpha", type=float, default=0.01)
     c.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    c.add_argument("--allow-no-history", action="store_true",
+                   help="exit 0 with a note when there is nothing earlier to compare with "
+                   "(the first night)")
 
     p = sub.add_parser("report", help="a self-contained HTML report from the store",
                        description="Write one HTML page with plotly embedded (readable "
@@ -293,7 +296,13 @@ def _suite_compare(args: argparse.Namespace, progress: Progress) -> int:
     from testbed.compare import DEFAULT_METRICS, compare_records, lkp_table, samples_needed
 
     with open_store(args.store, create=False, readonly=True) as store:
-        base_what, base, new_what, new = select_pair(store, args.base, args.new, args.suite)
+        try:
+            base_what, base, new_what, new = select_pair(store, args.base, args.new, args.suite)
+        except ConfigError as e:
+            if args.allow_no_history and "before the one compared" in e.message:
+                print(f"nothing to compare with yet: {e.message}")
+                return exitcodes.OK
+            raise
     metrics = None if args.all_metrics else tuple(args.metric) or DEFAULT_METRICS
     rows = compare_records(base, new, metrics=metrics, min_effect=args.min_effect,
                            alpha=args.alpha)
