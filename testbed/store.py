@@ -265,7 +265,7 @@ class Store:
     def records(self, f: Filters | None = None) -> list[RunRecord]:
         """Matching records, oldest first."""
         f = f or Filters()
-        sql: list[str] = ["SELECT json FROM records r WHERE 1=1"]
+        sql: list[str] = ["SELECT json, r.started AS s, r.rowid AS n FROM records r WHERE 1=1"]
         args: list[Any] = []
         for column, value in (("kind", f.kind), ("name", f.name), ("suite", f.suite)):
             if value is not None:
@@ -284,10 +284,13 @@ class Store:
             sql.append("AND EXISTS (SELECT 1 FROM dimensions d WHERE d.record_id = r.id"
                        " AND d.key = ? AND d.value = ?)")
             args += [key, value]
-        sql.append("ORDER BY r.started, r.rowid")
-        rows = self.conn.execute(" ".join(sql), args).fetchall()
-        if f.limit is not None:
-            rows = rows[-f.limit:]  # the newest N, still oldest first
+        if f.limit is not None:  # the newest N, still listed oldest first
+            sql.append("ORDER BY s DESC, n DESC LIMIT ?")
+            args.append(f.limit)
+            query = f"SELECT * FROM ({' '.join(sql)}) ORDER BY s, n"
+        else:
+            query = " ".join([*sql, "ORDER BY s, n"])
+        rows = self.conn.execute(query, args).fetchall()
         return [RunRecord.from_json(row[0], f"record in {self.path}") for row in rows]
 
     def count(self) -> int:

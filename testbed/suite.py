@@ -35,7 +35,7 @@ from testbed.hkdelta import delta
 from testbed.metrics import PRIMARY_METRIC
 from testbed.progress import Progress
 from testbed.record import RunRecord, git_commit
-from testbed.store import Store, SuiteRun
+from testbed.store import Filters, Store, SuiteRun
 from testbed.suitefile import Cell, Suite
 
 # The workload's own watchdog fires this long before the harness gives up on
@@ -295,7 +295,7 @@ class SuiteRunner:
         limit = self.suite.rerun_cv
         if limit is None:
             return []
-        records = [r for r in self.store.records() if r.labels.get("suite_run") == self.run.id]
+        records = self.store.records(Filters(suite_run=self.run.id, kind="workload"))
         by_cell: dict[str, list[RunRecord]] = {}
         for r in records:
             by_cell.setdefault(str(r.labels.get("cell")), []).append(r)
