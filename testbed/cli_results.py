@@ -1,4 +1,4 @@
-"""CLI commands of the results layer: results, import, suite run|compare, report."""
+"""CLI commands of the results layer: results, import, suite run|compare, ab, report."""
 
 from __future__ import annotations
 
@@ -118,6 +118,24 @@ def add_commands(sub: Any) -> None:
     c.add_argument("--allow-no-history", action="store_true",
                    help="exit 0 with a note when there is nothing earlier to compare with "
                    "(the first night)")
+
+    p = sub.add_parser("ab", help="build two git refs, run a suite interleaved, compare",
+                       description="Build REF_A and REF_B from git (each with its own "
+                       "qemu-patches and hyperkernel; cached artifacts are reused), run the "
+                       "suite's cells on both, alternating boots A B B A ..., and compare B "
+                       "against A as 'suite compare' does. Exit 1 if B regresses.")
+    p.add_argument("ref_a", metavar="REF_A")
+    p.add_argument("ref_b", metavar="REF_B")
+    p.add_argument("--suite", dest="suite_file", type=Path, metavar="SUITE",
+                   help="the cells to run (default: the repository's suites/smoke.toml)")
+    p.add_argument("--iterations", type=int, default=5, metavar="N",
+                   help="boots per side and shape (default 5: the fewest that can reach p < 0.01)")
+    p.add_argument("--only", metavar="TEXT", help="only cells whose id contains TEXT")
+    p.add_argument("--build", action="store_true",
+                   help="build a QEMU that is not cached yet (minutes; no other build may run)")
+    p.add_argument("--min-effect", type=float, default=0.05, metavar="FRACTION")
+    p.add_argument("--alpha", type=float, default=0.01)
+    add_store_arg(p)
 
     p = sub.add_parser("report", help="a self-contained HTML report from the store",
                        description="Write one HTML page with plotly embedded (readable "
@@ -357,5 +375,32 @@ def cmd_report(args: argparse.Namespace, progress: Progress) -> int:
     return exitcodes.OK
 
 
+def cmd_ab(args: argparse.Namespace, progress: Progress) -> int:
+    from testbed.ab import resolve, run_ab
+    from testbed.compare import compare_records, lkp_table
+    from testbed.suitefile import load_suite
+
+    if args.iterations < 1:
+        raise ConfigError(f"--iterations {args.iterations} is out of range", "use 5 or more")
+    for ref in (args.ref_a, args.ref_b):
+        resolve(ref)  # before anything builds or boots
+    from testbed.record import REPO_ROOT
+
+    suite = load_suite(args.suite_file or REPO_ROOT / "suites" / "smoke.toml")
+    with open_store(args.store) as store:
+        out_a, out_b, a, b = run_ab(args.ref_a, args.ref_b, suite, store, progress,
+                                    iterations=args.iterations, only=args.only,
+                                    allow_build=args.build)
+    rows = compare_records(a, b, min_effect=args.min_effect, alpha=args.alpha)
+    print(lkp_table(rows, base_name=f"A: {args.ref_a}", new_name=f"B: {args.ref_b}"))
+    regressions = [r for r in rows if r.verdict == "regression"]
+    failed = len(out_a.cells_failed) + len(out_b.cells_failed)
+    print(f"\n{len(regressions)} regression(s), "
+          f"{sum(r.verdict == 'improvement' for r in rows)} improvement(s) of B against A "
+          f"(p < {args.alpha}, change >= {args.min_effect:.0%}); {failed} failed cell(s); "
+          f"suite runs A {out_a.run.id[:12]}, B {out_b.run.id[:12]}")
+    return exitcodes.FAILED if regressions or failed else exitcodes.OK
+
+
 COMMANDS: dict[str, Handler] = {"results": cmd_results, "import": cmd_import,
-                                "suite": cmd_suite, "report": cmd_report}
+                                "suite": cmd_suite, "report": cmd_report, "ab": cmd_ab}

@@ -96,8 +96,14 @@ def _fmt_duration(seconds: float) -> str:
 class SuiteRunner:
     def __init__(self, suite: Suite, store: Store, artifacts: Artifacts, progress: Progress, *,
                  shard: tuple[int, int] = (1, 1), resume: bool = False, only: str | None = None,
-                 run_root: Path | None = None) -> None:
+                 run_root: Path | None = None, tag: str | None = None,
+                 labels: dict[str, object] | None = None, step: str = "suite") -> None:
+        """``tag`` replaces the shard in the suite run's bookkeeping (A/B sides use it),
+        ``labels`` go into every record, ``step`` names the progress lines."""
         self.suite = suite
+        self.tag = tag
+        self.extra_labels = dict(labels or {})
+        self.step = step
         self.store = store
         self.artifacts = artifacts
         self.progress = progress
@@ -120,7 +126,7 @@ class SuiteRunner:
 
     # -- bookkeeping -------------------------------------------------------------
     def _shard_text(self) -> str:
-        return f"{self.shard[0]}/{self.shard[1]}"
+        return self.tag or f"{self.shard[0]}/{self.shard[1]}"
 
     def _begin(self, resume: bool) -> SuiteRun:
         if resume:
@@ -134,7 +140,7 @@ class SuiteRunner:
             if run.suite_sha256 != self.suite.sha256:
                 raise ConfigError(f"{self.suite.path} changed since suite run {run.id[:12]} began",
                                   "drop --resume to start a new run with the new matrix")
-            self.progress.step("suite", f"resuming run {run.id[:12]} from {run.started}")
+            self.progress.step(self.step, f"resuming run {run.id[:12]} from {run.started}")
             return run
         run = SuiteRun(id=uuid.uuid4().hex, suite=self.suite.name,
                        suite_path=str(self.suite.path), suite_sha256=self.suite.sha256,
@@ -145,8 +151,8 @@ class SuiteRunner:
         return run
 
     def _labels(self, cell: str, repetition: int, seconds: float) -> dict[str, object]:
-        return {"suite": self.suite.name, "suite_run": self.run.id, "cell": cell,
-                "repetition": repetition, "shard": self._shard_text(),
+        return {**self.extra_labels, "suite": self.suite.name, "suite_run": self.run.id,
+                "cell": cell, "repetition": repetition, "shard": self._shard_text(),
                 "cell_seconds": round(seconds, 3)}
 
     def _estimate_left(self, remaining: list[tuple[Cell, Unit]], boots_left: int) -> float:
@@ -167,7 +173,7 @@ class SuiteRunner:
             queue = list(self.units)
             while queue:
                 unit = queue.pop(0)
-                self._run_unit(unit, outcome, queue)
+                self.run_unit(unit, outcome, queue)
                 if not queue:
                     queue = self._reruns()
             status = "done" if outcome.ok else "failed"
@@ -184,7 +190,9 @@ class SuiteRunner:
             boots += bool(todo)
         return cells, boots
 
-    def _run_unit(self, unit: Unit, outcome: Outcome, queue: list[Unit]) -> None:
+    def run_unit(self, unit: Unit, outcome: Outcome, queue: list[Unit]) -> None:
+        """Boot for ``unit`` and run its cells not yet done (``queue``: units still to come,
+        for the estimate)."""
         todo = [c for c in unit.cells if (c.id, unit.repetition) not in self.done]
         outcome.cells_skipped += len(unit.cells) - len(todo)
         self.count += len(unit.cells) - len(todo)
@@ -198,7 +206,7 @@ class SuiteRunner:
                 self.count += 1
                 left, boots_left = self._remaining(unit, queue, unit.cells.index(cell) + 1)
                 eta = self._estimate_left([(cell, unit), *left], boots_left + (cluster is None))
-                self.progress.step("suite", f"cell {self.count}/{self.total} {cell.id} rep "
+                self.progress.step(self.step, f"cell {self.count}/{self.total} {cell.id} rep "
                                    f"{unit.repetition}: elapsed "
                                    f"{_fmt_duration(time.monotonic() - self.t0)}, about "
                                    f"{_fmt_duration(eta)} left")
@@ -223,12 +231,12 @@ class SuiteRunner:
                 if record.ok:
                     outcome.cells_ok += 1
                     figure = record.metrics.get(PRIMARY_METRIC)
-                    self.progress.step("suite", f"  ok in {seconds:.1f}s"
+                    self.progress.step(self.step, f"  ok in {seconds:.1f}s"
                                        + (f": {PRIMARY_METRIC} {figure.value:.4g}" if figure else ""))
                 else:
                     outcome.cells_failed.append((cell.id, unit.repetition, record.reason or "",
                                                  record.run_dir))
-                    self.progress.step("suite", f"  FAILED: {record.reason} (logs: {record.run_dir})")
+                    self.progress.step(self.step, f"  FAILED: {record.reason} (logs: {record.run_dir})")
         finally:
             if cluster is not None:
                 cluster.shutdown()
@@ -313,7 +321,7 @@ class SuiteRunner:
             mean = statistics.fmean(values)
             cv = statistics.stdev(values) / mean if mean else 0.0
             if cv > limit:
-                self.progress.step("suite", f"{cell_id}: coefficient of variation {cv:.1%} > "
+                self.progress.step(self.step, f"{cell_id}: coefficient of variation {cv:.1%} > "
                                    f"{limit:.1%} after {reps} repetitions; one more")
                 key = (cell.nodes, cell.policy, reps + 1)
                 units.setdefault(key, Unit(cell.nodes, cell.policy, reps + 1, [])).cells.append(cell)
