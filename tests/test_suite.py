@@ -229,3 +229,31 @@ def test_an_interrupted_suite_resumes_where_it_stopped(tmp_path: Path) -> None:
     assert cells == sorted({(c, rep) for c in ("pingpong[rounds=300]@n1/none",
                                                "sqlite[rows=200 lookups=200 updates=50]@n1/none")
                             for rep in (1, 2)})
+
+
+NOISY = """\
+[suite]
+name = "noisy"
+nodes = [1]
+repetitions = 2
+rerun_cv = 0.000001   # any variation at all counts as noise here
+max_repetitions = 3
+cell_timeout = 120
+
+[[workload]]
+name = "pingpong"
+params = { rounds = 300 }
+"""
+
+
+@pytest.mark.boot
+def test_a_noisy_cell_gets_more_repetitions(tmp_path: Path) -> None:
+    path = tmp_path / "noisy.toml"
+    path.write_text(NOISY)
+    store = tmp_path / "s.sqlite"
+    r = _cli("suite", "run", str(path), "--store", str(store), timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "coefficient of variation" in r.stderr and "after 2 repetitions; one more" in r.stderr
+    with open_store(store) as s:
+        reps = sorted(rec.labels["repetition"] for rec in s.records(Filters(kind="workload")))
+    assert reps == [1, 2, 3]  # and no more than max_repetitions
