@@ -117,8 +117,9 @@ def spec_dimensions(spec: ClusterSpec) -> dict[str, Any]:
             "hyperkernel": spec.uses_hyperkernel}
 
 
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+def utc_now() -> str:
+    """ISO 8601 in UTC: records from hosts in different time zones sort by when they ran."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 @dataclass
@@ -137,7 +138,7 @@ class RunRecord:
     run_dir: str = ""
     argv: list[str] = field(default_factory=lambda: ["testbed", *sys.argv[1:]])
     failure: str = ""
-    started: str = field(default_factory=_now)
+    started: str = field(default_factory=utc_now)
     duration_s: float = 0.0
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     schema_version: int = SCHEMA_VERSION

@@ -24,7 +24,6 @@ import hashlib
 import json
 import os
 import sqlite3
-import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -32,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from testbed.errors import RecordError, StoreError
-from testbed.record import RunRecord
+from testbed.record import RunRecord, utc_now
 
 APPLICATION_ID = 0x53445352  # "SDSR"
 STORE_VERSION = 1
@@ -247,7 +246,7 @@ class Store:
              str(d.get("commit", "unknown")), str(d.get("host", {}).get("hostname", "")),
              d.get("nodes"), d.get("policy"), cell_key(r), cell_label(r),
              labels.get("suite"), labels.get("suite_run"), labels.get("cell"),
-             labels.get("repetition"), time.strftime("%Y-%m-%dT%H:%M:%S%z"), r.to_json()))
+             labels.get("repetition"), utc_now(), r.to_json()))
         if cur.rowcount == 0:
             return False
         dims = dict(flatten("", {k: v for k, v in d.items()}))
@@ -309,7 +308,7 @@ class Store:
     def end_suite_run(self, run_id: str, status: str) -> None:
         with self._tx() as c:
             c.execute("UPDATE suite_runs SET finished = ?, status = ? WHERE id = ?",
-                      (time.strftime("%Y-%m-%dT%H:%M:%S%z"), status, run_id))
+                      (utc_now(), status, run_id))
 
     def suite_runs(self, suite: str | None = None) -> list[SuiteRun]:
         rows = self.conn.execute(

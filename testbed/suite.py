@@ -34,7 +34,7 @@ from testbed.errors import ConfigError, GuestError
 from testbed.hkdelta import delta
 from testbed.metrics import PRIMARY_METRIC
 from testbed.progress import Progress
-from testbed.record import RunRecord, git_commit
+from testbed.record import RunRecord, git_commit, utc_now
 from testbed.store import Filters, Store, SuiteRun
 from testbed.suitefile import Cell, Suite
 
@@ -145,7 +145,7 @@ class SuiteRunner:
         run = SuiteRun(id=uuid.uuid4().hex, suite=self.suite.name,
                        suite_path=str(self.suite.path), suite_sha256=self.suite.sha256,
                        shard=self._shard_text(), commit=git_commit(), hostname=platform.node(),
-                       started=time.strftime("%Y-%m-%dT%H:%M:%S%z"), finished=None,
+                       started=utc_now(), finished=None,
                        cells=sum(len(u.cells) for u in self.units), status="running")
         self.store.begin_suite_run(run)
         return run
