@@ -413,9 +413,8 @@ def cmd_demo(args: argparse.Namespace, progress: Progress) -> int:
     with _store(args) as store:
         status = run_demo(_spec(args), ensure_artifacts(progress, qemu=args.qemu, kernel=args.kernel),
                           run_dir, progress, nodes_given=given)
-        record_file = run_dir / "record-demo.json"
-        if store is not None and record_file.is_file():
-            store.add(RunRecord.load(record_file))
+        if store is not None:  # the demo's record and those of the workloads it ran
+            store.add_many(RunRecord.load(p) for p in sorted(run_dir.glob("record-*.json")))
     return status
 
 
