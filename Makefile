@@ -11,9 +11,11 @@ TESTBED := $(VENV)/bin/testbed
 SDS_CACHE ?= $(HOME)/.cache/sds
 HK_BUILD ?= $(SDS_CACHE)/hyperkernel/build
 PYTEST_ARGS ?=
+NIGHTLY_SUITE ?= suites/nightly.toml
+SUITE_ARGS ?=
 
 .PHONY: all setup system venv build images qemu hyperkernel demo test test-python \
-        test-hyperkernel lint bench-coherence nightly clean help
+        test-hyperkernel lint bench-coherence nightly smoke report clean help
 
 all: build
 
@@ -23,7 +25,10 @@ help:
 	@echo "make build            build QEMU, the guest images and the hyperkernel"
 	@echo "make lint             ruff and mypy"
 	@echo "make bench-coherence  hyperkernel coherence benchmark"
-	@echo "make nightly          the long test tier"
+	@echo "make nightly          the nightly suite into the results store, compared with history,"
+	@echo "                      then the long test tier"
+	@echo "make smoke            the smoke suite (a few minutes) into the results store"
+	@echo "make report           reports/nightly.html: the last nightly run against the ones before"
 
 system:
 	@sh tools/setup-system.sh
@@ -62,8 +67,21 @@ test: build lint test-hyperkernel test-python
 bench-coherence: hyperkernel
 	@$(MAKE) -s -C hyperkernel O=$(HK_BUILD) bench-coherence
 
+# Every step runs even if one fails (a failing cell must not hide a regression); the
+# status is non-zero if any failed. Results stay in the store ($$SDS_STORE or
+# ~/.local/share/sds/results.sqlite).
 nightly: build
-	@$(VENV)/bin/pytest -q -m nightly $(PYTEST_ARGS)
+	@status=0; \
+	$(TESTBED) suite run $(NIGHTLY_SUITE) $(SUITE_ARGS) || status=1; \
+	$(TESTBED) suite compare --suite nightly --allow-no-history || status=1; \
+	$(VENV)/bin/pytest -q -m nightly $(PYTEST_ARGS) || status=1; \
+	exit $$status
+
+smoke: build
+	@$(TESTBED) suite run suites/smoke.toml $(SUITE_ARGS)
+
+report: venv
+	@$(TESTBED) report --suite nightly --base history --new latest -o reports/nightly.html
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

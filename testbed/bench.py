@@ -19,8 +19,10 @@ import numpy as np
 from testbed import cache
 from testbed.cluster import Artifacts, Cluster
 from testbed.config import ClusterSpec
-from testbed.errors import BuildError, TestbedError
+from testbed.errors import BuildError, ConfigError, TestbedError
+from testbed.hkdelta import delta
 from testbed.progress import Progress
+from testbed.record import RunRecord, dimensions
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RAWRTT_SRC = REPO_ROOT / "tools" / "rawrtt.c"
@@ -58,42 +60,69 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def bench_boot(arts: Artifacts, run_dir: Path, node_counts: list[int], vcpus: int, mem_mib: int,
-               repeat: int, progress: Progress) -> dict[str, Any]:
-    """Boot-to-shell for each node count, interleaved (1,2,4,1,2,4,...) against drift."""
+               repeat: int, progress: Progress) -> tuple[dict[str, Any], list[RunRecord]]:
+    """Boot-to-shell for each node count, interleaved (1,2,4,1,2,4,...) against drift.
+
+    Ratios are to the 1-node boot, so ``node_counts`` must start with 1. Returns
+    the summary and one record per node count (ok=False for a count whose boot
+    failed; its error and log tails are in the record).
+    """
+    if not node_counts or node_counts[0] != 1 or sorted(set(node_counts)) != node_counts:
+        raise ConfigError(f"node counts {node_counts} must be ascending, without repeats, "
+                          "starting at 1", "ratios are taken against the 1-node boot")
+    if repeat < 1:
+        raise ConfigError(f"repeat {repeat} is out of range", "use 1 or more")
     samples: dict[int, list[float]] = {n: [] for n in node_counts}
     errors: dict[int, str] = {}
+    failures: dict[int, str] = {}
+    stats: dict[int, dict[str, Any]] = {}
     hottest: dict[int, Any] = {}
     pages_moved: dict[int, int] = {}
     for r in range(repeat):
         for n in node_counts:
             if n in errors:
                 continue
-            spec = ClusterSpec(nodes=n, vcpus=vcpus, mem_mib=mem_mib)
+            spec = ClusterSpec(nodes=n, vcpus=vcpus, mem_mib=mem_mib,
+                               boot_timeout=max(120.0, 100.0 * n))
             progress.step("bench", f"boot {r + 1}/{repeat}: {n} node(s), {vcpus} vCPU(s)")
+            cluster = Cluster(spec, arts, run_dir / f"boot-n{n}-r{r}")
             try:
-                with Cluster(spec, arts, run_dir / f"boot-n{n}-r{r}") as cluster:
+                with cluster:
                     secs = cluster.boot()
                     samples[n].append(secs)
                     if spec.uses_hyperkernel and r == 0:
-                        st = cluster.stats()
-                        hottest[n] = st["hottest_pages"][:5]
-                        pages_moved[n] = int(st["totals"].get("pages_received", 0))
+                        stats[n] = delta([], cluster.node_stats())
+                        hottest[n] = stats[n]["hottest_pages"][:5]
+                        pages_moved[n] = int(stats[n]["totals"].get("pages_received", 0))
                     cluster.poweroff()
             except TestbedError as e:
                 errors[n] = str(e)
+                failures[n] = cluster.failure_report() if cluster.nodes else ""
                 progress.step("bench", f"{n} node(s) failed: {e}")
-    base = statistics.median(samples[node_counts[0]]) if samples[node_counts[0]] else float("nan")
+    base = statistics.median(samples[1]) if samples[1] else float("nan")
     print(f"boot-to-shell, {vcpus} vCPUs, {mem_mib} MiB, median of {repeat}:")
     result: dict[str, Any] = {"bench": "boot", "vcpus": vcpus, "mem_mib": mem_mib,
-                              "baseline_nodes": node_counts[0], "nodes": {}}
+                              "baseline_nodes": 1, "nodes": {}, "ok": not errors}
+    records: list[RunRecord] = []
     for n in node_counts:
+        spec = ClusterSpec(nodes=n, vcpus=vcpus, mem_mib=mem_mib)
+        record = RunRecord(kind="bench", name="boot", ok=n not in errors and bool(samples[n]),
+                           dimensions=dimensions(spec, arts, {"repeat": repeat}),
+                           reason=errors.get(n), failure=failures.get(n, ""),
+                           run_dir=str(run_dir))
+        record.add("boot_seconds", *samples[n])
+        if stats.get(n):
+            record.add_hk_stats(stats[n])
+        records.append(record)
         if samples[n]:
             med = statistics.median(samples[n])
-            print(f"  {n} node(s): {med:6.2f} s  ({med / base:4.2f}x {node_counts[0]} node)"
+            print(f"  {n} node(s): {med:6.2f} s  ({med / base:4.2f}x 1 node)"
                   f"  samples {[round(s, 2) for s in samples[n]]}")
             result["nodes"][str(n)] = {"median_s": med, "ratio": med / base, "samples": samples[n],
                                        "pages_received": pages_moved.get(n),
                                        "hottest_pages": hottest.get(n)}
+            if n > 1:
+                record.add("boot_ratio_vs_1_node", med / base, unit="x", direction="lower")
         else:
             print(f"  {n} node(s): FAILED: {errors.get(n)}")
             result["nodes"][str(n)] = {"error": errors.get(n)}
@@ -102,12 +131,14 @@ def bench_boot(arts: Artifacts, run_dir: Path, node_counts: list[int], vcpus: in
         ok = four["ratio"] <= BOOT_TARGET_4_NODES
         print(f"target: 4-node boot <= {BOOT_TARGET_4_NODES}x 1-node: {'PASS' if ok else 'MISS'}")
         result["target_4_nodes_le_3x"] = ok
-    return result
+    return result, records
 
 
 def bench_migrate(arts: Artifacts, run_dir: Path, nodes: int, vcpus: int, mem_mib: int,
-                  migrations: int, progress: Progress) -> dict[str, Any]:
+                  migrations: int, progress: Progress) -> tuple[dict[str, Any], list[RunRecord]]:
     """Migrate vCPUs round-robin between nodes while a self-checking workload runs."""
+    if migrations < 1:
+        raise ConfigError(f"migrations {migrations} is out of range", "use 1 or more")
     floor = raw_rtt_us()
     spec = ClusterSpec(nodes=nodes, vcpus=vcpus, mem_mib=mem_mib)
     latencies_us: list[float] = []
@@ -118,6 +149,7 @@ def bench_migrate(arts: Artifacts, run_dir: Path, nodes: int, vcpus: int, mem_mi
         cluster.boot()
         cluster.run(f"(/opt/workloads/bin/private threads={vcpus} passes=100000 timeout_s=600 "
                     "> /tmp/bg.out 2>&1 &)")
+        before = cluster.node_stats()
         for i in range(migrations):
             cpu = i % vcpus
             target = (cluster.vcpu_location(cpu) + 1) % nodes
@@ -127,7 +159,9 @@ def bench_migrate(arts: Artifacts, run_dir: Path, nodes: int, vcpus: int, mem_mi
             latencies_us.append(float(ev.get("latency-ns", 0)) / 1000.0)
             sizes.append(int(ev.get("state-bytes", 0)))
             progress.update("bench", f"migration {i + 1}/{migrations}")
-        stats = cluster.stats()
+        stats = delta(before, cluster.node_stats())
+        record = RunRecord.for_cluster(cluster, "bench", "migrate", ok=True,
+                                       params={"migrations": migrations})
     p50, p99 = _pct(latencies_us, 50), _pct(latencies_us, 99)
     ratio = p50 / floor["p50_us"]
     size = max(sizes) if sizes else 0
@@ -139,9 +173,16 @@ def bench_migrate(arts: Artifacts, run_dir: Path, nodes: int, vcpus: int, mem_mi
     print(f"targets: migration p50 <= {MIGRATE_TARGET_RATIO}x raw: "
           f"{'PASS' if ratio <= MIGRATE_TARGET_RATIO else 'MISS'}; state <= {STATE_TARGET_BYTES} B: "
           f"{'PASS' if size <= STATE_TARGET_BYTES else 'MISS'}")
-    return {"bench": "migrate", "nodes": nodes, "vcpus": vcpus, "migrations": migrations,
-            "raw_rtt_us": floor, "migration_us": {"p50": p50, "p99": p99, "p50_ratio": ratio},
-            "harness_wall_us_p50": _pct(wall_us, 50), "state_bytes": size,
-            "targets": {"migration_p50_le_3x": ratio <= MIGRATE_TARGET_RATIO,
-                        "state_le_6400": size <= STATE_TARGET_BYTES},
-            "totals": stats.get("totals", {})}
+    record.add("migration_latency_us", *latencies_us, unit="us", direction="lower")
+    record.add("migration_p50_ratio_vs_raw_rtt", ratio, unit="x", direction="lower")
+    record.add("harness_wall_us", *wall_us, unit="us", direction="lower")
+    record.add("vcpu_state_bytes", *sizes, unit="B", direction="lower")
+    record.add("raw_rtt_p50_us", floor["p50_us"], unit="us", direction="info")
+    record.add_hk_stats(stats)
+    result = {"bench": "migrate", "nodes": nodes, "vcpus": vcpus, "migrations": migrations,
+              "raw_rtt_us": floor, "migration_us": {"p50": p50, "p99": p99, "p50_ratio": ratio},
+              "harness_wall_us_p50": _pct(wall_us, 50), "state_bytes": size,
+              "targets": {"migration_p50_le_3x": ratio <= MIGRATE_TARGET_RATIO,
+                          "state_le_6400": size <= STATE_TARGET_BYTES},
+              "totals": stats.get("totals", {}), "ok": True}
+    return result, [record]

@@ -5,18 +5,27 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import shlex
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
-from testbed import procs, workloads
+from testbed import exitcodes, procs, signals, workloads
 from testbed.artifacts import ensure_artifacts
+from testbed.cli_results import COMMANDS as RESULTS_COMMANDS
+from testbed.cli_results import add_commands as add_results_commands
+from testbed.cli_results import add_store_arg
 from testbed.cluster import Cluster, default_run_dir
 from testbed.config import ClusterSpec, parse_placement, parse_size_mib
-from testbed.errors import ConfigError, GuestError, TestbedError
+from testbed.errors import ConfigError, GuestError, GuestTimeout, RecordError, StoreError, TestbedError
+from testbed.hkdelta import delta
 from testbed.progress import Progress
+from testbed.record import RunRecord
+from testbed.store import Store, open_store
 from testbed.workloads import ParamValue
 
 
@@ -24,7 +33,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse that fails with one line saying what is wrong and where help is."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+        self.exit(exitcodes.USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
 def _positive_int(text: str) -> int:
@@ -32,6 +41,25 @@ def _positive_int(text: str) -> int:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+
+
+def _count(text: str) -> int:
+    """A count that must be at least 1 (repetitions, migrations)."""
+    value = _positive_int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is out of range; use 1 or more")
+    return value
+
+
+def _seconds(text: str) -> float:
+    """A time limit: a finite number of seconds above zero (not nan, inf or negative)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive, finite number of seconds")
+    return value
 
 
 def _size(text: str) -> int:
@@ -67,16 +95,24 @@ def _add_cluster_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hyperkernel", action="store_true",
                    help="run a single node through the hyperkernel too (multi-node always does)")
     p.add_argument("--append", default="", help="extra guest kernel command line")
-    p.add_argument("--boot-timeout", type=float, default=120.0, metavar="SECONDS")
-    p.add_argument("--run-dir", type=Path, help="where logs go (default runs/<time>-...)")
+    p.add_argument("--boot-timeout", type=_seconds, default=120.0, metavar="SECONDS")
+    p.add_argument("--run-dir", type=Path,
+                   help="where logs go (default runs/<time>-...); must be new or empty")
     p.add_argument("--qemu", type=Path, help="use this QEMU binary instead of the built one")
     p.add_argument("--kernel", type=Path, help="use this guest kernel instead of Debian's")
+
+
+EPILOG = ("exit status: 0 success (run: the guest command's own status); 1 a workload check, "
+          "bench boot or suite cell failed, or compare found a regression; 124 the guest "
+          "command timed out; 125 bad invocation, nothing ran; 126 the harness or the guest "
+          "broke (build, boot, node death, panic); 128+N stopped by signal N, nodes shut down.")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="testbed", description=(
         "Testbed for the software-defined server: builds the patched QEMU and guest images, "
-        "boots one Linux guest across N QEMU node processes, and runs commands and workloads."))
+        "boots one Linux guest across N QEMU node processes, and runs commands and workloads."),
+        epilog=EPILOG)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
@@ -89,8 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Boot the guest, run CMD in its shell, print its output and "
                        "exit with its exit status. Example: testbed run --vcpus 2 -- nproc")
     _add_cluster_args(p)
-    p.add_argument("--timeout", type=float, default=600.0, metavar="SECONDS",
-                   help="limit for CMD (default 600)")
+    add_store_arg(p, optional=True)
+    p.add_argument("--timeout", type=_seconds, default=600.0, metavar="SECONDS",
+                   help="limit for CMD (default 600); exit status 124 when reached")
     p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD...")
 
     p = sub.add_parser("up", help="boot and attach to the guest console (Ctrl-] leaves)",
@@ -107,7 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="a workload parameter (repeatable)")
     p.add_argument("--json", action="store_true", help="print the full run record as JSON")
-    p.add_argument("--timeout", type=float, default=600.0, metavar="SECONDS")
+    p.add_argument("--timeout", type=_seconds, default=600.0, metavar="SECONDS")
+    add_store_arg(p, optional=True)
 
     sub.add_parser("sweep", help="kill node processes left by harnesses that died")
 
@@ -120,18 +158,22 @@ def build_parser() -> argparse.ArgumentParser:
     b = bench_sub.add_parser("boot", help="boot-to-shell time for 1, 2 and 4 nodes")
     b.add_argument("--vcpus", type=_positive_int, default=4)
     b.add_argument("--mem", type=_size, default=512, metavar="SIZE")
-    b.add_argument("--nodes", default="1,2,4", help="node counts to compare (default 1,2,4)")
-    b.add_argument("--repeat", type=_positive_int, default=3, help="boots per node count")
+    b.add_argument("--nodes", default="1,2,4",
+                   help="node counts to compare; 1 is the baseline (default 1,2,4)")
+    b.add_argument("--repeat", type=_count, default=3, help="boots per node count")
     b = bench_sub.add_parser("migrate", help="vCPU migration latency and state size")
     b.add_argument("--nodes", type=_positive_int, default=2)
     b.add_argument("--vcpus", type=_positive_int, default=2)
     b.add_argument("--mem", type=_size, default=512, metavar="SIZE")
-    b.add_argument("--migrations", type=_positive_int, default=200)
+    b.add_argument("--migrations", type=_count, default=200)
     for b in bench_sub.choices.values():
-        b.add_argument("--run-dir", type=Path, help="where logs go")
+        b.add_argument("--run-dir", type=Path, help="where logs go; must be new or empty")
+        add_store_arg(b, optional=True)
 
     p = sub.add_parser("demo", help="the main job: boot, run the self-check, show results")
     _add_cluster_args(p)
+    add_store_arg(p, optional=True)
+    add_results_commands(sub)
     return parser
 
 
@@ -142,10 +184,74 @@ def _spec(args: argparse.Namespace) -> ClusterSpec:
                        hyperkernel=True if args.hyperkernel else None).validate()
 
 
+def _run_dir(given: Path | None, label: str) -> Path:
+    """A fresh run directory: logs of two runs appended into one would mislead."""
+    if given is None:
+        return default_run_dir(label)
+    if given.exists() and not given.is_dir():
+        raise ConfigError(f"--run-dir {given} is a file", "give a directory")
+    if given.is_dir() and any(given.iterdir()):
+        raise ConfigError(f"--run-dir {given} already holds files of an earlier run",
+                          "give a new or empty directory, or remove the old one")
+    given.mkdir(parents=True, exist_ok=True)
+    return given
+
+
 def _cluster(args: argparse.Namespace, progress: Progress, label: str) -> Cluster:
     spec = _spec(args)  # refuse bad input before building or booting anything
+    if args.run_dir is not None:
+        _run_dir(args.run_dir, label)  # checked before a build, created later
     arts = ensure_artifacts(progress, qemu=args.qemu, kernel=args.kernel)
+    if spec.uses_hyperkernel and not arts.supports_hyperkernel():
+        what = f"--nodes {spec.nodes}" if spec.nodes > 1 else "--hyperkernel"
+        raise ConfigError(f"{what} needs a QEMU with the hyperkernel object, and {arts.qemu} "
+                          "has none (-object help does not list it)",
+                          "drop --qemu/$SDS_QEMU to use the built one, or run on 1 node")
     return Cluster(spec, arts, args.run_dir or default_run_dir(label))
+
+
+@contextmanager
+def _store(args: argparse.Namespace) -> Iterator[Store | None]:
+    """The results store, opened (and checked) before anything runs."""
+    if getattr(args, "no_store", False):
+        yield None
+        return
+    with open_store(args.store) as store:
+        yield store
+
+
+def _save(records: list[RunRecord], store: Store | None, progress: Progress) -> None:
+    """Write each record beside its logs and import it into the store."""
+    for record in records:
+        path = record.write_to_run_dir()
+        if store is not None:
+            store.add(record)
+        progress.step("record", f"{path}" + (f" (stored in {store.path})" if store else ""))
+
+
+def _failed(cluster: Cluster, kind: str, name: str, params: dict[str, Any],
+            error: TestbedError) -> RunRecord:
+    """The record of a run the harness could not finish: why, and every log's tail."""
+    record = RunRecord.for_cluster(cluster, kind, name, ok=False, params=params,
+                                   reason=str(error))
+    record.failure = cluster.failure_report() if cluster.nodes else ""
+    return record
+
+
+def stats_summary(hk: dict[str, Any]) -> str:
+    """One line of what the hyperkernel did for a run (empty without it)."""
+    if not hk:
+        return ""
+    t = hk.get("totals", {})
+    sent = sum(m.get("sent_bytes", 0) for m in hk.get("messages", {}).values())
+    rs, ws = hk.get("read_stall", {}), hk.get("write_stall", {})
+    hot = hk.get("hottest_pages", [])
+    return (f"hyperkernel: {t.get('pages_received', 0)} pages received, "
+            f"stalls {rs.get('count', 0)} read (p50 {rs.get('p50_ns', 0) / 1000:.0f} us) / "
+            f"{ws.get('count', 0)} write (p50 {ws.get('p50_ns', 0) / 1000:.0f} us), "
+            f"{t.get('invalidations_sent', 0)} invalidations, {t.get('vcpu_blobs_sent', 0)} "
+            f"vCPU moves, {sent / 1e6:.2f} MB sent"
+            + (f"; hottest page {hot[0]['gpa']} ({hot[0]['stalls']} stalls)" if hot else ""))
 
 
 def cmd_run(args: argparse.Namespace, progress: Progress) -> int:
@@ -155,18 +261,37 @@ def cmd_run(args: argparse.Namespace, progress: Progress) -> int:
     if not cmd:
         raise ConfigError("no command given", "write it after --, e.g. testbed run -- uname -r")
     command = cmd[0] if len(cmd) == 1 else shlex.join(cmd)
-    with _cluster(args, progress, "run") as cluster:
+    name = Path(shlex.split(command)[0] if shlex.split(command) else "command").name or "command"
+    params = {"command": command}
+    with _store(args) as store, _cluster(args, progress, "run") as cluster:
         progress.step("run", f"booting {cluster.spec.nodes} node(s), {cluster.spec.vcpus} vCPU(s), "
                       f"logs in {cluster.run_dir}")
         try:
             secs = cluster.boot()
             progress.step("run", f"guest shell after {secs:.2f}s")
+            before = cluster.node_stats()
             result = cluster.run(command, timeout=args.timeout)
-        except GuestError:
+            after = cluster.node_stats()
+        except GuestError as e:
             print(cluster.failure_report(), file=sys.stderr)
+            _save([_failed(cluster, "run", name, params, e)], store, progress)
+            if isinstance(e, GuestTimeout) and cluster.boot_seconds is not None:
+                print(f"testbed: error: {e}", file=sys.stderr)
+                return exitcodes.TIMEOUT
             raise
+        record = RunRecord.for_cluster(cluster, "run", name, ok=result.status == 0,
+                                       params=params, output=result.output,
+                                       duration_s=round(result.seconds, 3),
+                                       reason=None if result.ok else f"exit status {result.status}")
+        record.add("boot_seconds", secs)
+        record.add("guest_seconds", result.seconds)
+        record.add("exit_status", result.status, unit="", direction="info")
+        record.add_hk_stats(delta(before, after))
         sys.stdout.write(result.output)
         sys.stdout.flush()
+        if record.hk_stats:
+            print(stats_summary(record.hk_stats), file=sys.stderr)
+        _save([record], store, progress)
         return result.status
 
 
@@ -213,42 +338,65 @@ def cmd_workload(args: argparse.Namespace, progress: Progress) -> int:
         params = workloads.validate_params(args.name, _workload_params(args.param), spec.vcpus)
     except workloads.WorkloadError as e:
         raise ConfigError(str(e)) from None
-    with _cluster(args, progress, f"workload-{args.name}") as cluster:
+    with _store(args) as store, _cluster(args, progress, f"workload-{args.name}") as cluster:
         progress.step("workload", f"booting {spec.nodes} node(s), {spec.vcpus} vCPU(s); "
                       f"logs in {cluster.run_dir}")
         try:
             cluster.boot()
             progress.step("workload", f"running {args.name}")
             record = cluster.run_workload(args.name, params, guest_timeout=args.timeout)
-        except GuestError:
+        except GuestError as e:
             print(cluster.failure_report(), file=sys.stderr)
+            _save([_failed(cluster, "workload", args.name, dict(params), e)], store, progress)
+            if isinstance(e, GuestTimeout) and cluster.boot_seconds is not None:
+                print(f"testbed: error: {e}", file=sys.stderr)
+                return exitcodes.TIMEOUT
             raise
+        if store is not None:  # run_workload wrote it beside the logs already
+            store.add(record)
     if args.json:
         print(record.to_json())
     else:
-        print(record.raw)
+        print(record.raw or record.reason)
         print(f"ok={int(record.ok)} params={record.params} artifacts={record.artifacts}")
-    return 0 if record.ok else 1
+        if record.hk_stats:
+            print(stats_summary(record.hk_stats))
+    return exitcodes.OK if record.ok else exitcodes.FAILED
+
+
+def _node_counts(text: str) -> list[int]:
+    """``--nodes`` of bench boot: ascending and starting at 1, the baseline of the ratios."""
+    try:
+        counts = [int(n) for n in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"--nodes {text!r} is not a list of numbers", "e.g. --nodes 1,2,4") from None
+    if any(n < 1 for n in counts) or len(set(counts)) != len(counts):
+        raise ConfigError(f"--nodes {text!r} must list distinct counts of 1 or more",
+                          "e.g. --nodes 1,2,4")
+    if 1 not in counts:
+        raise ConfigError(f"--nodes {text!r} lacks 1: boot ratios are taken against 1 node",
+                          f"e.g. --nodes 1,{text}")
+    return sorted(counts)
 
 
 def cmd_bench(args: argparse.Namespace, progress: Progress) -> int:
     from testbed.bench import bench_boot, bench_migrate
 
-    run_dir = args.run_dir or default_run_dir(f"bench-{args.bench}")
-    arts = ensure_artifacts(progress)
-    if args.bench == "boot":
-        try:
-            counts = [int(n) for n in args.nodes.split(",")]
-        except ValueError:
-            raise ConfigError(f"--nodes {args.nodes!r} is not a list of numbers",
-                              "e.g. --nodes 1,2,4") from None
-        result = bench_boot(arts, run_dir, counts, args.vcpus, args.mem, args.repeat,
-                                  progress)
-    else:
-        result = bench_migrate(arts, run_dir, args.nodes, args.vcpus, args.mem,
-                                     args.migrations, progress)
+    counts = _node_counts(args.nodes) if args.bench == "boot" else []
+    if args.bench == "boot" and args.nodes.replace(" ", "") != ",".join(map(str, counts)):
+        progress.step("bench", f"node counts in order: {','.join(map(str, counts))}")
+    run_dir = _run_dir(args.run_dir, f"bench-{args.bench}")
+    with _store(args) as store:
+        arts = ensure_artifacts(progress)
+        if args.bench == "boot":
+            result, records = bench_boot(arts, run_dir, counts, args.vcpus, args.mem, args.repeat,
+                                         progress)
+        else:
+            result, records = bench_migrate(arts, run_dir, args.nodes, args.vcpus, args.mem,
+                                            args.migrations, progress)
+        _save(records, store, progress)
     print(json.dumps(result, sort_keys=True))
-    return 0
+    return exitcodes.OK if all(r.ok for r in records) else exitcodes.FAILED
 
 
 def cmd_sweep(args: argparse.Namespace, progress: Progress) -> int:
@@ -261,28 +409,41 @@ def cmd_demo(args: argparse.Namespace, progress: Progress) -> int:
     from testbed.demo import run_demo
 
     given = "--nodes" in sys.argv[1:] or any(a.startswith("--nodes=") for a in sys.argv[1:])
-    return run_demo(_spec(args), ensure_artifacts(progress, qemu=args.qemu, kernel=args.kernel),
-                    args.run_dir or default_run_dir("demo"), progress, nodes_given=given)
+    run_dir = _run_dir(args.run_dir, "demo")
+    with _store(args) as store:
+        status = run_demo(_spec(args), ensure_artifacts(progress, qemu=args.qemu, kernel=args.kernel),
+                          run_dir, progress, nodes_given=given)
+        if store is not None:  # the demo's record and those of the workloads it ran
+            store.add_many(RunRecord.load(p) for p in sorted(run_dir.glob("record-*.json")))
+    return status
 
 
 COMMANDS = {"run": cmd_run, "up": cmd_up, "build": cmd_build, "sweep": cmd_sweep,
             "demo": cmd_demo, "workload": cmd_workload, "bench": cmd_bench}
+
+COMMANDS.update(RESULTS_COMMANDS)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     progress = Progress(quiet=args.quiet)
+    if threading.current_thread() is threading.main_thread():
+        signals.install()
     try:
         return COMMANDS[args.command](args, progress)
+    except (ConfigError, StoreError, RecordError) as e:
+        print(f"testbed: error: {e}", file=sys.stderr)
+        return exitcodes.USAGE
     except TestbedError as e:
         print(f"testbed: error: {e}", file=sys.stderr)
-        return 2 if isinstance(e, ConfigError) else 1
+        return exitcodes.BROKEN
     except BrokenPipeError:  # e.g. piped into head
         return 0
-    except KeyboardInterrupt:
-        print("testbed: interrupted; nodes shut down", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # also SIGTERM and SIGHUP (testbed.signals)
+        print(f"testbed: stopped by {signals.name_of(e)}; every node was shut down",
+              file=sys.stderr)
+        return signals.exit_status(e)
 
 
 if __name__ == "__main__":

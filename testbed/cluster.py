@@ -26,7 +26,7 @@ from testbed.config import ClusterSpec, NodeOverride
 from testbed.errors import ConfigError, GuestError, GuestTimeout, NodeDied, TestbedError
 from testbed.images import GuestImages
 from testbed.node import HyperkernelArgs, Node, NodeFiles
-from testbed.record import RunRecord
+from testbed.record import RunRecord, workload_record
 from testbed.shell import CommandResult, GuestShell
 from testbed.stats import merge_node_stats
 
@@ -201,15 +201,12 @@ class Cluster:
         """
         values = workloads.validate_params(name, {**(params or {}), **kwparams}, self.spec.vcpus)
         command = workloads.guest_command(name, values, self.spec.vcpus)
+        # Statistics just before and after: the record holds what this workload cost.
+        before = self.node_stats()
         result = self.run(command, timeout=guest_timeout)
-        parsed = workloads.parse_result(result.output, name)
-        record = RunRecord(
-            kind="workload", name=name, ok=parsed.ok and result.status == 0,
-            cluster=self.dimensions(), params=dict(values), figures=parsed.figures(),
-            artifacts=self.artifacts.hashes(), raw=parsed.raw, reason=parsed.reason,
-            run_dir=str(self.run_dir))
-        record.figures["guest_seconds"] = round(result.seconds, 3)
-        record.write(self.run_dir / f"record-{name}-{int(time.time() * 1000)}.json")
+        after = self.node_stats()
+        record = workload_record(self, name, dict(values), result, before, after)
+        record.write_to_run_dir()
         return record
 
     def dimensions(self) -> dict[str, object]:

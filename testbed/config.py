@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -118,8 +119,9 @@ class ClusterSpec:
         if not MIN_MEM_MIB <= self.mem_mib <= MAX_MEM_MIB:
             raise ConfigError(f"--mem {self.mem_mib}M is out of range",
                               f"use {MIN_MEM_MIB}M to {MAX_MEM_MIB // 1024}G")
-        if self.boot_timeout <= 0:
-            raise ConfigError("boot timeout must be positive")
+        if not (math.isfinite(self.boot_timeout) and self.boot_timeout > 0):
+            raise ConfigError(f"boot timeout {self.boot_timeout} is not a positive number of "
+                              "seconds", "e.g. --boot-timeout 300")
         if self.policy not in POLICIES:
             raise ConfigError(f"unknown policy {self.policy!r}",
                               "valid policies: " + ", ".join(POLICIES))

@@ -16,7 +16,7 @@ from testbed.cluster import Artifacts, Cluster
 from testbed.config import ClusterSpec, default_placement
 from testbed.errors import GuestError, TestbedError
 from testbed.progress import Progress
-from testbed.record import RunRecord
+from testbed.record import demo_record
 from testbed.workloads import ParamValue
 
 # A database and a pathological pattern, both self-checking.
@@ -104,11 +104,7 @@ def run_demo(spec: ClusterSpec, artifacts: Artifacts, run_dir: Path, progress: P
             stats = cluster.stats() if spec.uses_hyperkernel else {}
             if stats:
                 _print_stats(stats, migrations)
-            record = RunRecord(kind="demo", name="demo", ok=failures == 0,
-                               cluster=cluster.dimensions(), artifacts=artifacts.hashes(),
-                               stats=stats, figures={"migrations": len(migrations)},
-                               run_dir=str(run_dir))
-            record.write(run_dir / "record-demo.json")
+            demo_record(cluster, failures == 0, migrations).write(run_dir / "record-demo.json")
             cluster.poweroff()
         except GuestError:
             print(cluster.failure_report(), file=sys.stderr)

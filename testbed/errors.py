@@ -40,3 +40,11 @@ class GuestPanic(GuestError):
 
 class GuestTimeout(GuestError):
     """The guest did not produce the expected output before the deadline."""
+
+
+class RecordError(TestbedError):
+    """A run record that cannot be read: damaged, or of a schema this testbed does not know."""
+
+
+class StoreError(TestbedError):
+    """The results store cannot be used: not a store, damaged, or of an unknown version."""

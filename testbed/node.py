@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from testbed import procs
 from testbed.console import Console
 from testbed.errors import ConfigError, GuestError, GuestPanic, NodeDied
 from testbed.qmp import Qmp
@@ -123,7 +124,8 @@ class Node:
         self.files.log("cmdline").write_text(" ".join(self.argv) + "\n")
         stderr = self.files.log("qemu.log").open("wb")
         try:
-            self.process = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=stderr,
+            self.process = subprocess.Popen(procs.parent_death_argv(self.argv),
+                                            stdin=subprocess.DEVNULL, stdout=stderr,
                                             stderr=subprocess.STDOUT,
                                             process_group=process_group)
         except OSError as e:

@@ -98,3 +98,21 @@ def sweep_orphans() -> list[int]:
             except ProcessLookupError:
                 pass
     return killed
+
+
+SETPRIV = Path("/usr/bin/setpriv")
+
+
+def parent_death_argv(argv: list[str]) -> list[str]:
+    """``argv`` started so the kernel SIGKILLs it when the harness dies.
+
+    The harness tears its nodes down on any exception or stop signal, but a
+    SIGKILL (an OOM kill, ``kill -9``, a CI runner reaping its job) gives it
+    no chance. util-linux's setpriv sets PR_SET_PDEATHSIG and execs QEMU, so
+    no Python runs between fork and exec. The signal follows the thread that
+    started the node: start clusters from a thread that outlives them (the
+    main thread does).
+    """
+    if not SETPRIV.is_file():
+        return argv  # the sweep at the next start still catches leftovers
+    return [str(SETPRIV), "--pdeathsig", "KILL", "--", *argv]

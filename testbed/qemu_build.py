@@ -10,6 +10,8 @@ cache under a key of source hash + series + configure flags.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import re
 import shutil
@@ -19,6 +21,7 @@ import tarfile
 import tempfile
 import urllib.request
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -274,6 +277,31 @@ def build_qemu(progress: Progress | None = None) -> QemuBuild:
     work = cache.cache_root() / "qemu-work" / cache.hash_inputs(
         [("source", TARBALL_SHA256.encode()), ("flags", " ".join(flags).encode())])[:16]
     work.mkdir(parents=True, exist_ok=True)
+    # One build at a time per work tree: two would sync different patch sets into the
+    # same source tree and run two ninjas in one build directory.
+    with _work_lock(work, progress):
+        found = cache.lookup("qemu", key)  # built by whoever held the lock before us
+        if found is not None:
+            return QemuBuild(found)
+        return _build_locked(work, key, patches, tarball, flags, progress)
+
+
+@contextlib.contextmanager
+def _work_lock(work: Path, progress: Progress) -> Iterator[None]:
+    with (work / ".lock").open("a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            progress.step("qemu", f"waiting for another QEMU build in {work} to finish")
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _build_locked(work: Path, key: str, patches: list[Path], tarball: Path,
+                  flags: tuple[str, ...] | list[str], progress: Progress) -> QemuBuild:
     log = work / "build.log"
     log.write_text("")
     work_src, build_dir = work / "src", work / "build"

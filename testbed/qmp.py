@@ -4,6 +4,7 @@ exchange is written to a per-node transcript for post-mortems."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,11 @@ from qemu.qmp import QMPError
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
 from testbed.errors import GuestError, GuestTimeout
+
+# Every legacy monitor created in a thread runs on that thread's one asyncio loop, so
+# threads (the demo's vCPU mover and the main thread's statistics queries, say) must
+# take turns on all monitors, not just on one.
+_LOOP_LOCK = threading.RLock()
 
 
 class QmpError(GuestError):
@@ -44,10 +50,11 @@ class Qmp:
         msg: dict[str, Any] = {"execute": name}
         if args:
             msg["arguments"] = args
-        self._log(">", msg)
-        self._mon.settimeout(timeout)
         try:
-            resp = self._mon.cmd_obj(msg)
+            with _LOOP_LOCK:
+                self._log(">", msg)
+                self._mon.settimeout(timeout)
+                resp = self._mon.cmd_obj(msg)
         except TimeoutError as e:
             raise GuestTimeout(f"{self.name}: QMP {name} got no answer in {timeout:.0f}s",
                                "the node is hung; see its logs") from e
@@ -70,7 +77,8 @@ class Qmp:
             if left <= 0:
                 raise GuestTimeout(f"{self.name}: no QMP event {name} within {timeout:.0f}s")
             try:
-                ev = self._mon.pull_event(wait=left)
+                with _LOOP_LOCK:  # short slices, so commands of other threads get their turn
+                    ev = self._mon.pull_event(wait=min(left, 0.2))
             except TimeoutError:
                 continue
             if ev is None:

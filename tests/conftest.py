@@ -4,6 +4,7 @@ and a check after every test that no QEMU node of ours is left running."""
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,8 @@ ClusterFactory = Callable[..., Cluster]
 def pytest_sessionstart(session: pytest.Session) -> None:
     # Teardown can be skipped (a crashed worker, a killed run): sweep first.
     procs.sweep_orphans()
+    # Runs write records into the results store: never into the user's own.
+    os.environ["SDS_STORE"] = str(Path(tempfile.mkdtemp(prefix="sds-test-store-")) / "results.sqlite")
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

@@ -33,7 +33,7 @@ def _run(*args: str, timeout: float = 60, stdin: str | None = None) -> subproces
 ])
 def test_bad_arguments_stop_with_one_line(args: list[str], words: str) -> None:
     r = _run(*args)
-    assert r.returncode == 2
+    assert r.returncode == 125  # testbed.exitcodes.USAGE
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1, r.stderr
     assert words in lines[0]
@@ -42,13 +42,13 @@ def test_bad_arguments_stop_with_one_line(args: list[str], words: str) -> None:
 
 def test_missing_qemu_binary_is_a_clear_error() -> None:
     r = _run("run", "--qemu", "/nonexistent/qemu-system-x86_64", "--", "true")
-    assert r.returncode == 2
+    assert r.returncode == 125  # testbed.exitcodes.USAGE
     assert "QEMU binary /nonexistent/qemu-system-x86_64 does not exist" in r.stderr
 
 
 def test_missing_kernel_is_a_clear_error() -> None:
     r = _run("run", "--kernel", "/nonexistent/vmlinuz", "--", "true")
-    assert r.returncode == 2
+    assert r.returncode == 125  # testbed.exitcodes.USAGE
     assert "guest kernel /nonexistent/vmlinuz does not exist" in r.stderr
 
 

@@ -4,11 +4,13 @@
 # because a half-equipped machine gives confusing errors much later.
 set -eu
 
+# chromium: tests/test_report.py opens the HTML performance report in a real headless browser.
 PACKAGES="build-essential ninja-build pkg-config libglib2.0-dev libpixman-1-dev \
 flex bison libslirp-dev python3-venv python3-dev xz-utils cpio \
 seabios qemu-system-data busybox-static \
 clang libclang-rt-14-dev \
-libsqlite3-dev redis-server redis-tools"
+libsqlite3-dev redis-server redis-tools \
+chromium"
 
 # The QEMU 10.0.2 source lives in bookworm-backports, which needs a deb-src entry.
 SRC_LIST=/etc/apt/sources.list.d/sds-backports-src.sources

@@ -1,0 +1,194 @@
+"""Hyperkernel statistics for one run: what changed between two queries.
+
+A cluster's counters run from the moment its nodes start, so a workload run
+on a guest that has already booted (or run other workloads) must subtract
+the statistics taken just before it. ``delta(before, after)`` does that for
+every node's ``query-hyperkernel`` answer and merges the nodes:
+
+* counters and messages (count and bytes per type): exact differences;
+* stall histograms (log2 nanosecond buckets): exact bucket differences, with
+  p50/p99/max recomputed from the buckets as the library does (the upper
+  bound of the bucket, so within 2x);
+* hottest pages: the library reports only its top 10, so a page that was
+  not in the earlier top 10 is taken as having had no stalls before. The
+  result says ``"hottest_exact": false`` when that guess was needed.
+
+An empty ``before`` means "from the start" (the run began with the nodes).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+TOP_PAGES = 10
+# The library's top list (HK_TOP_PAGES): a shorter list names every page that stalled.
+LIBRARY_TOP_PAGES = 10
+
+
+def _num(value: Any) -> int:
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0
+
+
+def _sub_counters(after: dict[str, Any], before: dict[str, Any]) -> dict[str, int]:
+    return {k: _num(v) - _num(before.get(k, 0)) for k, v in after.items()
+            if isinstance(v, int | float) and not isinstance(v, bool)}
+
+
+def _bucket_bound(b: int) -> int:
+    return (2 << b) - 1
+
+
+def hist_summary(buckets: list[int], sum_ns: float) -> dict[str, Any]:
+    """count, p50/p99/max (bucket upper bounds), mean and the buckets themselves."""
+    while buckets and buckets[-1] == 0:
+        buckets = buckets[:-1]
+    count = sum(buckets)
+
+    def pct(p: float) -> int:
+        if not count:
+            return 0
+        want, seen = max(1, int(p * count + 0.999999)), 0
+        for b, n in enumerate(buckets):
+            seen += n
+            if seen >= want:
+                return _bucket_bound(b)
+        return _bucket_bound(len(buckets) - 1)
+
+    return {"count": count, "p50_ns": pct(0.5), "p99_ns": pct(0.99),
+            "max_ns": _bucket_bound(len(buckets) - 1) if buckets else 0,
+            "mean_ns": int(sum_ns / count) if count else 0, "log2_ns_buckets": buckets}
+
+
+def _hist_parts(h: dict[str, Any]) -> tuple[list[int], float]:
+    buckets = [_num(x) for x in h.get("log2_ns_buckets", [])]
+    return buckets, float(_num(h.get("mean_ns", 0)) * _num(h.get("count", 0)))
+
+
+def _sub_hist(after: dict[str, Any], before: dict[str, Any]) -> tuple[list[int], float]:
+    a, a_sum = _hist_parts(after)
+    b, b_sum = _hist_parts(before)
+    width = max(len(a), len(b))
+    a, b = a + [0] * (width - len(a)), b + [0] * (width - len(b))
+    return [x - y for x, y in zip(a, b, strict=True)], a_sum - b_sum
+
+
+def _sub_messages(after: dict[str, Any], before: dict[str, Any]) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for kind, fields in after.items():
+        if isinstance(fields, dict):
+            diff = _sub_counters(fields, before.get(kind, {}) if isinstance(before.get(kind), dict)
+                                 else {})
+            if any(diff.values()):
+                out[kind] = diff
+    return out
+
+
+def _sub_hottest(after: list[dict[str, Any]], before: list[dict[str, Any]]
+                 ) -> tuple[dict[int, int], bool]:
+    earlier = {_num(p.get("offset")): _num(p.get("stalls")) for p in before}
+    complete = len(before) < LIBRARY_TOP_PAGES  # the earlier list named every stalled page
+    exact = True
+    out: dict[int, int] = {}
+    for page in after:
+        off = _num(page.get("offset"))
+        if off not in earlier and not complete:
+            exact = False
+        stalls = _num(page.get("stalls")) - earlier.get(off, 0)
+        if stalls > 0:
+            out[off] = stalls
+    return out, exact
+
+
+def _node_delta(after: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
+    a, b = after.get("stats", {}), before.get("stats", {})
+    counters = _sub_counters(a.get("counters", {}), b.get("counters", {}))
+    hist = {}
+    for which in ("read_stall", "write_stall"):
+        buckets, sum_ns = _sub_hist(a.get(which, {}), b.get(which, {}))
+        hist[which] = (buckets, sum_ns)
+    hottest, exact = _sub_hottest(a.get("hottest_pages", []), b.get("hottest_pages", []))
+    # A counter that went down means the node restarted in between: its figures
+    # since the restart are all there is.
+    reset = any(v < 0 for v in counters.values()) or any(
+        x < 0 for buckets, _ in hist.values() for x in buckets)
+    if reset:
+        return {**_node_delta(after, {}), "reset": True}
+    return {
+        "node": _num(after.get("node", a.get("node", 0))),
+        "counters": counters,
+        "malformed_messages": _num(a.get("malformed_messages")) - _num(b.get("malformed_messages")),
+        "read_stall": hist_summary(*hist["read_stall"]),
+        "write_stall": hist_summary(*hist["write_stall"]),
+        "messages": _sub_messages(a.get("messages", {}), b.get("messages", {})),
+        "hottest_pages": [{"offset": o, "stalls": n} for o, n in
+                          sorted(hottest.items(), key=lambda kv: -kv[1])],
+        "hottest_exact": exact,
+        "resident_pages": _num(a.get("resident_pages")),
+        "budget_pages": _num(a.get("budget_pages")),
+        "_sums": {k: v[1] for k, v in hist.items()},
+    }
+
+
+def delta(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> dict[str, Any]:
+    """The statistics of what ran between two ``Cluster.node_stats()`` answers.
+
+    Empty when the cluster does not use the hyperkernel (``after`` is empty).
+    """
+    if not after:
+        return {}
+    earlier = {_num(n.get("node", n.get("stats", {}).get("node", i))): n
+               for i, n in enumerate(before)}
+    nodes = [_node_delta(n, earlier.get(_num(n.get("node", n.get("stats", {}).get("node", i))), {}))
+             for i, n in enumerate(after)]
+    totals: dict[str, int] = {}
+    messages: dict[str, dict[str, int]] = {}
+    hottest: dict[int, int] = {}
+    hists: dict[str, tuple[list[int], float]] = {}
+    for node in nodes:
+        for k, v in node["counters"].items():
+            totals[k] = totals.get(k, 0) + v
+        for kind, fields in node["messages"].items():
+            mine = messages.setdefault(kind, {})
+            for k, v in fields.items():
+                mine[k] = mine.get(k, 0) + v
+        for page in node["hottest_pages"]:
+            hottest[page["offset"]] = hottest.get(page["offset"], 0) + page["stalls"]
+        sums = node.pop("_sums")
+        for which in ("read_stall", "write_stall"):
+            buckets, total = hists.get(which, ([], 0.0))
+            mine_b = node[which]["log2_ns_buckets"]
+            width = max(len(buckets), len(mine_b))
+            buckets = [x + y for x, y in zip(buckets + [0] * (width - len(buckets)),
+                                             mine_b + [0] * (width - len(mine_b)), strict=True)]
+            hists[which] = (buckets, total + sums[which])
+    ranked = sorted(hottest.items(), key=lambda kv: -kv[1])[:TOP_PAGES]
+    return {
+        "totals": totals,
+        "messages": messages,
+        "read_stall": hist_summary(*hists["read_stall"]),
+        "write_stall": hist_summary(*hists["write_stall"]),
+        "hottest_pages": [{"offset": o, "gpa": hex(o), "stalls": n} for o, n in ranked],
+        "hottest_exact": all(n["hottest_exact"] for n in nodes),
+        "nodes": nodes,
+    }
+
+
+# Counters worth comparing between versions: what the coherence protocol cost.
+COMPARED_COUNTERS = ("pages_received", "read_stalls", "write_stalls", "invalidations_sent",
+                     "vcpu_blobs_sent", "evictions")
+
+
+def metrics_of(d: dict[str, Any]) -> dict[str, tuple[float, str]]:
+    """The delta's headline figures as (value, unit), named ``hk_<figure>``."""
+    if not d:
+        return {}
+    out: dict[str, tuple[float, str]] = {}
+    for key in COMPARED_COUNTERS:
+        out[f"hk_{key}"] = (float(d["totals"].get(key, 0)), "count")
+    sent = sum(f.get("sent_bytes", 0) for f in d["messages"].values())
+    out["hk_bytes_sent"] = (float(sent), "B")
+    for which in ("read_stall", "write_stall"):
+        if d[which]["count"]:
+            out[f"hk_{which}_p50_ns"] = (float(d[which]["p50_ns"]), "ns")
+            out[f"hk_{which}_p99_ns"] = (float(d[which]["p99_ns"]), "ns")
+    return out
