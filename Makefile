@@ -76,7 +76,6 @@ nightly: build
 	$(TESTBED) suite compare --suite nightly --allow-no-history || status=1; \
 	$(VENV)/bin/pytest -q -m nightly $(PYTEST_ARGS) || status=1; \
 	$(MAKE) -s -C hyperkernel O=$(HK_BUILD) sim SEEDS=$${SIM_SEEDS:-1000000} || status=1; \
-	$(MAKE) -s -C hyperkernel O=$(HK_BUILD) torture-long || status=1; \
 	exit $$status
 
 smoke: build
