@@ -15,13 +15,14 @@ NIGHTLY_SUITE ?= suites/nightly.toml
 SUITE_ARGS ?=
 
 .PHONY: all setup system venv build images qemu hyperkernel demo test test-python \
-        test-hyperkernel lint bench-coherence nightly smoke report clean help
+        test-hyperkernel lint bench-coherence nightly smoke report check clean help
 
 all: build
 
 help:
 	@echo "make demo             set up everything, boot the guest, run the main job"
 	@echo "make test             set up everything and run the test suite (CI runs this)"
+	@echo "make check            the quick tier: lint, unit tests, simulation, one 2-node boot"
 	@echo "make build            build QEMU, the guest images and the hyperkernel"
 	@echo "make lint             ruff and mypy"
 	@echo "make bench-coherence  hyperkernel coherence benchmark"
@@ -63,6 +64,14 @@ lint: venv
 	@$(VENV)/bin/mypy
 
 test: build lint test-hyperkernel test-python
+
+# The quick tier for every change (a few minutes warm): lint, the library's
+# unit tests and 1000 simulation seeds, the Python tests that boot nothing,
+# and one 2-node boot running one workload (code rewritten across nodes).
+check: build lint
+	@$(MAKE) -s -C hyperkernel O=$(HK_BUILD) unit sim SEEDS=1000
+	@$(VENV)/bin/pytest -q -m "not boot and not nightly" $(PYTEST_ARGS)
+	@$(VENV)/bin/pytest -q tests/test_stale_translations.py $(PYTEST_ARGS)
 
 bench-coherence: hyperkernel
 	@$(MAKE) -s -C hyperkernel O=$(HK_BUILD) bench-coherence
