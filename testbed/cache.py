@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 COMPLETE_MARKER = "ARTIFACT.json"
+# Touched whenever an artifact is looked up or built: what `gc` keeps.
+LAST_USED = "LAST_USED"
 
 
 def cache_root() -> Path:
@@ -70,9 +72,17 @@ class Artifact:
         return data
 
 
+def _mark_used(path: Path) -> None:
+    try:
+        (path / LAST_USED).touch()
+    except OSError:
+        pass  # a read-only cache still works; gc then goes by the build time
+
+
 def lookup(kind: str, key: str) -> Artifact | None:
     path = cache_root() / kind / key
     if (path / COMPLETE_MARKER).is_file():
+        _mark_used(path)
         return Artifact(kind, key, path)
     return None
 
@@ -100,4 +110,5 @@ def build(kind: str, key: str, recipe: Callable[[Path], dict[str, object]]) -> A
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    _mark_used(final)
     return Artifact(kind, key, final)

@@ -43,6 +43,17 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
 
 
+def _positive_float(text: str) -> float:
+    """A finite number above zero (days, say)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive, finite number")
+    return value
+
+
 def _count(text: str) -> int:
     """A count that must be at least 1 (repetitions, migrations)."""
     value = _positive_int(text)
@@ -148,6 +159,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_store_arg(p, optional=True)
 
     sub.add_parser("sweep", help="kill node processes left by harnesses that died")
+
+    p = sub.add_parser("cache", help="the build cache (~/.cache/sds or $SDS_CACHE)")
+    cache_sub = p.add_subparsers(dest="cache_command", metavar="ACTION", parser_class=_Parser)
+    g = cache_sub.add_parser("gc", help="remove old builds; keep what was used recently",
+                             description="Keep, per kind, the most recently used build and "
+                                         "those used within --keep-days; remove the rest "
+                                         "and the leftovers of builds that died.")
+    g.add_argument("--keep-days", type=_positive_float, default=7.0, metavar="DAYS",
+                   help="keep builds used within this many days (default 7)")
+    g.add_argument("--dry-run", action="store_true", help="say what would go; remove nothing")
 
     p = sub.add_parser("bench", help="benchmarks: figures measured side by side in one run",
                        description="Benchmarks print their figures and end with one JSON line. "
@@ -405,6 +426,21 @@ def cmd_sweep(args: argparse.Namespace, progress: Progress) -> int:
     return 0
 
 
+def cmd_cache(args: argparse.Namespace, progress: Progress) -> int:
+    from testbed import cache_gc
+
+    if args.cache_command != "gc":
+        raise ConfigError("say what to do with the cache", "testbed cache gc [--dry-run]")
+    removed, kept = cache_gc.collect(args.keep_days, dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    for e in removed:
+        print(f"{verb} {e.kind}/{e.path.name[:16]} ({e.bytes / 2**20:.0f} MiB): {e.why}")
+    freed = sum(e.bytes for e in removed) / 2**20
+    print(f"{verb} {len(removed)} entr{'y' if len(removed) == 1 else 'ies'} ({freed:.0f} MiB), "
+          f"kept {len(kept)}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace, progress: Progress) -> int:
     from testbed.demo import run_demo
 
@@ -418,7 +454,7 @@ def cmd_demo(args: argparse.Namespace, progress: Progress) -> int:
     return status
 
 
-COMMANDS = {"run": cmd_run, "up": cmd_up, "build": cmd_build, "sweep": cmd_sweep,
+COMMANDS = {"run": cmd_run, "up": cmd_up, "build": cmd_build, "sweep": cmd_sweep, "cache": cmd_cache,
             "demo": cmd_demo, "workload": cmd_workload, "bench": cmd_bench}
 
 COMMANDS.update(RESULTS_COMMANDS)
