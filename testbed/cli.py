@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
-from testbed import exitcodes, procs, signals, workloads
+from testbed import exitcodes, procs, put, signals, workloads
 from testbed.artifacts import ensure_artifacts
 from testbed.cli_results import COMMANDS as RESULTS_COMMANDS
 from testbed.cli_results import add_commands as add_results_commands
@@ -106,6 +106,8 @@ def _add_cluster_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hyperkernel", action="store_true",
                    help="run a single node through the hyperkernel too (multi-node always does)")
     p.add_argument("--append", default="", help="extra guest kernel command line")
+    p.add_argument("--put", action="append", default=[], metavar="HOSTFILE[:GUESTPATH]",
+                   help="bring a host file into the guest (default under /opt/put/); repeatable")
     p.add_argument("--boot-timeout", type=_seconds, default=120.0, metavar="SECONDS")
     p.add_argument("--run-dir", type=Path,
                    help="where logs go (default runs/<time>-...); must be new or empty")
@@ -220,6 +222,7 @@ def _run_dir(given: Path | None, label: str) -> Path:
 
 def _cluster(args: argparse.Namespace, progress: Progress, label: str) -> Cluster:
     spec = _spec(args)  # refuse bad input before building or booting anything
+    puts = [put.parse(p) for p in getattr(args, "put", [])]
     if args.run_dir is not None:
         _run_dir(args.run_dir, label)  # checked before a build, created later
     arts = ensure_artifacts(progress, qemu=args.qemu, kernel=args.kernel)
@@ -228,7 +231,11 @@ def _cluster(args: argparse.Namespace, progress: Progress, label: str) -> Cluste
         raise ConfigError(f"{what} needs a QEMU with the hyperkernel object, and {arts.qemu} "
                           "has none (-object help does not list it)",
                           "drop --qemu/$SDS_QEMU to use the built one, or run on 1 node")
-    return Cluster(spec, arts, args.run_dir or default_run_dir(label))
+    cluster = Cluster(spec, arts, args.run_dir or default_run_dir(label))
+    if puts:
+        cluster.initramfs = put.initrd_with(cluster.initramfs, puts,
+                                            cluster.run_dir / "initrd-with-put.img")
+    return cluster
 
 
 @contextmanager
