@@ -164,6 +164,7 @@ static void hk_machine_init_done(Notifier *n, void *data)
     if (ms->smp.max_cpus > HK_MAX_VCPUS) {
         hk_fatal("at most %d vCPUs", HK_MAX_VCPUS);
     }
+    hk_peer_loss_thread_init();     /* the main thread runs the devices */
     hk_compute_hash(ms);
     hk_register_ram();
     hk_tb_init();

@@ -96,7 +96,19 @@ void hk_cb_peer_lost(void *opaque, int node, const struct hk_page_range *ranges,
     pthread_detach(t);
 }
 
-/* a thread that may touch guest pages starts */
+/*
+ * QEMU blocks SIGBUS in every thread: qemu_thread_create blocks all signals
+ * but SEGV/FPE/ILL, and the main loop reads SIGBUS from a signalfd.  But a
+ * SIGBUS that a thread raises by its own access cannot wait: while it is
+ * blocked the kernel kills the process with it, and the handler above never
+ * runs.  So the threads that touch guest pages, the vCPU threads and the
+ * main thread (device models), take SIGBUS.
+ */
 void hk_peer_loss_thread_init(void)
 {
+    sigset_t set;
+
+    sigemptyset(&set);
+    sigaddset(&set, SIGBUS);
+    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
 }
