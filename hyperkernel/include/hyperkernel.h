@@ -28,11 +28,14 @@
 extern "C" {
 #endif
 
-#define HK_PROTOCOL_VERSION 1
+#define HK_PROTOCOL_VERSION 2
 #define HK_PAGE_SIZE 4096u
 #define HK_MAX_NODES 64
 #define HK_MAX_REGIONS 8
 #define HK_VCPU_BLOB_MAX (128u * 1024u)
+#define HK_MAX_VCPUS 64
+/* on_page_left: the embedder will call hk_page_left_done() later */
+#define HK_DEFER 1
 
 struct hk_node;
 
@@ -62,6 +65,26 @@ struct hk_page_range {
 	uint64_t pages;
 };
 
+/* A forwarded interrupt and a vCPU's APIC addressing state, as plain integers
+ * (x86 LAPIC: delivery mode 0-7, vector 0-255, trigger mode 0-1). */
+struct hk_irq {
+	uint32_t vcpu;
+	int32_t delivery_mode, vector, trigger_mode;
+};
+
+struct hk_apic_addr {
+	uint32_t vcpu;
+	uint32_t apic_id, log_dest, dest_mode;
+	uint64_t apicbase;
+};
+
+/* What every node must agree on before the guest starts. */
+struct hk_machine {
+	uint8_t hash[32];   /* of the machine definition (type, RAM, -smp, kernel, ...) */
+	uint32_t vcpus;     /* vCPUs the guest has */
+	uint64_t vcpu_mask; /* vCPUs that start on this node */
+};
+
 struct hk_callbacks {
 	void *opaque;
 	/*
@@ -74,9 +97,16 @@ struct hk_callbacks {
 	 */
 	void (*on_stall)(void *opaque, const struct hk_stall *stall,
 			 struct hk_decision *decision);
-	/* A page became present on / left this node (TCG: drop translations). */
+	/* A page became present on this node (TCG: drop old translations). */
 	void (*on_page_arrived)(void *opaque, uint64_t offset);
-	void (*on_page_left)(void *opaque, uint64_t offset);
+	/*
+	 * A page left this node.  Return 0 once the translations made from it
+	 * are gone, or HK_DEFER if they will be gone later: the embedder then
+	 * calls hk_page_left_done() and the library holds the acknowledgement
+	 * (INV_ACK / XFER_DROPPED) until it does.  An acknowledgement means this
+	 * node can no longer run code of the old page.
+	 */
+	int (*on_page_left)(void *opaque, uint64_t offset);
 	/*
 	 * A peer died (EOF or heartbeat timeout).  ranges lists the pages this
 	 * node knows are gone: pages whose directory lived on the dead node and
@@ -90,6 +120,16 @@ struct hk_callbacks {
 	/* An opaque vCPU-state blob sent by hk_vcpu_send() arrived. */
 	void (*on_vcpu_receive)(void *opaque, int from_node, uint32_t vcpu_id,
 				const void *blob, size_t len);
+	/* A forwarded interrupt for a vCPU the location directory says runs
+	 * here (also called from hk_irq_send's caller when it does).  If the
+	 * vCPU has left meanwhile, hk_irq_send() it again: it follows. */
+	void (*on_irq)(void *opaque, int from_node, const struct hk_irq *irq);
+	void (*on_apic_addr)(void *opaque, int from_node, const struct hk_apic_addr *addr);
+	void (*on_eoi)(void *opaque, int from_node, int vector);
+	/* A peer's guest powered off: stop this node's too. */
+	void (*on_shutdown)(void *opaque, int from_node);
+	/* Move vCPU vcpu, which runs here as far as the library knows, to target. */
+	void (*on_migrate_request)(void *opaque, int from_node, uint32_t vcpu, int target);
 };
 
 struct hk_config {
@@ -133,6 +173,39 @@ int hk_thread_set_vcpu(struct hk_node *node, pid_t tid, int vcpu);
 /* Send an opaque vCPU state blob (<= HK_VCPU_BLOB_MAX) to another node. */
 int hk_vcpu_send(struct hk_node *node, int target, uint32_t vcpu_id,
 		 const void *blob, size_t len);
+
+/* Any thread: the translations of a page whose on_page_left returned
+ * HK_DEFER are gone; the held acknowledgement goes out. */
+int hk_page_left_done(struct hk_node *node, uint64_t offset);
+
+/* ---- the cluster (cluster.c): agreement, vCPU locations, glue messages ---- */
+
+/* After hk_node_start(): exchange the machine definition with every peer and
+ * check it (same hash, RAM and vCPU count; each vCPU on exactly one node;
+ * budgets that hold the guest RAM).  Fills the vCPU location directory.  0,
+ * or -EINVAL / -ETIMEDOUT with a reason for people in why. */
+int hk_cluster_agree(struct hk_node *node, const struct hk_machine *m, char *why, size_t whylen);
+/* Where a vCPU runs as this node knows it (-1: unknown).  hk_vcpu_send()
+ * moves it with a newer move count; the receiver tells every node, and an
+ * older update never overrides a newer one. */
+int hk_vcpu_location(struct hk_node *node, int vcpu);
+/* Where it returns after an I/O visit (travels with the vCPU). */
+int hk_vcpu_home(struct hk_node *node, int vcpu);
+void hk_vcpu_set_home(struct hk_node *node, int vcpu, int target);
+/* To the node that runs irq->vcpu (on_irq right here if that is us). */
+int hk_irq_send(struct hk_node *node, const struct hk_irq *irq);
+int hk_apic_addr_broadcast(struct hk_node *node, const struct hk_apic_addr *addr);
+int hk_eoi_send(struct hk_node *node, int target, int vector);
+/* Tell every peer the guest powers off (once; later calls do nothing). */
+int hk_shutdown_broadcast(struct hk_node *node);
+bool hk_shutting_down(struct hk_node *node);
+/* At exit: tell every peer this node stopped and wait until every live peer
+ * has too (or a peer is lost).  0, or -ETIMEDOUT. */
+int hk_stopped_barrier(struct hk_node *node, uint32_t timeout_ms);
+/* From any node (QMP, say): 1 if the vCPU runs here (the caller moves it);
+ * 0 if the request went to the node that runs it (it follows a vCPU that is
+ * moving, so it is never lost); -EINVAL for a bad vCPU or node. */
+int hk_vcpu_migrate_request(struct hk_node *node, int vcpu, int target);
 
 /* All statistics as a JSON object; the caller frees the string. */
 char *hk_stats_json(struct hk_node *node);

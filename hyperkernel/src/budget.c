@@ -73,12 +73,20 @@ void hk_budget_pressure(struct hk_node *n)
 }
 
 /* Pages premapped as zero at the home become resident when the home writes
- * them, without a fault we could see: find those (pagemap) and count them. */
+ * them, without a fault we could see: find those (pagemap) and count them.
+ * A bounded slice per tick, from a rotating cursor, so the event thread never
+ * stalls on a scan of a large guest. */
+#define HK_PREMAP_SCAN_PER_TICK (64u * 512u)
+
 static void count_written_premapped(struct hk_node *n)
 {
 	uint8_t real[512];
-	for (uint64_t pg = 0; pg < n->mem.npages; pg += 512) {
+	uint64_t scanned = 0;
+	while (scanned < HK_PREMAP_SCAN_PER_TICK && scanned < n->mem.npages) {
+		uint64_t pg = n->premap_hand;
 		uint64_t cnt = n->mem.npages - pg < 512 ? n->mem.npages - pg : 512;
+		n->premap_hand = pg + cnt >= n->mem.npages ? 0 : pg + cnt;
+		scanned += cnt;
 		bool any = false;
 		for (uint64_t k = 0; k < cnt && !any; k++)
 			any = n->pages[pg + k].zmap;
@@ -109,25 +117,7 @@ void hk_budget_tick(struct hk_node *n)
 	int target = hk_budget_pick_target(n);
 	if (target < 0)
 		return;
-	/* Several passes of a cheap selection; the batch is small. */
-	for (uint64_t i = 0; i < excess; i++) {
-		uint64_t best = UINT64_MAX;
-		uint32_t oldest = UINT32_MAX;
-		for (uint64_t pg = 0; pg < n->mem.npages; pg++) {
-			struct hk_page *p = &n->pages[pg];
-			if (p->state != HK_PS_EXCL || p->zmap || p->req_pending || p->waiters ||
-			    (p->evicting && (uint32_t)n->clock_ticks - p->evicting < 10))
-				continue;
-			if (p->last_use < oldest) {
-				oldest = p->last_use;
-				best = pg;
-			}
-		}
-		if (best == UINT64_MAX)
-			return;
-		n->pages[best].evicting = (uint32_t)n->clock_ticks | 1;
-		n->stats.node.evictions++;
-		struct hk_msg m = { .type = HK_MSG_EVICT, .page = best, .node = (uint32_t)target };
-		hk_node_send(n, hk_directory_home(best, n->cfg.home_chunk_pages, n->count), &m);
-	}
+	/* The same bounded clock hand as the fault path: the oldest half of
+	 * the arrivals first, never a scan of every page per eviction. */
+	evict_sweep(n, excess, target);
 }

@@ -15,7 +15,7 @@
 
 #include "hyperkernel.h"
 
-/* ---------------- log.c ---------------- */
+/* ---------------- log.c, clock.c ---------------- */
 void hk_log_set_prefix(const char *prefix);
 void hk_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void hk_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -72,7 +72,16 @@ enum hk_msg_type {
 	HK_MSG_PEER_LOST,     /* node=dead: a survivor tells the others who died */
 	HK_MSG_HEARTBEAT,     /* resident pages, budget pages */
 	HK_MSG_BYE,           /* - */
-	HK_MSG_VCPU,          /* vcpu id + blob */
+	HK_MSG_VCPU,          /* vcpu, seq, home + blob */
+	/* cluster.c: between the embedders, ordered with the vCPU blobs */
+	HK_MSG_CONFIG,        /* hash (mac), vcpus (count), vcpu mask (a), budget (b), RAM (page) */
+	HK_MSG_VCPU_AT,       /* vcpu, node, seq (a): where a vCPU now runs */
+	HK_MSG_IRQ,           /* vcpu, arg = delivery mode, vector, trigger mode */
+	HK_MSG_APIC_ADDR,     /* vcpu, arg = apic id, logical dest, dest mode; apicbase (a) */
+	HK_MSG_EOI,           /* arg[0] = vector */
+	HK_MSG_SHUTDOWN,      /* - */
+	HK_MSG_STOPPED,       /* - */
+	HK_MSG_MIGRATE,       /* vcpu, node = target, count = hops */
 	HK_MSG_TYPE_COUNT
 };
 
@@ -97,6 +106,8 @@ struct hk_msg {
 	uint8_t aux;          /* REQ: have_copy; GRANT: zero */
 	uint16_t reason;
 	uint64_t a, b;        /* HEARTBEAT: resident, budget */
+	uint32_t vcpu;        /* VCPU and the cluster messages */
+	int32_t arg[3];
 	uint8_t nonce[HK_NONCE_LEN];
 	uint8_t mac[HK_SHA256_LEN];
 	const uint8_t *data;  /* DATA: page, VCPU: blob (points into the input) */
@@ -135,6 +146,8 @@ struct hk_counters {
 	uint64_t read_stalls, write_stalls, pages_received, pages_sent;
 	uint64_t inval_sent, inval_received, zero_fills, vcpu_blobs_sent,
 		vcpu_blobs_received, vcpu_move_decisions, evictions;
+	uint64_t irqs_forwarded, irqs_received, migrate_requests_forwarded,
+		migrate_requests_lost, location_updates, deferred_acks;
 };
 
 struct hk_thread_stats {
@@ -166,7 +179,7 @@ void hk_stats_msg(struct hk_stats *st, bool sent, unsigned type, size_t bytes);
 char *hk_stats_to_json(struct hk_stats *st, int node_id, uint64_t resident,
 		       uint64_t budget_pages, const char *policy);
 
-/* ---------------- transport.c ---------------- */
+/* ---------------- socket.c, link.c ---------------- */
 struct hk_outq_item {
 	struct hk_outq_item *next;
 	uint64_t release_ns;
@@ -270,6 +283,7 @@ struct hk_dir_entry {
 	uint8_t cur_mode;
 	int8_t cur_node;
 	bool cur_have_copy;
+	bool cur_push;    /* the transaction is an eviction pushing the page to cur_node */
 	struct hk_dir_req *qhead, *qtail;
 };
 
@@ -289,7 +303,26 @@ int hk_policy_parse(const char *name, enum hk_policy_kind *out);
 const char *hk_policy_name(enum hk_policy_kind p);
 void hk_policy_decide(enum hk_policy_kind p, const struct hk_stall *s, struct hk_decision *d);
 
-/* ---------------- coherence.c (node, event thread) ---------------- */
+/* ---------------- cluster.c ---------------- */
+struct hk_peer_config {
+	uint8_t hash[HK_SHA256_LEN];
+	uint32_t vcpus;
+	uint64_t vcpu_mask, budget, ram;
+};
+
+struct hk_cluster {
+	pthread_mutex_t lock; /* everything below: vCPU threads, QMP and the event thread */
+	pthread_cond_t cond;
+	bool config_seen[HK_MAX_NODES];
+	struct hk_peer_config peer[HK_MAX_NODES];
+	bool stopped_seen[HK_MAX_NODES];
+	bool shutdown_sent, shutdown_seen;
+	uint32_t vcpus;                 /* 0 until hk_cluster_agree */
+	int8_t location[HK_MAX_VCPUS];  /* -1: unknown */
+	int8_t home[HK_MAX_VCPUS];
+	uint64_t seq[HK_MAX_VCPUS];     /* moves of each vCPU: the newest location wins */
+};
+/* ---------------- node state (node.c, loop.c and the roles) ---------------- */
 enum hk_page_state {
 	HK_PS_INVALID = 0,
 	HK_PS_SHARED,
@@ -311,6 +344,10 @@ struct hk_page {
 	uint8_t req_mode;
 	int8_t hint;       /* who last sent us this page */
 	int8_t give_to;    /* GIVING: receiver */
+	bool pushed;       /* RECV_EXCL: an eviction pushed it, not our request */
+	uint8_t ack_type;  /* a message held until translations are gone (INV_ACK, */
+	int8_t ack_to;     /* XFER_DROPPED, or the home's zero GRANT) */
+	uint8_t ack_mode, ack_aux;
 	uint32_t last_use; /* budget clock */
 	uint32_t evicting; /* tick of the last eviction request */
 	struct hk_waiter *waiters;
@@ -347,6 +384,7 @@ struct hk_node {
 	uint8_t *scratch;   /* page copy buffer for outgoing data */
 	uint64_t resident, budget_pages, clock, clock_ticks;
 	uint64_t evict_hand;        /* budget: where the next scan starts */
+	uint64_t premap_hand;       /* budget: next slice of the premapped-page count */
 	uint64_t evict_last_ns;     /* budget: last eviction pass from the fault path */
 	/* adaptive busy-poll of the event thread (coherence.c) */
 	uint32_t outstanding;     /* requests of ours not yet finished */
@@ -356,14 +394,63 @@ struct hk_node {
 	bool skip_invalidate; /* HK_DEBUG_SKIP_INVALIDATE: broken on purpose */
 	uint64_t skipped_invalidations;
 	pthread_mutex_t vcpu_lock;
+	struct hk_cluster cluster;
+	/* pages whose translations are gone (hk_page_left_done, any thread) */
+	pthread_mutex_t deferred_lock;
+	uint64_t *deferred;
+	size_t ndeferred, cap_deferred;
 };
 
+static inline uint64_t hk_bit(int node)
+{
+	return 1ull << node;
+}
+
+/* ---------------- loop.c (event thread, dispatch) ---------------- */
 int hk_coherence_init(struct hk_node *n);
 void hk_coherence_destroy(struct hk_node *n);
 void *hk_coherence_thread(void *arg);
-/* used by budget.c */
+/* One message from a peer (or ourselves), then whatever it queued locally. */
+void hk_dispatch(struct hk_node *n, int from, const struct hk_msg *m);
+void hk_drain_local(struct hk_node *n);
+void hk_handle_message(struct hk_node *n, int from, const struct hk_msg *m, size_t len);
+void hk_handle_fault(struct hk_node *n, uint64_t page, bool write, pid_t tid);
+/* The periodic work of the timer: heartbeats, peer timeouts, the budget. */
+void hk_tick(struct hk_node *n);
+
+/* ---------------- page.c (shared by the roles) ---------------- */
+int hk_home_of(struct hk_node *n, uint64_t page);
 int hk_node_send(struct hk_node *n, int to, struct hk_msg *m);
+void hk_send_page(struct hk_node *n, int to, unsigned type, uint64_t page, int node,
+		  uint8_t mode, uint8_t aux, const void *data);
+void hk_page_arrived(struct hk_node *n, uint64_t page, int from);
+/* true: the embedder deferred (HK_DEFER); the acknowledgement must wait */
+bool hk_page_left(struct hk_node *n, uint64_t page);
+void hk_page_ack(struct hk_node *n, uint64_t page, bool deferred, int to, unsigned type);
+void hk_page_flush_deferred(struct hk_node *n);
+void hk_must(int r, const char *what, uint64_t page);
 void hk_coherence_check_invariants(struct hk_node *n, uint64_t page);
+
+/* ---------------- requester.c ---------------- */
+void hk_requester_fault(struct hk_node *n, uint64_t page, bool write, pid_t tid);
+void hk_requester_evaluate(struct hk_node *n, uint64_t page);
+void hk_requester_on_data(struct hk_node *n, int from, const struct hk_msg *m);
+void hk_requester_on_xfer_dropped(struct hk_node *n, int from, const struct hk_msg *m);
+void hk_requester_on_grant(struct hk_node *n, int from, const struct hk_msg *m);
+
+/* ---------------- holder.c ---------------- */
+void hk_holder_on_fwd(struct hk_node *n, int from, const struct hk_msg *m);
+void hk_holder_on_xfer_ack(struct hk_node *n, int from, const struct hk_msg *m);
+void hk_holder_on_inv(struct hk_node *n, int from, const struct hk_msg *m);
+
+/* ---------------- home.c ---------------- */
+void hk_home_on_req(struct hk_node *n, int from, const struct hk_msg *m, int evict_target);
+void hk_home_on_inv_ack(struct hk_node *n, int from, const struct hk_msg *m);
+void hk_home_on_done(struct hk_node *n, int from, const struct hk_msg *m);
+
+/* ---------------- failure.c ---------------- */
+void hk_failure_peer_lost(struct hk_node *n, int dead);
+void hk_failure_poison(struct hk_node *n, uint64_t page);
 
 /* ---------------- budget.c ---------------- */
 void hk_budget_tick(struct hk_node *n);
@@ -373,5 +460,14 @@ int hk_budget_pick_target(struct hk_node *n);
 
 /* ---------------- vcpu.c ---------------- */
 void hk_vcpu_deliver(struct hk_node *n, int from, const struct hk_msg *m);
+
+/* ---------------- cluster.c (functions) ---------------- */
+void hk_cluster_init(struct hk_cluster *c);
+void hk_cluster_destroy(struct hk_cluster *c);
+void hk_cluster_deliver(struct hk_node *n, int from, const struct hk_msg *m);
+/* hk_vcpu_send/deliver keep the location directory */
+uint64_t hk_cluster_vcpu_leaving(struct hk_node *n, uint32_t vcpu, int target, int *home);
+void hk_cluster_vcpu_arrived(struct hk_node *n, uint32_t vcpu, uint64_t seq, int home);
+void hk_cluster_vcpu_stayed(struct hk_node *n, uint32_t vcpu);
 
 #endif

@@ -58,9 +58,3 @@ void hk_die(const char *fmt, ...)
 	abort();
 }
 
-uint64_t hk_now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}

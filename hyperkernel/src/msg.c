@@ -27,6 +27,14 @@ static const char *const type_names[HK_MSG_TYPE_COUNT] = {
 	[HK_MSG_HEARTBEAT] = "heartbeat",
 	[HK_MSG_BYE] = "bye",
 	[HK_MSG_VCPU] = "vcpu",
+	[HK_MSG_CONFIG] = "config",
+	[HK_MSG_VCPU_AT] = "vcpu_at",
+	[HK_MSG_IRQ] = "irq",
+	[HK_MSG_APIC_ADDR] = "apic_addr",
+	[HK_MSG_EOI] = "eoi",
+	[HK_MSG_SHUTDOWN] = "shutdown",
+	[HK_MSG_STOPPED] = "stopped",
+	[HK_MSG_MIGRATE] = "migrate",
 };
 
 const char *hk_msg_type_name(unsigned type)
@@ -42,6 +50,7 @@ static uint32_t get32(const uint8_t *p) { return get16(p) | (uint32_t)get16(p + 
 static uint64_t get64(const uint8_t *p) { return get32(p) | (uint64_t)get32(p + 4) << 32; }
 
 #define PAGE_PAYLOAD 12u
+#define VCPU_HDR 16u /* vcpu, home, seq */
 
 static bool is_page_msg(unsigned t)
 {
@@ -60,6 +69,14 @@ static long fixed_len(unsigned t)
 	case HK_MSG_DATA: return PAGE_PAYLOAD + HK_PAGE_SIZE;
 	case HK_MSG_HEARTBEAT: return 16;
 	case HK_MSG_BYE: return 0;
+	case HK_MSG_CONFIG: return HK_SHA256_LEN + 4 + 8 + 8 + 8;
+	case HK_MSG_VCPU_AT: return 4 + 4 + 8;
+	case HK_MSG_IRQ: return 4 + 12;
+	case HK_MSG_APIC_ADDR: return 4 + 12 + 8;
+	case HK_MSG_EOI: return 4;
+	case HK_MSG_SHUTDOWN: return 0;
+	case HK_MSG_STOPPED: return 0;
+	case HK_MSG_MIGRATE: return 4 + 4 + 4;
 	default: return is_page_msg(t) ? (long)PAGE_PAYLOAD : -1;
 	}
 }
@@ -67,7 +84,7 @@ static long fixed_len(unsigned t)
 size_t hk_msg_payload_len(const struct hk_msg *m)
 {
 	if (m->type == HK_MSG_VCPU)
-		return 4 + m->data_len;
+		return VCPU_HDR + m->data_len;
 	long l = fixed_len(m->type);
 	return l < 0 ? 0 : (size_t)l;
 }
@@ -108,9 +125,42 @@ size_t hk_msg_encode(const struct hk_msg *m, uint8_t *buf, size_t cap)
 		put64(p + 8, m->b);
 		break;
 	case HK_MSG_VCPU:
-		put32(p, m->count);
+		put32(p, m->vcpu);
+		put32(p + 4, m->node);
+		put64(p + 8, m->a);
 		if (m->data_len)
-			memcpy(p + 4, m->data, m->data_len);
+			memcpy(p + VCPU_HDR, m->data, m->data_len);
+		break;
+	case HK_MSG_CONFIG:
+		memcpy(p, m->mac, HK_SHA256_LEN);
+		put32(p + 32, m->count);
+		put64(p + 36, m->a);
+		put64(p + 44, m->b);
+		put64(p + 52, m->page);
+		break;
+	case HK_MSG_VCPU_AT:
+		put32(p, m->vcpu);
+		put32(p + 4, m->node);
+		put64(p + 8, m->a);
+		break;
+	case HK_MSG_IRQ:
+	case HK_MSG_APIC_ADDR:
+		put32(p, m->vcpu);
+		for (int i = 0; i < 3; i++)
+			put32(p + 4 + 4 * i, (uint32_t)m->arg[i]);
+		if (m->type == HK_MSG_APIC_ADDR)
+			put64(p + 16, m->a);
+		break;
+	case HK_MSG_EOI:
+		put32(p, (uint32_t)m->arg[0]);
+		break;
+	case HK_MSG_MIGRATE:
+		put32(p, m->vcpu);
+		put32(p + 4, m->node);
+		put32(p + 8, m->count);
+		break;
+	case HK_MSG_SHUTDOWN:
+	case HK_MSG_STOPPED:
 		break;
 	default:
 		if (is_page_msg(m->type)) {
@@ -150,7 +200,7 @@ int hk_msg_decode(const uint8_t *buf, size_t len, struct hk_msg *m)
 	if (m->flags != 0)
 		return -EBADMSG;
 	if (m->type == HK_MSG_VCPU) {
-		if (plen < 4 || plen > 4 + HK_VCPU_BLOB_MAX)
+		if (plen < VCPU_HDR || plen > VCPU_HDR + HK_VCPU_BLOB_MAX)
 			return -EMSGSIZE;
 	} else if ((long)plen != fixed_len(m->type)) {
 		return -EMSGSIZE;
@@ -184,12 +234,66 @@ int hk_msg_decode(const uint8_t *buf, size_t len, struct hk_msg *m)
 		m->b = get64(p + 8);
 		break;
 	case HK_MSG_VCPU:
-		m->count = get32(p);
-		m->data = p + 4;
-		m->data_len = plen - 4;
+		m->vcpu = get32(p);
+		m->node = get32(p + 4); /* the node it returns to after an I/O visit */
+		m->a = get64(p + 8);    /* its move count */
+		if (m->vcpu >= HK_MAX_VCPUS || m->node >= HK_MAX_NODES)
+			return -EBADMSG;
+		m->data = p + VCPU_HDR;
+		m->data_len = plen - VCPU_HDR;
+		break;
+	case HK_MSG_CONFIG:
+		memcpy(m->mac, p, HK_SHA256_LEN);
+		m->count = get32(p + 32);
+		m->a = get64(p + 36);
+		m->b = get64(p + 44);
+		m->page = get64(p + 52);
+		if (m->count == 0 || m->count > HK_MAX_VCPUS || m->page == 0 ||
+		    m->page % HK_PAGE_SIZE)
+			return -EBADMSG;
+		break;
+	case HK_MSG_VCPU_AT:
+		m->vcpu = get32(p);
+		m->node = get32(p + 4);
+		m->a = get64(p + 8);
+		if (m->vcpu >= HK_MAX_VCPUS || m->node >= HK_MAX_NODES)
+			return -EBADMSG;
+		break;
+	case HK_MSG_IRQ:
+	case HK_MSG_APIC_ADDR:
+		m->vcpu = get32(p);
+		for (int i = 0; i < 3; i++)
+			m->arg[i] = (int32_t)get32(p + 4 + 4 * i);
+		if (m->vcpu >= HK_MAX_VCPUS)
+			return -EBADMSG;
+		if (m->type == HK_MSG_IRQ) {
+			/* LAPIC delivery mode (3 bits), vector, trigger mode (1 bit) */
+			if (m->arg[0] < 0 || m->arg[0] > 7 || m->arg[1] < 0 || m->arg[1] > 255 ||
+			    m->arg[2] < 0 || m->arg[2] > 1)
+				return -EBADMSG;
+		} else {
+			m->a = get64(p + 16);
+			/* destination format: 0xf flat, 0 cluster (top nibble) */
+			if (m->arg[2] < 0 || m->arg[2] > 15)
+				return -EBADMSG;
+		}
+		break;
+	case HK_MSG_EOI:
+		m->arg[0] = (int32_t)get32(p);
+		if (m->arg[0] < 0 || m->arg[0] > 255)
+			return -EBADMSG;
+		break;
+	case HK_MSG_MIGRATE:
+		m->vcpu = get32(p);
+		m->node = get32(p + 4);
+		m->count = get32(p + 8);
+		if (m->vcpu >= HK_MAX_VCPUS || m->node >= HK_MAX_NODES || m->count > HK_MAX_NODES)
+			return -EBADMSG;
 		break;
 	case HK_MSG_AUTH_OK:
 	case HK_MSG_BYE:
+	case HK_MSG_SHUTDOWN:
+	case HK_MSG_STOPPED:
 		break;
 	default:
 		m->page = get64(p);

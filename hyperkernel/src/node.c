@@ -61,6 +61,8 @@ int hk_node_new(const struct hk_config *cfg, struct hk_node **out)
 	n->budget_pages = cfg->budget_bytes / HK_PAGE_SIZE;
 	n->skip_invalidate = getenv("HK_DEBUG_SKIP_INVALIDATE") &&
 			     atoi(getenv("HK_DEBUG_SKIP_INVALIDATE")) > 0;
+	hk_cluster_init(&n->cluster);
+	pthread_mutex_init(&n->deferred_lock, NULL);
 	n->listen_fd = -1;
 	n->epfd = n->evfd = n->timerfd = -1;
 	for (int k = 0; k < HK_MAX_NODES; k++)
@@ -212,6 +214,9 @@ void hk_node_free(struct hk_node *n)
 	if (n->listen_fd >= 0)
 		close(n->listen_fd);
 	hk_coherence_destroy(n);
+	hk_cluster_destroy(&n->cluster);
+	free(n->deferred);
+	pthread_mutex_destroy(&n->deferred_lock);
 	hk_memory_close(&n->mem);
 	for (int k = 0; k < n->count && n->peers; k++)
 		free((void *)n->peers[k]);

@@ -96,7 +96,7 @@ void hk_stats_stall_done(struct hk_stats *st, pid_t tid, uint64_t page, bool wri
 		hk_hist_add(&st->read_stall, ns);
 	}
 	if (page < st->npages)
-		st->page_stalls[page]++;
+		__atomic_fetch_add(&st->page_stalls[page], 1, __ATOMIC_RELAXED);
 	struct hk_thread_stats *t = hk_stats_thread(st, tid);
 	if (t) {
 		if (write)
@@ -160,10 +160,13 @@ static void json_counters(struct sbuf *s, const struct hk_counters *c)
 		  "\"read_stalls\":%lu,\"write_stalls\":%lu,\"pages_received\":%lu,"
 		  "\"pages_sent\":%lu,\"invalidations_sent\":%lu,\"invalidations_received\":%lu,"
 		  "\"zero_fills\":%lu,\"vcpu_blobs_sent\":%lu,\"vcpu_blobs_received\":%lu,"
-		  "\"vcpu_move_decisions\":%lu,\"evictions\":%lu",
+		  "\"vcpu_move_decisions\":%lu,\"evictions\":%lu,\"irqs_forwarded\":%lu,"
+		  "\"irqs_received\":%lu,\"migrate_requests_forwarded\":%lu,"
+		  "\"migrate_requests_lost\":%lu,\"location_updates\":%lu,\"deferred_acks\":%lu",
 		  c->read_stalls, c->write_stalls, c->pages_received, c->pages_sent, c->inval_sent,
 		  c->inval_received, c->zero_fills, c->vcpu_blobs_sent, c->vcpu_blobs_received,
-		  c->vcpu_move_decisions, c->evictions);
+		  c->vcpu_move_decisions, c->evictions, c->irqs_forwarded, c->irqs_received,
+		  c->migrate_requests_forwarded, c->migrate_requests_lost, c->location_updates, c->deferred_acks);
 }
 
 static void json_hist(struct sbuf *s, const struct hk_hist *h)
@@ -220,33 +223,32 @@ char *hk_stats_to_json(struct hk_stats *st, int node_id, uint64_t resident,
 		json_hist(&s, &t->stall);
 		sb_printf(&s, "}");
 	}
-	/* Top-N by a few passes: N is small and this is not a hot path. */
-	sb_printf(&s, "],\"hottest_pages\":[");
-	uint64_t picked[HK_TOP_PAGES];
-	int npicked = 0;
-	for (int k = 0; k < HK_TOP_PAGES; k++) {
-		uint64_t best = UINT64_MAX;
-		uint32_t bestv = 0;
-		for (uint64_t p = 0; p < st->npages; p++) {
-			uint32_t v = st->page_stalls[p];
-			if (v <= bestv)
-				continue;
-			bool dup = false;
-			for (int j = 0; j < npicked; j++)
-				dup |= picked[j] == p;
-			if (!dup) {
-				best = p;
-				bestv = v;
-			}
-		}
-		if (best == UINT64_MAX)
-			break;
-		picked[npicked++] = best;
-		sb_printf(&s, "%s{\"offset\":%lu,\"stalls\":%u}", k ? "," : "",
-			  best * HK_PAGE_SIZE, bestv);
-	}
-	sb_printf(&s, "]}");
 	pthread_mutex_unlock(&st->lock);
+	/* The hottest pages, in one pass without the lock: the event thread
+	 * completes stalls under that lock, and a scan of every page (a 4 GiB
+	 * guest has a million) must never make it wait.  The counters are read
+	 * relaxed; a page counted during the scan may or may not show. */
+	sb_printf(&s, "],\"hottest_pages\":[");
+	uint64_t top[HK_TOP_PAGES];
+	uint32_t topv[HK_TOP_PAGES];
+	int ntop = 0;
+	for (uint64_t p = 0; p < st->npages; p++) {
+		uint32_t v = __atomic_load_n(&st->page_stalls[p], __ATOMIC_RELAXED);
+		if (!v || (ntop == HK_TOP_PAGES && v <= topv[ntop - 1]))
+			continue;
+		int i = ntop < HK_TOP_PAGES ? ntop++ : ntop - 1;
+		while (i > 0 && topv[i - 1] < v) {
+			top[i] = top[i - 1];
+			topv[i] = topv[i - 1];
+			i--;
+		}
+		top[i] = p;
+		topv[i] = v;
+	}
+	for (int k = 0; k < ntop; k++)
+		sb_printf(&s, "%s{\"offset\":%lu,\"stalls\":%u}", k ? "," : "", top[k] * HK_PAGE_SIZE,
+			  topv[k]);
+	sb_printf(&s, "]}");
 	if (s.oom) {
 		free(s.p);
 		return NULL;

@@ -14,7 +14,10 @@ static void test_roundtrip_all_types(void)
 	for (unsigned t = 1; t < HK_MSG_TYPE_COUNT; t++) {
 		struct hk_msg m = { .type = (uint8_t)t, .seq = 77, .page = 123456789, .node = 3,
 				    .count = 4, .mode = HK_MODE_EXCL, .aux = 1,
-				    .reason = HK_REFUSE_SECRET, .a = 11, .b = 22 };
+				    .reason = HK_REFUSE_SECRET, .a = 11, .b = 22, .vcpu = 5,
+				    .arg = { 1, 0x31, 1 } };
+		if (t == HK_MSG_CONFIG)
+			m.page = 1u << 20; /* guest RAM: whole pages */
 		memset(m.nonce, 0x5a, sizeof(m.nonce));
 		memset(m.mac, 0xa5, sizeof(m.mac));
 		if (t == HK_MSG_DATA || t == HK_MSG_VCPU) {
@@ -36,12 +39,57 @@ static void test_roundtrip_all_types(void)
 		if (t == HK_MSG_DATA)
 			CHECK(d.data_len == HK_PAGE_SIZE && !memcmp(d.data, page, HK_PAGE_SIZE));
 		if (t == HK_MSG_VCPU)
-			CHECK(d.count == 4 && d.data_len == 1000 && !memcmp(d.data, page, 1000));
+			CHECK(d.vcpu == 5 && d.node == 3 && d.a == 11 && d.data_len == 1000 &&
+			      !memcmp(d.data, page, 1000));
+		if (t == HK_MSG_CONFIG)
+			CHECK(d.mac[31] == 0xa5 && d.count == 4 && d.a == 11 && d.b == 22 &&
+			      d.page == 1u << 20);
+		if (t == HK_MSG_IRQ)
+			CHECK(d.vcpu == 5 && d.arg[0] == 1 && d.arg[1] == 0x31 && d.arg[2] == 1);
+		if (t == HK_MSG_APIC_ADDR)
+			CHECK(d.vcpu == 5 && d.arg[1] == 0x31 && d.a == 11);
+		if (t == HK_MSG_VCPU_AT)
+			CHECK(d.vcpu == 5 && d.node == 3 && d.a == 11);
+		if (t == HK_MSG_MIGRATE)
+			CHECK(d.vcpu == 5 && d.node == 3 && d.count == 4);
+		if (t == HK_MSG_EOI)
+			CHECK(d.arg[0] == 1);
 		if (t == HK_MSG_HELLO_ACK)
 			CHECK(d.mac[0] == 0xa5 && d.nonce[31] == 0x5a);
 		if (t == HK_MSG_HEARTBEAT)
 			CHECK(d.a == 11 && d.b == 22);
 	}
+}
+
+/* The messages between the embedders are typed: a field out of its range
+ * is refused by the decoder, before anything acts on it. */
+static void test_cluster_messages_with_fields_out_of_range_are_refused(void)
+{
+	uint8_t buf[256];
+	struct hk_msg d;
+	const struct hk_msg bad[] = {
+		{ .type = HK_MSG_IRQ, .vcpu = 1, .arg = { 0, 256, 0 } },     /* vector */
+		{ .type = HK_MSG_IRQ, .vcpu = 1, .arg = { 8, 32, 0 } },      /* delivery mode */
+		{ .type = HK_MSG_IRQ, .vcpu = 1, .arg = { 0, 32, 2 } },      /* trigger mode */
+		{ .type = HK_MSG_IRQ, .vcpu = HK_MAX_VCPUS, .arg = { 0, 32, 0 } },
+		{ .type = HK_MSG_APIC_ADDR, .vcpu = 1, .arg = { 0, 0, 16 } }, /* dest mode */
+		{ .type = HK_MSG_EOI, .arg = { -1 } },
+		{ .type = HK_MSG_VCPU_AT, .vcpu = HK_MAX_VCPUS },
+		{ .type = HK_MSG_VCPU_AT, .vcpu = 1, .node = HK_MAX_NODES },
+		{ .type = HK_MSG_MIGRATE, .vcpu = 1, .node = HK_MAX_NODES },
+		{ .type = HK_MSG_CONFIG, .count = 0, .page = 4096 },           /* no vCPUs */
+		{ .type = HK_MSG_CONFIG, .count = 1, .page = 4097 },           /* not pages */
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		size_t n = hk_msg_encode(&bad[i], buf, sizeof(buf));
+		CHECK(n >= HK_MSG_HDR_LEN);
+		CHECK(hk_msg_decode(buf, n, &d) == -EBADMSG);
+	}
+	/* a wrong length for a fixed-size cluster message */
+	struct hk_msg eoi = { .type = HK_MSG_EOI, .arg = { 3 } };
+	size_t n = hk_msg_encode(&eoi, buf, sizeof(buf));
+	buf[8] = (uint8_t)(n - HK_MSG_HDR_LEN + 4);
+	CHECK(hk_msg_decode(buf, n + 4, &d) == -EMSGSIZE);
 }
 
 static void test_rejects_malformed(void)
@@ -89,6 +137,7 @@ int main(void)
 {
 	RUN(test_roundtrip_all_types);
 	RUN(test_rejects_malformed);
+	RUN(test_cluster_messages_with_fields_out_of_range_are_refused);
 	RUN(test_two_frames_back_to_back);
 	TEST_DONE();
 }

@@ -42,12 +42,13 @@ struct shared {
 	_Atomic uint64_t published[MAX_SLOTS];
 	_Atomic uint64_t tally[NCOUNTERS];
 	_Atomic uint64_t ops, violations, torn, backwards, stale, counter_bad, final_bad;
-	_Atomic uint64_t reports;
+	_Atomic uint64_t reports, evictions;
 	_Atomic int barrier[4];
 	_Atomic int ready;
 };
 
 static struct shared *sh;
+static int budget_pages; /* 0: unlimited */
 static int nnodes = 4, nthreads = 4, npages = 64, chunk = 1, duration_s = 0;
 static long ops_per_thread = 20000;
 static uint64_t seed = 1;
@@ -243,6 +244,12 @@ static int run_node(int id)
 	cfg.secret = "torture-secret";
 	cfg.home_chunk_pages = (uint32_t)chunk;
 	cfg.cb.on_peer_lost = on_lost;
+	if (budget_pages) {
+		/* every node over its budget most of the time: evictions from
+		 * the fault path and every 10 ms tick, from all nodes at once */
+		cfg.budget_bytes = (uint64_t)budget_pages * HK_PAGE_SIZE;
+		cfg.heartbeat_ms = 10;
+	}
 	struct hk_node *n;
 	int r = hk_node_new(&cfg, &n);
 	if (r < 0) {
@@ -285,6 +292,13 @@ static int run_node(int id)
 		fflush(stdout);
 		free(js);
 	}
+	{
+		char *js = hk_stats_json(n);
+		const char *e = js ? strstr(js, "\"evictions\":") : NULL;
+		if (e)
+			atomic_fetch_add(&sh->evictions, strtoull(e + 12, NULL, 10));
+		free(js);
+	}
 	barrier(2);
 	hk_node_shutdown(n);
 	hk_node_free(n);
@@ -295,7 +309,7 @@ static void usage(void)
 {
 	fprintf(stderr, "usage: hk-torture [-n nodes] [-t threads] [-o ops-per-thread | -d seconds]\n"
 			"                  [-p region-pages] [-k home-chunk-pages] [--seed S]\n"
-			"                  [--kill NODE@MS] [--timeout S]\n");
+			"                  [--kill NODE@MS] [--timeout S] [--budget PAGES]\n");
 	exit(64);
 }
 
@@ -304,6 +318,7 @@ int main(int argc, char **argv)
 	static const struct option longopts[] = { { "seed", required_argument, 0, 'S' },
 						  { "kill", required_argument, 0, 'K' },
 						  { "timeout", required_argument, 0, 'T' },
+						  { "budget", required_argument, 0, 'B' },
 						  { 0, 0, 0, 0 } };
 	int c;
 	while ((c = getopt_long(argc, argv, "n:t:o:d:p:k:", longopts, NULL)) != -1) {
@@ -320,11 +335,13 @@ int main(int argc, char **argv)
 				usage();
 			break;
 		case 'T': timeout_s = atoi(optarg); break;
+		case 'B': budget_pages = atoi(optarg); break;
 		default: usage();
 		}
 	}
 	if (nnodes < 1 || nnodes > MAX_NODES || nthreads < 1 || nthreads > MAX_THREADS ||
-	    npages < 1 || nnodes * nthreads > npages * 32 || NCOUNTERS > npages * 256)
+	    npages < 1 || nnodes * nthreads > npages * 32 || NCOUNTERS > npages * 256 ||
+	    budget_pages < 0 || (budget_pages && budget_pages * nnodes < npages))
 		usage();
 	/* Out-of-band channel: shared between the node processes, invisible
 	 * to the library. */
@@ -409,6 +426,9 @@ int main(int argc, char **argv)
 		}
 	}
 	uint64_t v = atomic_load(&sh->violations);
+	if (budget_pages)
+		printf("hk-torture: budget=%d pages per node, evictions=%lu\n", budget_pages,
+		       (unsigned long)atomic_load(&sh->evictions));
 	printf("hk-torture: nodes=%d threads=%d pages=%d ops=%lu time=%.2fs ops/s=%.0f violations=%lu "
 	       "(torn=%lu stale=%lu backwards=%lu counters=%lu final=%lu)%s\n",
 	       nnodes, nthreads, npages, (unsigned long)atomic_load(&sh->ops), secs,

@@ -1,0 +1,445 @@
+/* cluster.c - what the nodes agree on and tell each other about the machine,
+ * beyond pages: the machine definition and vCPU placement (checked before
+ * the guest starts), the vCPU location directory (where each vCPU runs,
+ * ordered by its move count), forwarded interrupts, APIC addressing and EOIs,
+ * migration requests that follow a moving vCPU, and the shutdown and
+ * stopped barrier.
+ *
+ * These messages share each link's FIFO with the vCPU blobs: an interrupt
+ * or a request sent after a vCPU left reaches the next node after the vCPU
+ * itself.  The library knows nothing of x86 beyond plain integers; the
+ * embedder turns them into LAPIC state.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "hk.h"
+
+#define MIGRATE_MAX_HOPS 16
+
+void hk_cluster_init(struct hk_cluster *c)
+{
+	memset(c, 0, sizeof(*c));
+	pthread_mutex_init(&c->lock, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&c->cond, &ca);
+	pthread_condattr_destroy(&ca);
+	memset(c->location, -1, sizeof(c->location));
+	memset(c->home, -1, sizeof(c->home));
+}
+
+void hk_cluster_destroy(struct hk_cluster *c)
+{
+	pthread_mutex_destroy(&c->lock);
+	pthread_cond_destroy(&c->cond);
+}
+
+static void count(uint64_t *c)
+{
+	__atomic_fetch_add(c, 1, __ATOMIC_RELAXED);
+}
+
+static void broadcast(struct hk_node *n, struct hk_msg *m)
+{
+	for (int k = 0; k < n->count; k++)
+		if (k != n->self && n->links[k].up && !n->links[k].bye)
+			hk_node_send(n, k, m);
+}
+
+/* Wait on the cluster's condition until pred() or the deadline; lock held. */
+static bool wait_until(struct hk_node *n, bool (*pred)(struct hk_node *), uint64_t deadline_ns)
+{
+	struct hk_cluster *c = &n->cluster;
+	while (!pred(n)) {
+		if (atomic_load(&n->failed))
+			return false;
+		uint64_t now = hk_now_ns();
+		if (now >= deadline_ns)
+			return false;
+		/* wake up now and then: failure is not signalled on cond */
+		uint64_t until = deadline_ns - now > 100000000ull ? now + 100000000ull : deadline_ns;
+		struct timespec ts;
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		uint64_t abs_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec + (until - now);
+		ts.tv_sec = (time_t)(abs_ns / 1000000000ull);
+		ts.tv_nsec = (long)(abs_ns % 1000000000ull);
+		pthread_cond_timedwait(&c->cond, &c->lock, &ts);
+	}
+	return true;
+}
+
+/* ---------------- configuration agreement ---------------- */
+
+/* Where a node's vCPUs start, unless one has moved already; lock held. */
+static void place_initial(struct hk_cluster *c, int node, uint64_t mask)
+{
+	for (int v = 0; v < HK_MAX_VCPUS; v++)
+		if ((mask & (1ull << v)) && c->seq[v] == 0)
+			c->location[v] = c->home[v] = (int8_t)node;
+}
+
+static bool all_configs(struct hk_node *n)
+{
+	for (int k = 0; k < n->count; k++)
+		if (k != n->self && !n->cluster.config_seen[k])
+			return false;
+	return true;
+}
+
+static int refuse(char *why, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int refuse(char *why, size_t len, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	if (why && len)
+		vsnprintf(why, len, fmt, ap);
+	va_end(ap);
+	return -EINVAL;
+}
+
+int hk_cluster_agree(struct hk_node *n, const struct hk_machine *mach, char *why, size_t whylen)
+{
+	struct hk_cluster *c = &n->cluster;
+	uint64_t ram = n->mem.npages * HK_PAGE_SIZE;
+	if (!mach || mach->vcpus == 0 || mach->vcpus > HK_MAX_VCPUS)
+		return refuse(why, whylen, "the guest must have 1 to %d vCPUs", HK_MAX_VCPUS);
+	struct hk_msg m = { .type = HK_MSG_CONFIG, .count = mach->vcpus, .a = mach->vcpu_mask,
+			    .b = n->cfg.budget_bytes, .page = ram };
+	memcpy(m.mac, mach->hash, HK_SHA256_LEN);
+
+	/* Our vCPUs are ours before any peer can ask about them. */
+	pthread_mutex_lock(&c->lock);
+	c->peer[n->self] = (struct hk_peer_config){ .vcpus = mach->vcpus, .vcpu_mask = mach->vcpu_mask,
+						    .budget = n->cfg.budget_bytes, .ram = ram };
+	memcpy(c->peer[n->self].hash, mach->hash, HK_SHA256_LEN);
+	c->config_seen[n->self] = true;
+	place_initial(c, n->self, mach->vcpu_mask);
+	pthread_mutex_unlock(&c->lock);
+	broadcast(n, &m);
+
+	pthread_mutex_lock(&c->lock);
+	bool complete = wait_until(n, all_configs,
+				   hk_now_ns() + (uint64_t)n->cfg.connect_timeout_ms * 1000000ull);
+	int r = 0;
+	if (!complete) {
+		for (int k = 0; k < n->count; k++)
+			if (!c->config_seen[k]) {
+				r = refuse(why, whylen,
+					   "node %d did not send its machine definition within %u ms", k,
+					   n->cfg.connect_timeout_ms);
+				break;
+			}
+		if (!r)
+			r = refuse(why, whylen, "a peer was lost while the nodes compared definitions");
+		r = -ETIMEDOUT;
+		goto out;
+	}
+	uint64_t all = 0, budgets = 0;
+	bool unlimited = false;
+	for (int k = 0; k < n->count && !r; k++) {
+		const struct hk_peer_config *p = &c->peer[k];
+		if (p->ram != ram)
+			r = refuse(why, whylen, "node %d has %lu MiB of guest RAM, node %d has %lu MiB", k,
+				   p->ram >> 20, n->self, ram >> 20);
+		else if (p->vcpus != mach->vcpus)
+			r = refuse(why, whylen, "node %d has %u vCPUs, node %d has %u", k, p->vcpus,
+				   n->self, mach->vcpus);
+		else if (memcmp(p->hash, mach->hash, HK_SHA256_LEN))
+			r = refuse(why, whylen,
+				   "node %d has a different machine definition (machine type, RAM size, "
+				   "vCPU count, kernel, initrd, command line or node count differ)", k);
+		else if (p->vcpu_mask & all)
+			r = refuse(why, whylen, "vCPU %d is placed on node %d and on another node",
+				   __builtin_ctzll(p->vcpu_mask & all), k);
+		else if (mach->vcpus < 64 && (p->vcpu_mask >> mach->vcpus))
+			r = refuse(why, whylen, "node %d places vCPU %d, but the guest has only %u vCPUs", k,
+				   63 - __builtin_clzll(p->vcpu_mask), mach->vcpus);
+		all |= p->vcpu_mask;
+		budgets += p->budget;
+		unlimited |= p->budget == 0;
+	}
+	for (uint32_t v = 0; v < mach->vcpus && !r; v++)
+		if (!(all & (1ull << v)))
+			r = refuse(why, whylen,
+				   "vCPU %u is placed on no node (the nodes' vCPU lists together must name "
+				   "each vCPU exactly once)", v);
+	if (!r && !unlimited && budgets < ram)
+		r = refuse(why, whylen,
+			   "the budgets of all nodes add up to %lu MiB, less than the guest RAM (%lu MiB)",
+			   budgets >> 20, ram >> 20);
+	if (r)
+		goto out;
+	c->vcpus = mach->vcpus;
+out:
+	pthread_mutex_unlock(&c->lock);
+	return r;
+}
+
+/* ---------------- the vCPU location directory ---------------- */
+
+int hk_vcpu_location(struct hk_node *n, int vcpu)
+{
+	if (vcpu < 0 || vcpu >= HK_MAX_VCPUS)
+		return -1;
+	pthread_mutex_lock(&n->cluster.lock);
+	int r = n->cluster.location[vcpu];
+	pthread_mutex_unlock(&n->cluster.lock);
+	return r;
+}
+
+int hk_vcpu_home(struct hk_node *n, int vcpu)
+{
+	if (vcpu < 0 || vcpu >= HK_MAX_VCPUS)
+		return -1;
+	pthread_mutex_lock(&n->cluster.lock);
+	int r = n->cluster.home[vcpu];
+	pthread_mutex_unlock(&n->cluster.lock);
+	return r;
+}
+
+void hk_vcpu_set_home(struct hk_node *n, int vcpu, int node)
+{
+	if (vcpu < 0 || vcpu >= HK_MAX_VCPUS || node < 0 || node >= n->count)
+		return;
+	pthread_mutex_lock(&n->cluster.lock);
+	n->cluster.home[vcpu] = (int8_t)node;
+	pthread_mutex_unlock(&n->cluster.lock);
+}
+
+/* hk_vcpu_send: the vCPU leaves for target with a newer move count. */
+uint64_t hk_cluster_vcpu_leaving(struct hk_node *n, uint32_t vcpu, int target, int *home)
+{
+	struct hk_cluster *c = &n->cluster;
+	pthread_mutex_lock(&c->lock);
+	uint64_t seq = ++c->seq[vcpu];
+	c->location[vcpu] = (int8_t)target;
+	*home = c->home[vcpu] >= 0 ? c->home[vcpu] : target;
+	pthread_mutex_unlock(&c->lock);
+	return seq;
+}
+
+/* The send failed: it still runs here (the embedder keeps it). */
+void hk_cluster_vcpu_stayed(struct hk_node *n, uint32_t vcpu)
+{
+	pthread_mutex_lock(&n->cluster.lock);
+	n->cluster.location[vcpu] = (int8_t)n->self;
+	pthread_mutex_unlock(&n->cluster.lock);
+}
+
+/* A vCPU's state arrived: it runs here now, and everyone is told. */
+void hk_cluster_vcpu_arrived(struct hk_node *n, uint32_t vcpu, uint64_t seq, int home)
+{
+	struct hk_cluster *c = &n->cluster;
+	pthread_mutex_lock(&c->lock);
+	if (seq > c->seq[vcpu])
+		c->seq[vcpu] = seq;
+	c->location[vcpu] = (int8_t)n->self;
+	c->home[vcpu] = (int8_t)home;
+	pthread_mutex_unlock(&c->lock);
+	struct hk_msg m = { .type = HK_MSG_VCPU_AT, .vcpu = vcpu, .node = (uint32_t)n->self, .a = seq };
+	broadcast(n, &m);
+}
+
+static void on_vcpu_at(struct hk_node *n, const struct hk_msg *m)
+{
+	struct hk_cluster *c = &n->cluster;
+	pthread_mutex_lock(&c->lock);
+	/* Updates come over different links and may overtake each other: only
+	 * a newer move count moves the entry. */
+	if (m->a > c->seq[m->vcpu]) {
+		c->seq[m->vcpu] = m->a;
+		c->location[m->vcpu] = (int8_t)m->node;
+		count(&n->stats.node.location_updates);
+	}
+	pthread_mutex_unlock(&c->lock);
+}
+
+/* ---------------- interrupts and APIC state ---------------- */
+
+int hk_irq_send(struct hk_node *n, const struct hk_irq *irq)
+{
+	if (!irq || irq->vcpu >= HK_MAX_VCPUS)
+		return -EINVAL;
+	int to = hk_vcpu_location(n, (int)irq->vcpu);
+	if (to < 0)
+		return -ENOENT;
+	if (to == n->self) {
+		/* It arrived here meanwhile (its import may still be queued):
+		 * hand it to the embedder, which orders it behind the import. */
+		if (n->cfg.cb.on_irq)
+			n->cfg.cb.on_irq(n->cfg.cb.opaque, n->self, irq);
+		return 0;
+	}
+	struct hk_msg m = { .type = HK_MSG_IRQ, .vcpu = irq->vcpu,
+			    .arg = { irq->delivery_mode, irq->vector, irq->trigger_mode } };
+	count(&n->stats.node.irqs_forwarded);
+	return hk_node_send(n, to, &m);
+}
+
+int hk_apic_addr_broadcast(struct hk_node *n, const struct hk_apic_addr *a)
+{
+	if (!a || a->vcpu >= HK_MAX_VCPUS || a->dest_mode > 15)
+		return -EINVAL;
+	struct hk_msg m = { .type = HK_MSG_APIC_ADDR, .vcpu = a->vcpu,
+			    .arg = { (int32_t)a->apic_id, (int32_t)a->log_dest, (int32_t)a->dest_mode },
+			    .a = a->apicbase };
+	broadcast(n, &m);
+	return 0;
+}
+
+int hk_eoi_send(struct hk_node *n, int node, int vector)
+{
+	if (node < 0 || node >= n->count || node == n->self || vector < 0 || vector > 255)
+		return -EINVAL;
+	struct hk_msg m = { .type = HK_MSG_EOI, .arg = { vector } };
+	return hk_node_send(n, node, &m);
+}
+
+/* ---------------- migration requests ---------------- */
+
+int hk_vcpu_migrate_request(struct hk_node *n, int vcpu, int target)
+{
+	uint32_t nv = n->cluster.vcpus ? n->cluster.vcpus : HK_MAX_VCPUS;
+	if (vcpu < 0 || (uint32_t)vcpu >= nv || target < 0 || target >= n->count)
+		return -EINVAL;
+	int at = hk_vcpu_location(n, vcpu);
+	if (at < 0)
+		return -ENOENT;
+	if (at == n->self)
+		return 1;
+	struct hk_msg m = { .type = HK_MSG_MIGRATE, .vcpu = (uint32_t)vcpu, .node = (uint32_t)target };
+	count(&n->stats.node.migrate_requests_forwarded);
+	int r = hk_node_send(n, at, &m);
+	return r < 0 ? r : 0;
+}
+
+static void on_migrate(struct hk_node *n, int from, const struct hk_msg *m)
+{
+	int at = hk_vcpu_location(n, (int)m->vcpu);
+	if (at == n->self) {
+		if (n->cfg.cb.on_migrate_request)
+			n->cfg.cb.on_migrate_request(n->cfg.cb.opaque, from, m->vcpu, (int)m->node);
+		return;
+	}
+	/* It left before the request arrived: follow it.  Sent after its state
+	 * on the same link, so the request reaches the next node after it. */
+	if (at < 0 || m->count >= MIGRATE_MAX_HOPS || (int)m->node >= n->count) {
+		count(&n->stats.node.migrate_requests_lost);
+		hk_warn("migration request for vCPU %u to node %u dropped after %u hops", m->vcpu,
+			m->node, m->count);
+		return;
+	}
+	struct hk_msg f = *m;
+	f.count++;
+	count(&n->stats.node.migrate_requests_forwarded);
+	hk_node_send(n, at, &f);
+}
+
+/* ---------------- shutdown ---------------- */
+
+int hk_shutdown_broadcast(struct hk_node *n)
+{
+	pthread_mutex_lock(&n->cluster.lock);
+	bool sent = n->cluster.shutdown_sent;
+	n->cluster.shutdown_sent = true;
+	pthread_mutex_unlock(&n->cluster.lock);
+	if (sent)
+		return 0;
+	struct hk_msg m = { .type = HK_MSG_SHUTDOWN };
+	broadcast(n, &m);
+	return 0;
+}
+
+bool hk_shutting_down(struct hk_node *n)
+{
+	pthread_mutex_lock(&n->cluster.lock);
+	bool r = n->cluster.shutdown_sent || n->cluster.shutdown_seen;
+	pthread_mutex_unlock(&n->cluster.lock);
+	return r;
+}
+
+static bool all_stopped(struct hk_node *n)
+{
+	for (int k = 0; k < n->count; k++)
+		if (k != n->self && n->links[k].up && !n->links[k].bye && !n->cluster.stopped_seen[k])
+			return false;
+	return true;
+}
+
+int hk_stopped_barrier(struct hk_node *n, uint32_t timeout_ms)
+{
+	pthread_mutex_lock(&n->cluster.lock);
+	n->cluster.shutdown_sent = true;
+	pthread_mutex_unlock(&n->cluster.lock);
+	struct hk_msg m = { .type = HK_MSG_STOPPED };
+	broadcast(n, &m);
+	pthread_mutex_lock(&n->cluster.lock);
+	bool ok = wait_until(n, all_stopped, hk_now_ns() + (uint64_t)timeout_ms * 1000000ull);
+	pthread_mutex_unlock(&n->cluster.lock);
+	return ok || atomic_load(&n->failed) ? 0 : -ETIMEDOUT;
+}
+
+/* ---------------- delivery (event thread) ---------------- */
+
+void hk_cluster_deliver(struct hk_node *n, int from, const struct hk_msg *m)
+{
+	struct hk_cluster *c = &n->cluster;
+	const struct hk_callbacks *cb = &n->cfg.cb;
+	switch (m->type) {
+	case HK_MSG_CONFIG:
+		pthread_mutex_lock(&c->lock);
+		c->peer[from] = (struct hk_peer_config){ .vcpus = m->count, .vcpu_mask = m->a,
+							 .budget = m->b, .ram = m->page };
+		memcpy(c->peer[from].hash, m->mac, HK_SHA256_LEN);
+		c->config_seen[from] = true;
+		place_initial(c, from, m->a);
+		pthread_cond_broadcast(&c->cond);
+		pthread_mutex_unlock(&c->lock);
+		break;
+	case HK_MSG_VCPU_AT:
+		if ((int)m->node < n->count && (int)m->node != n->self)
+			on_vcpu_at(n, m);
+		break;
+	case HK_MSG_IRQ: {
+		struct hk_irq irq = { m->vcpu, m->arg[0], m->arg[1], m->arg[2] };
+		count(&n->stats.node.irqs_received);
+		if (cb->on_irq)
+			cb->on_irq(cb->opaque, from, &irq);
+		break;
+	}
+	case HK_MSG_APIC_ADDR: {
+		struct hk_apic_addr a = { m->vcpu, (uint32_t)m->arg[0], (uint32_t)m->arg[1],
+					  (uint32_t)m->arg[2], m->a };
+		if (cb->on_apic_addr)
+			cb->on_apic_addr(cb->opaque, from, &a);
+		break;
+	}
+	case HK_MSG_EOI:
+		if (cb->on_eoi)
+			cb->on_eoi(cb->opaque, from, m->arg[0]);
+		break;
+	case HK_MSG_SHUTDOWN:
+		pthread_mutex_lock(&c->lock);
+		c->shutdown_seen = true;
+		pthread_mutex_unlock(&c->lock);
+		if (cb->on_shutdown)
+			cb->on_shutdown(cb->opaque, from);
+		break;
+	case HK_MSG_STOPPED:
+		pthread_mutex_lock(&c->lock);
+		c->stopped_seen[from] = true;
+		c->shutdown_seen = true;
+		pthread_cond_broadcast(&c->cond);
+		pthread_mutex_unlock(&c->lock);
+		break;
+	case HK_MSG_MIGRATE:
+		on_migrate(n, from, m);
+		break;
+	default:
+		break;
+	}
+}

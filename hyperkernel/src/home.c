@@ -1,0 +1,191 @@
+/* home.c - the node that keeps a page's directory entry serialises its
+ * transactions: one at a time per page (phase != IDLE), later requests wait
+ * in the entry's queue until the requester's DONE.  Evictions are requests
+ * too: the owner asks the home to push its page to a node with room. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "hk.h"
+
+static void dir_start(struct hk_node *n, uint64_t page, struct hk_dir_req *q);
+
+static void dir_next(struct hk_node *n, uint64_t page)
+{
+	struct hk_dir_entry *e = &n->dir.e[page];
+	struct hk_dir_req *r;
+	while (e->phase == HK_DIR_IDLE && (r = hk_directory_dequeue(e))) {
+		dir_start(n, page, r);
+		free(r);
+	}
+}
+
+static void dir_grant_excl(struct hk_node *n, uint64_t page)
+{
+	struct hk_dir_entry *e = &n->dir.e[page];
+	int r = e->cur_node;
+	e->phase = HK_DIR_WAIT_DONE;
+	if (e->cur_have_copy)
+		hk_send_page(n, r, HK_MSG_GRANT, page, n->self, HK_MODE_EXCL, 0, NULL);
+	else /* aux: an eviction's push, which the receiver did not ask for */
+		hk_send_page(n, e->owner, HK_MSG_FWD, page, r, HK_MODE_EXCL, e->cur_push, NULL);
+	e->owner = (int8_t)r;
+	e->copyset = hk_bit(r);
+}
+
+static bool page_is_zero(const uint8_t *a)
+{
+	const uint64_t *w = (const uint64_t *)a;
+	uint64_t acc = 0;
+	for (size_t i = 0; i < HK_PAGE_SIZE / 8; i++)
+		acc |= w[i];
+	return acc == 0;
+}
+
+/* A page premapped as zero at its home and still all zero is as good as
+ * never touched: rather than moving 4 KiB of zeros (protect, copy, send,
+ * ack, drop), the home takes it back and grants a zero page.  Protect first
+ * so that no write of ours can slip in between the check and the drop. */
+/* 0: written, not taken back; 1: taken back; 2: taken back, and its
+ * translations go later (the zero grant waits for them). */
+static int take_back_pristine(struct hk_node *n, uint64_t page)
+{
+	struct hk_page *p = &n->pages[page];
+	uint8_t *a = hk_memory_page_addr(&n->mem, page);
+	if (!page_is_zero(a))
+		goto written;
+	hk_must(hk_memory_protect(&n->mem, page, true), "write-protect", page);
+	if (!page_is_zero(a)) {
+		/* Written just now: stays protected, and the FWD to ourselves
+		 * that follows (the home is the owner) gives it away. */
+		goto written;
+	}
+	hk_must(hk_memory_drop(&n->mem, page), "drop", page);
+	p->state = HK_PS_INVALID;
+	return hk_page_left(n, page) ? 2 : 1;
+written:
+	p->zmap = false; /* a page of our own now: count it */
+	n->resident++;
+	p->last_use = (uint32_t)++n->clock;
+	return 0;
+}
+
+static void dir_start(struct hk_node *n, uint64_t page, struct hk_dir_req *q)
+{
+	struct hk_dir_entry *e = &n->dir.e[page];
+	int r = q->node;
+	if (q->evict_target >= 0) {
+		/* Only an exclusive owner may push its page away, and only if
+		 * nothing changed since it asked. */
+		if (e->owner != r || e->copyset != hk_bit(r) || q->evict_target == r)
+			return;
+		r = q->evict_target;
+		q->mode = HK_MODE_EXCL;
+	}
+	e->cur_node = (int8_t)r;
+	e->cur_mode = q->mode;
+	e->cur_push = q->evict_target >= 0;
+	/* The directory, not the request, says whether r holds the page: when
+	 * the home is idle it is exact, and r may have gained the page since it
+	 * asked (an eviction pushed it there).  Forwarding to r itself would
+	 * leave the transaction waiting forever. */
+	e->cur_have_copy = (e->copyset & hk_bit(r)) != 0;
+	int taken = 0;
+	if (e->owner == n->self && r != n->self && e->copyset == hk_bit(n->self) &&
+	    n->pages[page].zmap && n->pages[page].state == HK_PS_EXCL &&
+	    (taken = take_back_pristine(n, page))) {
+		e->owner = -1;
+		e->copyset = 0;
+	}
+	if (e->owner < 0) {
+		e->owner = (int8_t)r;
+		e->copyset = hk_bit(r);
+		e->phase = HK_DIR_WAIT_DONE;
+		if (taken == 2) { /* our translations of it first */
+			hk_page_ack(n, page, true, r, HK_MSG_GRANT);
+			n->pages[page].ack_mode = HK_MODE_EXCL;
+			n->pages[page].ack_aux = 1;
+			return;
+		}
+		hk_send_page(n, r, HK_MSG_GRANT, page, n->self, HK_MODE_EXCL, 1, NULL);
+		return;
+	}
+	if (q->mode == HK_MODE_SHARED) {
+		e->phase = HK_DIR_WAIT_DONE;
+		if (e->cur_have_copy) { /* nothing to do, e.g. a stale request */
+			hk_send_page(n, r, HK_MSG_GRANT, page, n->self, HK_MODE_SHARED, 0, NULL);
+			return;
+		}
+		int src = (e->copyset & hk_bit(n->self)) ? n->self : e->owner;
+		e->copyset |= hk_bit(r);
+		hk_send_page(n, src, HK_MSG_FWD, page, r, HK_MODE_SHARED, 0, NULL);
+		return;
+	}
+	uint64_t inv = e->copyset & ~hk_bit(r);
+	if (!e->cur_have_copy)
+		inv &= ~hk_bit(e->owner); /* the owner gives the data, then drops */
+	if (n->skip_invalidate && (inv & ~hk_bit(n->self))) {
+		/* Broken on purpose (HK_DEBUG_SKIP_INVALIDATE): forget the remote
+		 * sharers, leaving stale copies; the torture test hk_must notice. */
+		n->skipped_invalidations++;
+		inv &= hk_bit(n->self);
+	}
+	e->acks_left = 0;
+	for (int k = 0; k < n->count; k++) {
+		if (!(inv & hk_bit(k)))
+			continue;
+		e->acks_left++;
+		n->stats.node.inval_sent++;
+		hk_send_page(n, k, HK_MSG_INV, page, n->self, 0, 0, NULL);
+	}
+	if (e->acks_left) {
+		e->phase = HK_DIR_INVALIDATING;
+		return;
+	}
+	dir_grant_excl(n, page);
+}
+
+void hk_home_on_req(struct hk_node *n, int from, const struct hk_msg *m, int evict_target)
+{
+	if (hk_home_of(n, m->page) != n->self || (evict_target < 0 && (int)m->node != from)) {
+		hk_warn("page %lu: request from node %d that is not ours to serve", m->page, from);
+		atomic_fetch_add(&n->stats.malformed, 1);
+		return;
+	}
+	struct hk_dir_req *r = malloc(sizeof(*r));
+	if (!r)
+		hk_die("out of memory for a request");
+	r->node = from;
+	r->mode = evict_target >= 0 ? HK_MODE_EXCL : m->mode;
+	r->have_copy = m->aux;
+	r->evict_target = evict_target;
+	hk_directory_enqueue(&n->dir.e[m->page], r);
+	dir_next(n, m->page);
+}
+
+void hk_home_on_inv_ack(struct hk_node *n, int from, const struct hk_msg *m)
+{
+	struct hk_dir_entry *e = &n->dir.e[m->page];
+	if (hk_home_of(n, m->page) != n->self || e->phase != HK_DIR_INVALIDATING ||
+	    !e->acks_left) {
+		hk_warn("page %lu: unexpected inv_ack from node %d", m->page, from);
+		atomic_fetch_add(&n->stats.malformed, 1);
+		return;
+	}
+	e->copyset &= ~hk_bit(from);
+	if (--e->acks_left == 0)
+		dir_grant_excl(n, m->page);
+}
+
+void hk_home_on_done(struct hk_node *n, int from, const struct hk_msg *m)
+{
+	struct hk_dir_entry *e = &n->dir.e[m->page];
+	if (hk_home_of(n, m->page) != n->self || e->phase != HK_DIR_WAIT_DONE || e->cur_node != from) {
+		hk_warn("page %lu: unexpected done from node %d", m->page, from);
+		atomic_fetch_add(&n->stats.malformed, 1);
+		return;
+	}
+	e->phase = HK_DIR_IDLE;
+	e->cur_node = -1;
+	hk_coherence_check_invariants(n, m->page);
+	dir_next(n, m->page);
+}

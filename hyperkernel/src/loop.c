@@ -1,0 +1,410 @@
+/* loop.c - the node's event thread and the dispatch of messages to the
+ * roles of the protocol (requester.c, holder.c, home.c, failure.c).
+ *
+ * One epoll loop per node serves userfaultfd faults and peer messages, so a
+ * reply is installed by the thread that read it, without a hand-off.  Only
+ * this thread touches page states and the directory: no locks on the hot
+ * path.  Messages a node sends to itself go through a local queue. */
+#include <linux/userfaultfd.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
+
+#include "hk.h"
+
+enum { TAG_UFFD = 1000, TAG_EVENT, TAG_TIMER };
+
+void hk_dispatch(struct hk_node *n, int from, const struct hk_msg *m)
+{
+	if (m->type >= HK_MSG_REQ && m->type <= HK_MSG_PEER_LOST &&
+	    (m->page >= n->mem.npages || (int)m->node >= n->count)) {
+		hk_warn("message %s from node %d: page %lu / node %u out of range",
+			hk_msg_type_name(m->type), from, m->page, m->node);
+		atomic_fetch_add(&n->stats.malformed, 1);
+		return;
+	}
+	/* After a loss the guest stops: no page moves any more (the failure
+	 * path dropped and poisoned what threads wait for, so an install or
+	 * unprotect could meet a page that is no longer what its state says). */
+	if (m->type >= HK_MSG_REQ && m->type <= HK_MSG_EVICT && atomic_load(&n->failed))
+		return;
+	switch (m->type) {
+	case HK_MSG_REQ: hk_home_on_req(n, from, m, -1); break;
+	case HK_MSG_EVICT:
+		if ((int)m->node == from) {
+			atomic_fetch_add(&n->stats.malformed, 1);
+			break;
+		}
+		hk_home_on_req(n, from, m, (int)m->node);
+		break;
+	case HK_MSG_FWD: hk_holder_on_fwd(n, from, m); break;
+	case HK_MSG_DATA: hk_requester_on_data(n, from, m); break;
+	case HK_MSG_GRANT: hk_requester_on_grant(n, from, m); break;
+	case HK_MSG_INV: hk_holder_on_inv(n, from, m); break;
+	case HK_MSG_INV_ACK: hk_home_on_inv_ack(n, from, m); break;
+	case HK_MSG_XFER_ACK: hk_holder_on_xfer_ack(n, from, m); break;
+	case HK_MSG_XFER_DROPPED: hk_requester_on_xfer_dropped(n, from, m); break;
+	case HK_MSG_DONE: hk_home_on_done(n, from, m); break;
+	case HK_MSG_HEARTBEAT:
+		n->links[from].resident = m->a;
+		n->links[from].budget = m->b;
+		break;
+	case HK_MSG_BYE:
+		n->links[from].bye = true;
+		break;
+	case HK_MSG_VCPU: hk_vcpu_deliver(n, from, m); break;
+	case HK_MSG_CONFIG:
+	case HK_MSG_VCPU_AT:
+	case HK_MSG_IRQ:
+	case HK_MSG_APIC_ADDR:
+	case HK_MSG_EOI:
+	case HK_MSG_SHUTDOWN:
+	case HK_MSG_STOPPED:
+	case HK_MSG_MIGRATE:
+		hk_cluster_deliver(n, from, m);
+		break;
+	case HK_MSG_PEER_LOST:
+		if ((int)m->node != n->self)
+			hk_failure_peer_lost(n, (int)m->node);
+		break;
+	default:
+		hk_warn("unexpected %s from node %d after the handshake", hk_msg_type_name(m->type),
+			from);
+		atomic_fetch_add(&n->stats.malformed, 1);
+		break;
+	}
+}
+
+void hk_drain_local(struct hk_node *n)
+{
+	struct hk_local_msg *lm;
+	while ((lm = n->lq_head)) {
+		n->lq_head = lm->next;
+		if (!n->lq_head)
+			n->lq_tail = NULL;
+		hk_dispatch(n, n->self, &lm->m);
+		free(lm);
+	}
+}
+
+/* One decoded frame from a peer: what the event loop and the simulation do
+ * with it. */
+void hk_handle_message(struct hk_node *n, int from, const struct hk_msg *m, size_t len)
+{
+	hk_stats_msg(&n->stats, false, m->type, len);
+	if (m->type >= HK_MSG_REQ && m->type <= HK_MSG_EVICT)
+		n->last_peer_ns = hk_now_ns();
+	hk_dispatch(n, from, m);
+	hk_drain_local(n);
+}
+
+/* One userfault: record the stall, act on it, and evict if the fault took
+ * us over budget. */
+void hk_handle_fault(struct hk_node *n, uint64_t page, bool write, pid_t tid)
+{
+	hk_requester_fault(n, page, write, tid);
+	hk_drain_local(n);
+	hk_budget_pressure(n);
+	hk_drain_local(n);
+}
+
+static void read_link(struct hk_node *n, int peer)
+{
+	struct hk_link *l = &n->links[peer];
+	for (;;) {
+		size_t want = l->rcap - l->rlen;
+		ssize_t r = recv(l->fd, l->rbuf + l->rlen, want, MSG_DONTWAIT);
+		/* A peer that said BYE and closed with our last messages still
+		 * unread makes recv fail with ECONNRESET: still an orderly exit. */
+		if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR && l->bye)) {
+			if (l->bye) {
+				l->up = false;
+				epoll_ctl(n->epfd, EPOLL_CTL_DEL, l->fd, NULL);
+			} else {
+				hk_failure_peer_lost(n, peer);
+			}
+			return;
+		}
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno != EAGAIN)
+				hk_failure_peer_lost(n, peer);
+			return;
+		}
+		l->rlen += (size_t)r;
+		l->last_rx_ns = hk_now_ns();
+		size_t off = 0;
+		for (;;) {
+			struct hk_msg m;
+			int c = hk_msg_decode(l->rbuf + off, l->rlen - off, &m);
+			if (c == 0)
+				break;
+			if (c < 0) {
+				/* The stream cannot be resynchronised: drop the
+				 * link, which makes the peer lost. */
+				atomic_fetch_add(&n->stats.malformed, 1);
+				hk_warn("malformed frame from node %d (%s): dropping the link", peer,
+					strerror(-c));
+				hk_failure_peer_lost(n, peer);
+				return;
+			}
+			hk_handle_message(n, peer, &m, (size_t)c);
+			off += (size_t)c;
+			if (!l->up)
+				return;
+		}
+		memmove(l->rbuf, l->rbuf + off, l->rlen - off);
+		l->rlen -= off;
+		/* A short read drained the socket: epoll (level-triggered)
+		 * reports anything newer; spare the recv that says EAGAIN. */
+		if ((size_t)r < want)
+			return;
+	}
+}
+
+static void read_faults(struct hk_node *n)
+{
+	struct uffd_msg msgs[16];
+	for (;;) {
+		ssize_t r = read(n->mem.uffd, msgs, sizeof(msgs));
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			return; /* EAGAIN */
+		}
+		for (size_t i = 0; i < (size_t)r / sizeof(msgs[0]); i++) {
+			if (msgs[i].event != UFFD_EVENT_PAGEFAULT)
+				continue;
+			int64_t page = hk_memory_addr_page(&n->mem, msgs[i].arg.pagefault.address);
+			if (page < 0)
+				continue;
+			bool write = msgs[i].arg.pagefault.flags &
+				     (UFFD_PAGEFAULT_FLAG_WRITE | UFFD_PAGEFAULT_FLAG_WP);
+			hk_handle_fault(n, (uint64_t)page, write,
+					(pid_t)msgs[i].arg.pagefault.feat.ptid);
+		}
+		if ((size_t)r < sizeof(msgs))
+			return; /* drained; epoll reports newer faults */
+	}
+}
+
+void hk_tick(struct hk_node *n)
+{
+	uint64_t now = hk_now_ns();
+	for (int k = 0; k < n->count; k++) {
+		struct hk_link *l = &n->links[k];
+		if (k == n->self || !l->up)
+			continue;
+		if (!l->bye && now - l->last_rx_ns > (uint64_t)n->cfg.peer_timeout_ms * 1000000ull) {
+			hk_warn("node %d silent for %u ms", k, n->cfg.peer_timeout_ms);
+			hk_failure_peer_lost(n, k);
+			continue;
+		}
+		struct hk_msg m = { .type = HK_MSG_HEARTBEAT, .a = n->resident, .b = n->budget_pages };
+		hk_node_send(n, k, &m);
+	}
+	n->clock_ticks++;
+	hk_budget_tick(n);
+	hk_drain_local(n);
+}
+
+static void on_timer(struct hk_node *n)
+{
+	uint64_t ticks;
+	if (read(n->timerfd, &ticks, sizeof(ticks)) < 0)
+		return;
+	hk_tick(n);
+}
+
+void *hk_coherence_thread(void *arg)
+{
+	struct hk_node *n = arg;
+	struct epoll_event evs[16];
+	while (!atomic_load(&n->stop)) {
+		int timeout = -1;
+		uint64_t now = hk_now_ns();
+		uint64_t spin_until = n->cfg.spin_us ? now + n->cfg.spin_us * 1000ull : 0;
+		int k;
+		/* Adaptive busy-poll, only while a thread of ours is stalled on a
+		 * request (up to twice the recent reply time, capped): the reply
+		 * is then read without a wake-up (on this VM a cross-CPU wake-up
+		 * is an IPI, i.e. a VM exit).  Likewise briefly after serving a
+		 * fault, to catch a streaming thread's next fault, and after
+		 * serving a peer's request, to catch its DONE and its next
+		 * request.  Idle nodes never spin.  sched_yield() between polls gives the CPU to
+		 * whoever is runnable here (e.g. the peer we wait for when both
+		 * share one CPU), so spinning never delays the reply it awaits. */
+		if (n->spin_cap_ns && !atomic_load(&n->failed)) {
+			if (n->outstanding) {
+				uint64_t b = 2 * n->ewma_reply_ns;
+				if (b > n->spin_cap_ns)
+					b = n->spin_cap_ns;
+				if (now + b > spin_until)
+					spin_until = now + b;
+			}
+			if (n->last_serve_ns + n->fault_spin_ns > spin_until)
+				spin_until = n->last_serve_ns + n->fault_spin_ns;
+			if (n->last_peer_ns + n->peer_spin_ns > spin_until)
+				spin_until = n->last_peer_ns + n->peer_spin_ns;
+			if (spin_until <= now)
+				spin_until = 0;
+		}
+		do {
+			k = epoll_wait(n->epfd, evs, 16, spin_until ? 0 : timeout);
+			if (k == 0 && spin_until && n->spin_cap_ns)
+				sched_yield();
+		} while (k == 0 && spin_until && hk_now_ns() < spin_until);
+		if (k == 0 && spin_until)
+			k = epoll_wait(n->epfd, evs, 16, timeout);
+		if (k < 0) {
+			if (errno == EINTR)
+				continue;
+			hk_die("epoll_wait: %s", strerror(errno));
+		}
+		for (int i = 0; i < k; i++) {
+			uint64_t tag = evs[i].data.u64;
+			if (tag == TAG_UFFD)
+				read_faults(n);
+			else if (tag == TAG_TIMER)
+				on_timer(n);
+			else if (tag == TAG_EVENT) {
+				uint64_t v;
+				if (read(n->evfd, &v, sizeof(v)) < 0)
+					continue;
+				hk_page_flush_deferred(n);
+			} else if (tag < HK_MAX_NODES && n->links[tag].up)
+				read_link(n, (int)tag);
+			hk_drain_local(n);
+		}
+	}
+	return NULL;
+}
+
+static void premap_one(struct hk_node *n, uint64_t page)
+{
+	n->pages[page].state = HK_PS_EXCL;
+	n->pages[page].zmap = true;
+	n->dir.e[page].owner = (int8_t)n->self;
+	n->dir.e[page].copyset = hk_bit(n->self);
+}
+
+/* Untouched pages belong to their home: map them all there as the zero page
+ * up front, so a first touch at the home never waits for the event thread
+ * (a read costs nothing, a write is an in-kernel copy-on-write).  A remote
+ * first touch takes them back (take_back_pristine).  HK_NO_PREMAP=1 keeps
+ * the lazy zero grant everywhere. */
+static void premap_home_pages(struct hk_node *n)
+{
+	const char *e = getenv("HK_NO_PREMAP");
+	if (e && atoi(e) > 0)
+		return;
+	for (int i = 0; i < n->mem.nregions; i++) {
+		uint64_t first = n->mem.regions[i].first_page;
+		uint64_t end = first + n->mem.regions[i].len / HK_PAGE_SIZE;
+		for (uint64_t pg = first; pg < end;) {
+			if (hk_home_of(n, pg) != n->self) {
+				pg++;
+				continue;
+			}
+			uint64_t run = 1;
+			while (pg + run < end && hk_home_of(n, pg + run) == n->self)
+				run++;
+			int64_t done = hk_memory_premap_zero(&n->mem, pg, run);
+			if (done == (int64_t)run) {
+				for (uint64_t k = 0; k < run; k++)
+					premap_one(n, pg + k);
+			} else { /* something is mapped already: page by page */
+				for (uint64_t k = 0; k < run; k++)
+					if (hk_memory_premap_zero(&n->mem, pg + k, 1) == 1)
+						premap_one(n, pg + k);
+			}
+			pg += run;
+		}
+	}
+}
+
+int hk_coherence_init(struct hk_node *n)
+{
+	uint64_t np = n->mem.npages;
+	n->pages = calloc(np ? np : 1, sizeof(*n->pages));
+	if (!n->pages)
+		return -ENOMEM;
+	for (uint64_t i = 0; i < np; i++)
+		n->pages[i].hint = -1;
+	int r = hk_directory_init(&n->dir, np);
+	if (r)
+		return r;
+	premap_home_pages(n);
+	/* HK_ADAPTIVE_SPIN=<cap us> (default 200, 0 = off), HK_FAULT_SPIN_US
+	 * (default 20), HK_PEER_SPIN_US (default 50): see hk_coherence_thread. */
+	const char *env = getenv("HK_ADAPTIVE_SPIN");
+	n->spin_cap_ns = (env ? strtoull(env, NULL, 0) : 200) * 1000ull;
+	env = getenv("HK_FAULT_SPIN_US");
+	n->fault_spin_ns = n->spin_cap_ns ? (env ? strtoull(env, NULL, 0) : 20) * 1000ull : 0;
+	env = getenv("HK_PEER_SPIN_US");
+	n->peer_spin_ns = n->spin_cap_ns ? (env ? strtoull(env, NULL, 0) : 50) * 1000ull : 0;
+	n->ewma_reply_ns = 50000;
+	if (posix_memalign((void **)&n->scratch, HK_PAGE_SIZE, HK_PAGE_SIZE))
+		return -ENOMEM;
+	n->epfd = epoll_create1(EPOLL_CLOEXEC);
+	n->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	n->timerfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+	if (n->epfd < 0 || n->evfd < 0 || n->timerfd < 0)
+		return -errno;
+	uint64_t hb = n->cfg.heartbeat_ms;
+	struct itimerspec its = { { (time_t)(hb / 1000), (long)(hb % 1000) * 1000000 },
+				  { (time_t)(hb / 1000), (long)(hb % 1000) * 1000000 } };
+	timerfd_settime(n->timerfd, 0, &its, NULL);
+	struct epoll_event ev = { .events = EPOLLIN };
+	ev.data.u64 = TAG_UFFD;
+	epoll_ctl(n->epfd, EPOLL_CTL_ADD, n->mem.uffd, &ev);
+	ev.data.u64 = TAG_EVENT;
+	epoll_ctl(n->epfd, EPOLL_CTL_ADD, n->evfd, &ev);
+	ev.data.u64 = TAG_TIMER;
+	epoll_ctl(n->epfd, EPOLL_CTL_ADD, n->timerfd, &ev);
+	for (int k = 0; k < n->count; k++) {
+		if (k == n->self || !n->links[k].up)
+			continue;
+		ev.data.u64 = (uint64_t)k;
+		if (epoll_ctl(n->epfd, EPOLL_CTL_ADD, n->links[k].fd, &ev) < 0)
+			return -errno;
+	}
+	return 0;
+}
+
+void hk_coherence_destroy(struct hk_node *n)
+{
+	struct hk_local_msg *lm;
+	while ((lm = n->lq_head)) {
+		n->lq_head = lm->next;
+		free(lm);
+	}
+	if (n->pages) {
+		for (uint64_t i = 0; i < n->mem.npages; i++) {
+			while (n->pages[i].waiters) {
+				struct hk_waiter *w = n->pages[i].waiters;
+				n->pages[i].waiters = w->next;
+				free(w);
+			}
+		}
+	}
+	free(n->pages);
+	n->pages = NULL;
+	hk_directory_destroy(&n->dir);
+	hk_stats_destroy(&n->stats);
+	free(n->scratch);
+	n->scratch = NULL;
+	if (n->epfd >= 0)
+		close(n->epfd);
+	if (n->evfd >= 0)
+		close(n->evfd);
+	if (n->timerfd >= 0)
+		close(n->timerfd);
+	n->epfd = n->evfd = n->timerfd = -1;
+}

@@ -1,0 +1,173 @@
+/* page.c - what every role of the page protocol shares: sending to a node
+ * (ourselves included, through the local queue, so every role runs the same
+ * code whatever mix of home, owner and requester a node is), the resident
+ * count, the embedder's arrival/departure callbacks and the invariants. */
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "hk.h"
+
+int hk_home_of(struct hk_node *n, uint64_t page)
+{
+	return hk_directory_home(page, n->cfg.home_chunk_pages, n->count);
+}
+
+int hk_node_send(struct hk_node *n, int to, struct hk_msg *m)
+{
+	m->version = HK_PROTOCOL_VERSION;
+	if (to == n->self) {
+		struct hk_local_msg *lm = malloc(sizeof(*lm));
+		if (!lm)
+			hk_die("out of memory queueing a local message");
+		lm->m = *m;
+		lm->next = NULL;
+		if (m->data) {
+			memcpy(lm->data, m->data, HK_PAGE_SIZE);
+			lm->m.data = lm->data;
+		}
+		if (n->lq_tail)
+			n->lq_tail->next = lm;
+		else
+			n->lq_head = lm;
+		n->lq_tail = lm;
+		return 0;
+	}
+	struct hk_link *l = &n->links[to];
+	if (!l->up)
+		return -ENOTCONN;
+	return hk_link_send(l, m);
+}
+
+void hk_send_page(struct hk_node *n, int to, unsigned type, uint64_t page, int node,
+			  uint8_t mode, uint8_t aux, const void *data)
+{
+	struct hk_msg m = { .type = (uint8_t)type, .page = page, .node = (uint32_t)node,
+			    .mode = mode, .aux = aux, .data = data,
+			    .data_len = data ? HK_PAGE_SIZE : 0 };
+	int r = hk_node_send(n, to, &m);
+	if (r < 0 && !atomic_load(&n->failed))
+		hk_warn("send %s for page %lu to node %d: %s", hk_msg_type_name(type), page, to,
+			strerror(-r));
+}
+
+void hk_page_arrived(struct hk_node *n, uint64_t page, int from)
+{
+	n->resident++;
+	n->pages[page].last_use = (uint32_t)++n->clock;
+	n->pages[page].hint = (int8_t)from;
+	if (n->cfg.cb.on_page_arrived)
+		n->cfg.cb.on_page_arrived(n->cfg.cb.opaque, page * HK_PAGE_SIZE);
+}
+
+bool hk_page_left(struct hk_node *n, uint64_t page)
+{
+	if (n->pages[page].zmap)
+		n->pages[page].zmap = false; /* premapped, never counted */
+	else
+		n->resident--;
+	if (n->cfg.cb.on_page_left &&
+	    n->cfg.cb.on_page_left(n->cfg.cb.opaque, page * HK_PAGE_SIZE) == HK_DEFER) {
+		n->stats.node.deferred_acks++;
+		return true;
+	}
+	return false;
+}
+
+/* The acknowledgement that a page left (INV_ACK, XFER_DROPPED): now, or once
+ * the embedder says the page's translations are gone. */
+void hk_page_ack(struct hk_node *n, uint64_t page, bool deferred, int to, unsigned type)
+{
+	struct hk_page *p = &n->pages[page];
+	if (!deferred) {
+		hk_send_page(n, to, type, page, n->self, 0, 0, NULL);
+		return;
+	}
+	p->ack_type = (uint8_t)type;
+	p->ack_to = (int8_t)to;
+	p->ack_mode = 0;
+	p->ack_aux = 0;
+}
+
+int hk_page_left_done(struct hk_node *n, uint64_t offset)
+{
+	if (!n || offset / HK_PAGE_SIZE >= n->mem.npages)
+		return -EINVAL;
+	pthread_mutex_lock(&n->deferred_lock);
+	if (n->ndeferred == n->cap_deferred) {
+		size_t cap = n->cap_deferred ? 2 * n->cap_deferred : 64;
+		uint64_t *d = realloc(n->deferred, cap * sizeof(*d));
+		if (!d) {
+			pthread_mutex_unlock(&n->deferred_lock);
+			return -ENOMEM;
+		}
+		n->deferred = d;
+		n->cap_deferred = cap;
+	}
+	n->deferred[n->ndeferred++] = offset / HK_PAGE_SIZE;
+	pthread_mutex_unlock(&n->deferred_lock);
+	uint64_t one = 1;
+	if (n->evfd >= 0 && write(n->evfd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+		return -errno;
+	return 0;
+}
+
+/* Event thread: send the acknowledgements whose translations are gone. */
+void hk_page_flush_deferred(struct hk_node *n)
+{
+	pthread_mutex_lock(&n->deferred_lock);
+	size_t cnt = n->ndeferred;
+	uint64_t *d = n->deferred;
+	n->deferred = NULL;
+	n->ndeferred = n->cap_deferred = 0;
+	pthread_mutex_unlock(&n->deferred_lock);
+	for (size_t i = 0; i < cnt; i++) {
+		struct hk_page *p = &n->pages[d[i]];
+		if (!p->ack_type) {
+			hk_warn("page %lu: translations gone, but no acknowledgement was held", d[i]);
+			continue;
+		}
+		unsigned type = p->ack_type;
+		p->ack_type = 0;
+		hk_send_page(n, p->ack_to, type, d[i], n->self, p->ack_mode, p->ack_aux, NULL);
+	}
+	free(d);
+	hk_drain_local(n);
+}
+
+void hk_must(int r, const char *what, uint64_t page)
+{
+	/* A failed install/protect/drop means our page states no longer
+	 * describe the mapping: continuing could corrupt guest memory. */
+	if (r < 0)
+		hk_die("%s page %lu: %s", what, page, strerror(-r));
+}
+
+void hk_coherence_check_invariants(struct hk_node *n, uint64_t page)
+{
+#ifdef HK_DEBUG
+	struct hk_page *p = &n->pages[page];
+	HK_ASSERT(p->state <= HK_PS_GIVING);
+	if (hk_home_of(n, page) == n->self) {
+		struct hk_dir_entry *e = &n->dir.e[page];
+		if (e->phase == HK_DIR_IDLE) {
+			/* one writer or many readers, and the directory agrees
+			 * with this node's own state */
+			if (e->owner < 0) {
+				HK_ASSERT(e->copyset == 0);
+			} else {
+				HK_ASSERT(e->copyset & hk_bit(e->owner));
+			}
+			if (e->copyset & hk_bit(n->self))
+				HK_ASSERT(p->state == HK_PS_SHARED || p->state == HK_PS_EXCL);
+			else
+				HK_ASSERT(p->state == HK_PS_INVALID);
+			if (p->state == HK_PS_EXCL)
+				HK_ASSERT(e->copyset == hk_bit(n->self) && e->owner == n->self);
+		}
+	}
+#else
+	(void)n;
+	(void)page;
+#endif
+}

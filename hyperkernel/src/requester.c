@@ -1,0 +1,212 @@
+/* requester.c - the node that faulted: it records the waiting thread, asks
+ * the page's home, installs what arrives (read-only first for an exclusive
+ * copy, writable once the giver has dropped its own) and tells the home the
+ * transaction is done.
+ *
+ *   read:  R -REQ-> H; H -FWD(S)-> holder (H itself when it has a copy);
+ *          holder write-protects, -DATA(S)-> R; R installs read-only, -DONE-> H
+ *   write: R -REQ-> H; H -INV-> every other holder, each drops, -INV_ACK-> H;
+ *          then H -GRANT(E)-> R if R kept a valid copy (R unprotects), else
+ *          H -FWD(E)-> owner O; O write-protects, copies, -DATA(E)-> R;
+ *          R installs read-only, -XFER_ACK-> O; O drops, -XFER_DROPPED-> R;
+ *          R unprotects (only now can anyone write), -DONE-> H
+ *   first touch: H finds no owner and grants E with "zero": R installs a
+ *          zero page; at the home itself no message leaves the node. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "hk.h"
+
+static void complete_waiters(struct hk_node *n, uint64_t page)
+{
+	struct hk_page *p = &n->pages[page];
+	struct hk_waiter **pw = &p->waiters;
+	bool woke = false;
+	uint64_t now = hk_now_ns();
+	while (*pw) {
+		struct hk_waiter *w = *pw;
+		bool ok = w->write ? p->state == HK_PS_EXCL
+				   : (p->state == HK_PS_SHARED || p->state == HK_PS_EXCL);
+		if (!ok) {
+			pw = &w->next;
+			continue;
+		}
+		hk_stats_stall_done(&n->stats, w->tid, page, w->write, now - w->t0);
+		*pw = w->next;
+		free(w);
+		woke = true;
+	}
+	/* Installs and unprotects already woke the range; this covers faults
+	 * that were satisfied before we read them. */
+	if (woke) {
+		hk_memory_wake(&n->mem, page);
+		n->last_serve_ns = now;
+	}
+}
+
+/* Re-examine a page whose state may now satisfy, or need, its waiters. */
+void hk_requester_evaluate(struct hk_node *n, uint64_t page)
+{
+	struct hk_page *p = &n->pages[page];
+	if (!p->waiters || p->req_pending || p->state == HK_PS_GIVING ||
+	    p->state == HK_PS_RECV_EXCL)
+		return;
+	complete_waiters(n, page);
+	if (!p->waiters)
+		return;
+	bool write = false;
+	for (struct hk_waiter *w = p->waiters; w; w = w->next)
+		write |= w->write;
+	struct hk_stall st = {
+		.tid = p->waiters->tid,
+		.vcpu = -1,
+		.offset = page * HK_PAGE_SIZE,
+		.is_write = write,
+		.home_node = hk_home_of(n, page),
+		.likely_owner = p->hint >= 0 ? p->hint : hk_home_of(n, page),
+	};
+	struct hk_decision d;
+	hk_policy_decide(n->policy, &st, &d);
+	if (n->cfg.cb.on_stall)
+		n->cfg.cb.on_stall(n->cfg.cb.opaque, &st, &d);
+	if (d.kind == HK_MOVE_VCPU) {
+		/* The embedder pulls the threads out of the fault; if they
+		 * fault again they are asked about again. */
+		n->stats.node.vcpu_move_decisions++;
+		while (p->waiters) {
+			struct hk_waiter *w = p->waiters;
+			p->waiters = w->next;
+			free(w);
+		}
+		return;
+	}
+	p->req_pending = true;
+	n->outstanding++;
+	n->req_sent_ns = hk_now_ns();
+	p->req_mode = write ? HK_MODE_EXCL : HK_MODE_SHARED;
+	hk_send_page(n, hk_home_of(n, page), HK_MSG_REQ, page, n->self, p->req_mode,
+		      p->state == HK_PS_SHARED, NULL);
+}
+
+void hk_requester_fault(struct hk_node *n, uint64_t page, bool write, pid_t tid)
+{
+	struct hk_page *p = &n->pages[page];
+	if (atomic_load(&n->failed)) {
+		hk_failure_poison(n, page);
+		return;
+	}
+	for (struct hk_waiter *w = p->waiters; w; w = w->next) {
+		if (w->tid == tid) { /* woken, still unsatisfied, faulted again */
+			w->write |= write;
+			hk_requester_evaluate(n, page);
+			return;
+		}
+	}
+	struct hk_waiter *w = malloc(sizeof(*w));
+	if (!w)
+		hk_die("out of memory for a stall record");
+	w->tid = tid;
+	w->write = write;
+	w->t0 = hk_now_ns();
+	w->next = p->waiters;
+	p->waiters = w;
+	hk_requester_evaluate(n, page);
+}
+
+static void finish_request(struct hk_node *n, uint64_t page)
+{
+	struct hk_page *p = &n->pages[page];
+	p->req_pending = false;
+	if (n->outstanding) {
+		n->outstanding--;
+		/* how long a request takes, for the event thread's busy-poll */
+		uint64_t dt = hk_now_ns() - n->req_sent_ns;
+		n->ewma_reply_ns = n->ewma_reply_ns - n->ewma_reply_ns / 8 + dt / 8;
+	}
+	hk_send_page(n, hk_home_of(n, page), HK_MSG_DONE, page, n->self, 0, 0, NULL);
+	hk_requester_evaluate(n, page);
+}
+
+void hk_requester_on_data(struct hk_node *n, int from, const struct hk_msg *m)
+{
+	struct hk_page *p = &n->pages[m->page];
+	if (p->state == HK_PS_SHARED && p->req_pending && p->req_mode == HK_MODE_EXCL &&
+	    m->mode == HK_MODE_EXCL) {
+		/* Never in a correct run: the directory lost track of our copy
+		 * (e.g. HK_DEBUG_SKIP_INVALIDATE).  Counted; the fresh data
+		 * replaces ours rather than leaving the faulting thread hung. */
+		hk_warn("page %lu: exclusive data from node %d while we hold a copy", m->page, from);
+		atomic_fetch_add(&n->stats.malformed, 1);
+		hk_must(hk_memory_drop(&n->mem, m->page), "drop", m->page);
+		p->state = HK_PS_INVALID;
+		hk_page_left(n, m->page);
+	}
+	if (p->state != HK_PS_INVALID) {
+		hk_warn("page %lu: data from node %d while in state %d, rejected", m->page, from,
+			p->state);
+		atomic_fetch_add(&n->stats.malformed, 1);
+		return;
+	}
+	/* Read-only first either way: an exclusive copy becomes writable only
+	 * once the giver has dropped its own. */
+	hk_must(hk_memory_install(&n->mem, m->page, m->data, true), "install", m->page);
+	n->stats.node.pages_received++;
+	hk_page_arrived(n, m->page, from);
+	if (m->mode == HK_MODE_SHARED) {
+		p->state = HK_PS_SHARED;
+		finish_request(n, m->page);
+	} else {
+		p->state = HK_PS_RECV_EXCL;
+		p->pushed = m->aux;
+		hk_send_page(n, from, HK_MSG_XFER_ACK, m->page, n->self, 0, 0, NULL);
+	}
+}
+
+void hk_requester_on_xfer_dropped(struct hk_node *n, int from, const struct hk_msg *m)
+{
+	struct hk_page *p = &n->pages[m->page];
+	if (p->state != HK_PS_RECV_EXCL) {
+		hk_warn("page %lu: unexpected xfer_dropped from node %d", m->page, from);
+		atomic_fetch_add(&n->stats.malformed, 1);
+		return;
+	}
+	hk_must(hk_memory_protect(&n->mem, m->page, false), "unprotect", m->page);
+	p->state = HK_PS_EXCL;
+	if (p->pushed) {
+		/* An eviction's transaction ends here; a request of ours, if
+		 * any, is still queued at the home and will be granted. */
+		p->pushed = false;
+		hk_send_page(n, hk_home_of(n, m->page), HK_MSG_DONE, m->page, n->self, 0, 0, NULL);
+		hk_requester_evaluate(n, m->page);
+		return;
+	}
+	finish_request(n, m->page);
+}
+
+void hk_requester_on_grant(struct hk_node *n, int from, const struct hk_msg *m)
+{
+	struct hk_page *p = &n->pages[m->page];
+	if (from != hk_home_of(n, m->page)) {
+		atomic_fetch_add(&n->stats.malformed, 1);
+		return;
+	}
+	if (m->aux) { /* first touch: a zero page, no data on the wire */
+		if (p->state != HK_PS_INVALID) {
+			hk_warn("page %lu: zero grant in state %d", m->page, p->state);
+			atomic_fetch_add(&n->stats.malformed, 1);
+			return;
+		}
+		hk_must(hk_memory_install_zero(&n->mem, m->page, false), "install zero", m->page);
+		n->stats.node.zero_fills++;
+		hk_page_arrived(n, m->page, n->self);
+		p->state = HK_PS_EXCL;
+	} else if (m->mode == HK_MODE_EXCL && p->state != HK_PS_EXCL) {
+		/* (already Exclusive: an eviction pushed the page here after we
+		 * asked; nothing to change) */
+		if (p->state != HK_PS_SHARED)
+			hk_die("page %lu: upgrade grant but state %d", m->page, p->state);
+		hk_must(hk_memory_protect(&n->mem, m->page, false), "unprotect", m->page);
+		p->state = HK_PS_EXCL;
+	}
+	finish_request(n, m->page);
+}

@@ -1,0 +1,620 @@
+/*
+ * sim.c - deterministic simulation of the page protocol (FoundationDB's
+ * lesson: one seed drives every choice, so a failing seed replays exactly).
+ *
+ * A seed builds a world: 2 to 4 nodes of the real library, a few guest
+ * threads per node doing reads and writes of a small set of pages, often
+ * memory budgets small enough to make eviction constant, sometimes a node
+ * killed mid-run.  The driver then picks, step by step, which enabled event
+ * happens next: a guest thread's access, the event thread reading a queued
+ * userfault, a frame delivered on a link (links keep order, links interleave
+ * freely and delay up to 200 us), a node's timer tick.
+ *
+ * After every step it checks one writer or many readers for every page; every
+ * read checks it sees the last value written (and no torn copy).  A run that
+ * stops making progress with threads still blocked is a hang; at the end the
+ * home directories must agree with what every node maps.  Each seed runs in a
+ * child process, so a library assertion (HK_DEBUG) or a crash is reported
+ * against its seed too.
+ *
+ *   hk-sim [--seeds N] [--first S] [--seed S] [-v]
+ *
+ * Last line: "seeds=N violations=V hangs=H"; exit status 1 if either is
+ * non-zero.  A failing seed prints the command that replays it.
+ */
+#include <getopt.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <fcntl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "sim.h"
+
+struct sim sim;
+
+enum thread_state { T_READY, T_BLOCKED, T_DONE };
+
+struct sim_thread {
+	int node;
+	pid_t tid;
+	enum thread_state state;
+	uint64_t page;       /* current access */
+	bool write;
+	int ops_left;
+};
+
+struct sim_fault {
+	struct sim_fault *next;
+	uint64_t page;
+	bool write;
+	pid_t tid;
+};
+
+static struct sim_thread threads[SIM_MAX_THREADS];
+static int nthreads;
+static struct sim_fault *faults[SIM_MAX_NODES], **faults_tail[SIM_MAX_NODES];
+static uint64_t next_tick[SIM_MAX_NODES];
+static uint64_t *expected;      /* last value written to each page */
+static uint64_t version;
+static uint64_t violations;
+static uint64_t steps;
+static int kill_at_step = -1;   /* -1: no node dies in this seed */
+static int killed = -1;
+static int sim_hot_pages;       /* accesses favour the first few pages */
+/* TCG's translations: a node that ran a page's code may keep running it
+ * until the embedder's invalidation is done; the embedder defers some. */
+static uint8_t *translated[SIM_MAX_NODES];
+struct sim_deferral {
+	int node;
+	uint64_t page;
+};
+static struct sim_deferral deferrals[4096];
+static int ndeferrals;
+
+#define TICK_NS 1000000ull
+
+uint64_t sim_rand(void)
+{
+	/* xorshift64*: small, fast, and the same on every machine */
+	uint64_t x = sim.rng;
+	x ^= x >> 12;
+	x ^= x << 25;
+	x ^= x >> 27;
+	sim.rng = x;
+	return x * 0x2545f4914f6cdd1dull;
+}
+
+static void violation(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void violation(const char *fmt, ...)
+{
+	violations++;
+	if (violations > 5)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	fprintf(stdout, "sim seed %lu step %lu: violation: ", sim.seed, steps);
+	vfprintf(stdout, fmt, ap);
+	fputc('\n', stdout);
+	va_end(ap);
+}
+
+void sim_wake(int k, uint64_t page)
+{
+	for (int i = 0; i < nthreads; i++)
+		if (threads[i].node == k && threads[i].state == T_BLOCKED && threads[i].page == page)
+			threads[i].state = T_READY;
+}
+
+static int on_page_left(void *opaque, uint64_t offset)
+{
+	int k = (int)(intptr_t)opaque;
+	uint64_t page = offset / HK_PAGE_SIZE;
+	if (sim_below(3) == 0 && ndeferrals < (int)(sizeof(deferrals) / sizeof(deferrals[0]))) {
+		deferrals[ndeferrals++] = (struct sim_deferral){ k, page };
+		return HK_DEFER;
+	}
+	translated[k][page] = 0;
+	return 0;
+}
+
+static void on_peer_lost(void *opaque, int node, const struct hk_page_range *ranges,
+			 size_t nranges, uint64_t lost_pages)
+{
+	(void)opaque;
+	(void)node;
+	(void)ranges;
+	(void)nranges;
+	(void)lost_pages;
+	/* The library poisons what it cannot serve; the driver checks that
+	 * no survivor thread is left blocked. */
+}
+
+/* ---------------- the world ---------------- */
+
+static void build_world(uint64_t seed)
+{
+	memset(&sim, 0, sizeof(sim));
+	sim.seed = seed;
+	sim.rng = seed * 0x9e3779b97f4a7c15ull + 1;
+	sim.nodes = 2 + (int)sim_below(3);
+	static const uint64_t page_choices[] = { 3, 8, 24, 64 };
+	sim.pages = page_choices[sim_below(4)];
+	sim_hot_pages = 1 + (int)sim_below(sim.pages);
+	bool tight = sim_below(3) != 0; /* most seeds evict all the time */
+	uint64_t budget = 0;
+	if (tight) {
+		/* just enough room in total, so evictions chase each other */
+		budget = sim.pages / (uint64_t)sim.nodes + 1 + sim_below(2);
+	}
+	uint32_t chunk = 1 + (uint32_t)sim_below(4);
+	if (sim_below(8) == 0)
+		kill_at_step = 200 + (int)sim_below(3000);
+
+	static char *peers[SIM_MAX_NODES];
+	for (int k = 0; k < sim.nodes; k++) {
+		if (!peers[k] && asprintf(&peers[k], "sim:%d", k) < 0)
+			abort();
+	}
+	for (int k = 0; k < sim.nodes; k++) {
+		struct sim_node *sn = &sim.node[k];
+		struct hk_config cfg;
+		hk_config_init(&cfg);
+		cfg.node_id = k;
+		cfg.node_count = sim.nodes;
+		cfg.peers = (const char *const *)peers;
+		cfg.secret = "sim";
+		cfg.budget_bytes = budget * HK_PAGE_SIZE;
+		cfg.home_chunk_pages = chunk;
+		cfg.heartbeat_ms = 1;
+		cfg.peer_timeout_ms = 1000000; /* death comes from the driver, not silence */
+		cfg.cb.on_peer_lost = on_peer_lost;
+		cfg.cb.on_page_left = on_page_left;
+		cfg.cb.opaque = (void *)(intptr_t)k;
+		sn->alive = true;
+		/* registered before the node exists, so the memory can be found */
+		sim.node[k].memfd = -2;
+		if (hk_node_new(&cfg, &sn->hk) < 0)
+			hk_die("sim: hk_node_new");
+		sn->memfd = sn->hk->mem.uffd;
+		sn->ram = aligned_alloc(HK_PAGE_SIZE, sim.pages * HK_PAGE_SIZE);
+		sn->map = calloc(sim.pages, 1);
+		translated[k] = calloc(sim.pages, 1);
+		if (!sn->ram || !sn->map)
+			abort();
+		memset(sn->ram, 0xa5, sim.pages * HK_PAGE_SIZE);
+		if (hk_region_register(sn->hk, sn->ram, sim.pages * HK_PAGE_SIZE) != 0)
+			hk_die("sim: register");
+		next_tick[k] = TICK_NS + sim_below(TICK_NS);
+		faults[k] = NULL;
+		faults_tail[k] = &faults[k];
+	}
+	/* what hk_node_start does, minus sockets and threads */
+	for (int k = 0; k < sim.nodes; k++) {
+		struct hk_node *n = sim.node[k].hk;
+		if (hk_stats_init(&n->stats, n->mem.npages) < 0)
+			hk_die("sim: stats");
+		for (int j = 0; j < sim.nodes; j++)
+			if (j != k)
+				hk_link_init(&n->links[j], -1, j, NULL, &n->stats);
+	}
+	for (int k = 0; k < sim.nodes; k++)
+		if (hk_coherence_init(sim.node[k].hk) < 0)
+			hk_die("sim: coherence init");
+	expected = calloc(sim.pages, sizeof(*expected));
+	nthreads = 0;
+	ndeferrals = 0;
+	for (int k = 0; k < sim.nodes; k++) {
+		int t = 1 + (int)sim_below(3);
+		for (int i = 0; i < t && nthreads < SIM_MAX_THREADS; i++) {
+			struct sim_thread *th = &threads[nthreads++];
+			th->node = k;
+			th->tid = 1000 * (k + 1) + i;
+			th->state = T_READY;
+			th->ops_left = 80 + (int)sim_below(320);
+			th->page = UINT64_MAX;
+		}
+	}
+	if (sim.verbose)
+		fprintf(stdout, "sim seed %lu: nodes=%d pages=%lu budget=%lu chunk=%u threads=%d kill_at=%d\n",
+			seed, sim.nodes, sim.pages, budget, chunk, nthreads, kill_at_step);
+}
+
+/* ---------------- guest threads ---------------- */
+
+static bool readable(uint8_t m)
+{
+	return m == SIM_RO || m == SIM_RW || m == SIM_ZERO || m == SIM_ZERO_WP;
+}
+
+static bool writable(uint8_t m)
+{
+	return m == SIM_RW || m == SIM_ZERO;
+}
+
+static void queue_fault(int k, uint64_t page, bool write, pid_t tid)
+{
+	struct sim_fault *f = malloc(sizeof(*f));
+	if (!f)
+		abort();
+	*f = (struct sim_fault){ .page = page, .write = write, .tid = tid };
+	*faults_tail[k] = f;
+	faults_tail[k] = &f->next;
+}
+
+static void thread_step(struct sim_thread *th)
+{
+	struct sim_node *sn = &sim.node[th->node];
+	if (th->page == UINT64_MAX) { /* choose the next access */
+		if (th->ops_left-- <= 0 || killed >= 0) {
+			th->state = T_DONE;
+			return;
+		}
+		th->page = sim_below(3) ? sim_below((uint64_t)sim_hot_pages) : sim_below(sim.pages);
+		th->write = sim_below(100) < 40;
+	}
+	uint8_t *m = &sn->map[th->page];
+	uint8_t *data = sn->ram + th->page * HK_PAGE_SIZE;
+	if (*m == SIM_POISON) { /* SIGBUS: only after a node died */
+		if (killed < 0)
+			violation("node %d thread %d: SIGBUS on page %lu with no node lost", th->node,
+				  th->tid, th->page);
+		th->state = T_DONE;
+		return;
+	}
+	if (th->write ? writable(*m) : readable(*m)) {
+		translated[th->node][th->page] = 1; /* it may be code, too */
+		uint64_t a, b;
+		memcpy(&a, data, 8);
+		memcpy(&b, data + HK_PAGE_SIZE - 8, 8);
+		if (a != b)
+			violation("node %d: page %lu torn (%lx / %lx)", th->node, th->page, a, b);
+		else if (a != expected[th->page] && killed < 0)
+			violation("node %d thread %d: page %lu reads %lu, last written %lu", th->node,
+				  th->tid, th->page, a, expected[th->page]);
+		if (th->write) {
+			if (*m == SIM_ZERO)
+				*m = SIM_RW; /* copy-on-write of the zero page: no fault */
+			uint64_t v = ++version;
+			memcpy(data, &v, 8);
+			memcpy(data + HK_PAGE_SIZE - 8, &v, 8);
+			expected[th->page] = v;
+		}
+		th->page = UINT64_MAX;
+		return;
+	}
+	/* a userfault: the thread sleeps until the page is installed, made
+	 * writable or woken; the event thread reads the message later */
+	th->state = T_BLOCKED;
+	queue_fault(th->node, th->page, th->write, th->tid);
+}
+
+/* ---------------- checks ---------------- */
+
+static void check_pages(void)
+{
+	for (uint64_t p = 0; p < sim.pages; p++) {
+		int writers = 0, readers = 0;
+		for (int k = 0; k < sim.nodes; k++) {
+			if (!sim.node[k].alive)
+				continue;
+			uint8_t m = sim.node[k].map[p];
+			writers += writable(m);
+			readers += readable(m);
+		}
+		if (writers > 1 || (writers == 1 && readers > 1)) {
+			violation("page %lu: %d writable and %d readable copies", p, writers, readers);
+			return;
+		}
+		for (int w = 0; writers && w < sim.nodes; w++) {
+			if (!sim.node[w].alive || !writable(sim.node[w].map[p]))
+				continue;
+			for (int k = 0; k < sim.nodes; k++)
+				if (k != w && sim.node[k].alive && translated[k][p]) {
+					violation("page %lu: node %d writes it while node %d can still run "
+						  "translations of it", p, w, k);
+					return;
+				}
+		}
+	}
+}
+
+static void check_final(void)
+{
+	for (uint64_t p = 0; p < sim.pages; p++) {
+		int h = hk_home_of(sim.node[0].hk, p);
+		struct hk_dir_entry *e = &sim.node[h].hk->dir.e[p];
+		if (e->phase != HK_DIR_IDLE || e->qhead) {
+			violation("page %lu: home %d still busy at the end (phase %d)", p, h, e->phase);
+			continue;
+		}
+		for (int k = 0; k < sim.nodes; k++) {
+			bool present = readable(sim.node[k].map[p]);
+			bool listed = e->copyset & hk_bit(k);
+			if (present != listed)
+				violation("page %lu: node %d %s a copy, the directory says it %s", p, k,
+					  present ? "maps" : "has no", listed ? "does" : "does not");
+			if (present) {
+				uint64_t a;
+				memcpy(&a, sim.node[k].ram + p * HK_PAGE_SIZE, 8);
+				if (a != expected[p])
+					violation("page %lu: node %d ends with %lu, last written %lu", p,
+						  k, a, expected[p]);
+			}
+		}
+	}
+}
+
+/* ---------------- the driver ---------------- */
+
+enum action_kind { A_THREAD, A_FAULT, A_FRAME, A_TICK, A_INVALIDATED };
+struct action {
+	enum action_kind kind;
+	int a, b;
+};
+
+static int enabled_actions(struct action *acts, bool with_ticks)
+{
+	int n = 0;
+	for (int i = 0; i < nthreads; i++)
+		if (threads[i].state == T_READY && sim.node[threads[i].node].alive)
+			acts[n++] = (struct action){ A_THREAD, i, 0 };
+	for (int k = 0; k < sim.nodes; k++) {
+		if (!sim.node[k].alive)
+			continue;
+		if (faults[k])
+			acts[n++] = (struct action){ A_FAULT, k, 0 };
+		for (int d = 0; d < ndeferrals; d++)
+			if (deferrals[d].node == k) {
+				acts[n++] = (struct action){ A_INVALIDATED, k, d };
+				break;
+			}
+		for (int j = 0; j < sim.nodes; j++) {
+			struct sim_frame *f = sim.node[k].out[j].head;
+			if (f && f->deliver_at <= sim.now_ns)
+				acts[n++] = (struct action){ A_FRAME, k, j };
+		}
+		if (with_ticks && next_tick[k] <= sim.now_ns)
+			acts[n++] = (struct action){ A_TICK, k, 0 };
+	}
+	return n;
+}
+
+/* Earliest time something will be enabled without another action. */
+static uint64_t next_event_ns(void)
+{
+	uint64_t t = UINT64_MAX;
+	for (int k = 0; k < sim.nodes; k++) {
+		if (!sim.node[k].alive)
+			continue;
+		if (next_tick[k] < t)
+			t = next_tick[k];
+		for (int j = 0; j < sim.nodes; j++) {
+			struct sim_frame *f = sim.node[k].out[j].head;
+			if (f && f->deliver_at < t)
+				t = f->deliver_at;
+		}
+	}
+	return t;
+}
+
+static bool frames_in_flight(void)
+{
+	for (int d = 0; d < ndeferrals; d++)
+		if (sim.node[deferrals[d].node].alive)
+			return true;
+	for (int k = 0; k < sim.nodes; k++)
+		for (int j = 0; j < sim.nodes; j++)
+			if (sim.node[k].alive && sim.node[j].alive && sim.node[k].out[j].head)
+				return true;
+	return false;
+}
+
+static void kill_node(int d)
+{
+	killed = d;
+	sim.node[d].alive = false;
+	for (int k = 0; k < sim.nodes; k++) {
+		if (k == d || !sim.node[k].alive)
+			continue;
+		/* what the event loop does on EOF */
+		hk_failure_peer_lost(sim.node[k].hk, d);
+		hk_drain_local(sim.node[k].hk);
+	}
+	for (int i = 0; i < nthreads; i++)
+		if (threads[i].node == d)
+			threads[i].state = T_DONE;
+}
+
+static void do_action(const struct action *a)
+{
+	switch (a->kind) {
+	case A_THREAD:
+		thread_step(&threads[a->a]);
+		break;
+	case A_FAULT: {
+		struct sim_fault *f = faults[a->a];
+		faults[a->a] = f->next;
+		if (!faults[a->a])
+			faults_tail[a->a] = &faults[a->a];
+		hk_handle_fault(sim.node[a->a].hk, f->page, f->write, f->tid);
+		free(f);
+		break;
+	}
+	case A_FRAME:
+		sim_deliver(a->a, a->b);
+		break;
+	case A_TICK:
+		next_tick[a->a] = sim.now_ns + TICK_NS;
+		hk_tick(sim.node[a->a].hk);
+		break;
+	case A_INVALIDATED: {
+		/* the embedder's deferred invalidation finished */
+		struct sim_deferral d = deferrals[a->b];
+		deferrals[a->b] = deferrals[--ndeferrals];
+		translated[d.node][d.page] = 0;
+		struct hk_node *n = sim.node[d.node].hk;
+		hk_page_left_done(n, d.page * HK_PAGE_SIZE);
+		hk_page_flush_deferred(n);
+		break;
+	}
+	}
+}
+
+/* 0: clean, 1: violations, 2: hang */
+static int run_seed(uint64_t seed)
+{
+	build_world(seed);
+	struct action acts[SIM_MAX_THREADS + SIM_MAX_NODES * (SIM_MAX_NODES + 3)];
+	const uint64_t max_steps = 400000;
+	int quiet_rounds = 0;
+	for (steps = 0; steps < max_steps; steps++) {
+		if ((int)steps == kill_at_step && killed < 0)
+			kill_node(1 + (int)sim_below((uint64_t)sim.nodes - 1));
+		int n = enabled_actions(acts, true);
+		bool threads_busy = false, threads_blocked = false;
+		for (int i = 0; i < nthreads; i++) {
+			threads_busy |= threads[i].state != T_DONE;
+			threads_blocked |= threads[i].state == T_BLOCKED;
+		}
+		if (n == 0) {
+			if (!threads_busy && !frames_in_flight())
+				break; /* everything done and delivered */
+			/* Nothing to do now: let time pass to the next event.  If
+			 * threads stay blocked while only ticks happen, they wait
+			 * for something that will never come. */
+			uint64_t t = next_event_ns();
+			if (t == UINT64_MAX)
+				break;
+			sim.now_ns = t;
+			continue;
+		}
+		bool only_ticks = true;
+		for (int i = 0; i < n; i++)
+			only_ticks &= acts[i].kind == A_TICK;
+		if (only_ticks && threads_blocked && !frames_in_flight()) {
+			if (++quiet_rounds > 50) {
+				for (int i = 0; i < nthreads; i++)
+					if (threads[i].state == T_BLOCKED)
+						fprintf(stdout,
+							"sim seed %lu: hang: node %d thread %d blocked on page %lu (%s)\n",
+							seed, threads[i].node, threads[i].tid, threads[i].page,
+							threads[i].write ? "write" : "read");
+				return 2;
+			}
+		} else if (!only_ticks) {
+			quiet_rounds = 0;
+		}
+		do_action(&acts[sim_below((uint64_t)n)]);
+		sim.now_ns += 1000 + sim_below(20000);
+		check_pages();
+	}
+	if (steps >= max_steps) {
+		fprintf(stdout, "sim seed %lu: hang: no end after %lu steps (livelock?)\n", seed, steps);
+		for (int k = 0; k < sim.nodes; k++) {
+			struct hk_node *n = sim.node[k].hk;
+			fprintf(stdout, "  node %d%s: resident=%lu budget=%lu evictions=%lu sent:", k,
+				sim.node[k].alive ? "" : " (dead)", n->resident, n->budget_pages,
+				n->stats.node.evictions);
+			for (int t = 1; t < HK_MSG_TYPE_COUNT; t++)
+				if (n->stats.msgs_sent[t])
+					fprintf(stdout, " %s=%lu", hk_msg_type_name((unsigned)t),
+						n->stats.msgs_sent[t]);
+			fputc('\n', stdout);
+		}
+		for (int i = 0; i < nthreads; i++)
+			if (threads[i].state != T_DONE)
+				fprintf(stdout, "  thread %d on node %d: %s page %lu\n", threads[i].tid,
+					threads[i].node, threads[i].state == T_BLOCKED ? "blocked on" : "ready,",
+					threads[i].page);
+		return 2;
+	}
+	for (int i = 0; i < nthreads; i++) {
+		if (threads[i].state == T_BLOCKED) {
+			fprintf(stdout, "sim seed %lu: hang: node %d thread %d blocked on page %lu\n", seed,
+				threads[i].node, threads[i].tid, threads[i].page);
+			return 2;
+		}
+	}
+	if (killed < 0)
+		check_final();
+	if (sim.verbose)
+		fprintf(stdout, "sim seed %lu: steps=%lu frames=%lu writes=%lu violations=%lu\n", seed,
+			steps, sim.frames_delivered, version, violations);
+	return violations ? 1 : 0;
+}
+
+static int run_in_child(uint64_t seed)
+{
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid < 0) {
+		perror("fork");
+		exit(3);
+	}
+	if (pid == 0) {
+		/* the library's own warnings only with -v; verdicts go to stdout */
+		if (!sim.verbose) {
+			int fd = open("/dev/null", O_WRONLY);
+			if (fd >= 0)
+				dup2(fd, STDERR_FILENO);
+		}
+		int r = run_seed(seed);
+		fflush(stdout);
+		_exit(r);
+	}
+	int st;
+	if (waitpid(pid, &st, 0) < 0) {
+		perror("waitpid");
+		exit(3);
+	}
+	if (WIFEXITED(st) && WEXITSTATUS(st) <= 2)
+		return WEXITSTATUS(st);
+	fprintf(stdout, "sim seed %lu: the library died (%s %d): an invariant assertion or a crash\n",
+		seed, WIFSIGNALED(st) ? "signal" : "status",
+		WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
+	return 1;
+}
+
+int main(int argc, char **argv)
+{
+	uint64_t first = 1, count = 2000;
+	bool one = false;
+	static const struct option opts[] = {
+		{ "seeds", required_argument, 0, 'n' },
+		{ "first", required_argument, 0, 'f' },
+		{ "seed", required_argument, 0, 's' },
+		{ "verbose", no_argument, 0, 'v' },
+		{ 0, 0, 0, 0 },
+	};
+	int c;
+	while ((c = getopt_long(argc, argv, "n:f:s:v", opts, NULL)) != -1) {
+		switch (c) {
+		case 'n': count = strtoull(optarg, NULL, 0); break;
+		case 'f': first = strtoull(optarg, NULL, 0); break;
+		case 's': first = strtoull(optarg, NULL, 0); count = 1; one = true; break;
+		case 'v': sim.verbose = true; break;
+		default:
+			fprintf(stderr, "usage: %s [--seeds N] [--first S] [--seed S] [-v]\n", argv[0]);
+			return 2;
+		}
+	}
+	hk_log_set_prefix("hk sim");
+	uint64_t bad = 0, hangs = 0;
+	for (uint64_t s = first; s < first + count; s++) {
+		bool verbose = sim.verbose;
+		int r = one ? run_seed(s) : run_in_child(s);
+		sim.verbose = verbose;
+		if (r == 1)
+			bad++;
+		if (r == 2)
+			hangs++;
+		if (r && bad + hangs <= 5)
+			fprintf(stdout, "  replay: make -C hyperkernel sim SEED=%lu   (or %s --seed %lu -v)\n", s,
+				argv[0], s);
+	}
+	printf("seeds=%lu violations=%lu hangs=%lu\n", count, bad, hangs);
+	return bad || hangs ? 1 : 0;
+}
