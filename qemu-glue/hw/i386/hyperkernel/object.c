@@ -9,15 +9,20 @@
  * `complete` only validates and creates the library node.  At
  * machine-init-done (after RAM, devices and vCPUs exist, before the first
  * reset writes anything) the glue registers guest RAM with the library,
- * joins the mesh, agrees on the configuration with every peer, parks the
- * vCPUs that run elsewhere, sets the common clock epoch and installs the
- * hooks.
+ * joins the mesh, agrees on the machine with every peer (the library
+ * compares and refuses), parks the vCPUs that run elsewhere, sets the common
+ * clock epoch and installs the hooks.
+ *
+ * A guest poweroff on any node ends every node; each waits at exit until the
+ * others have stopped their vCPUs too, so no node takes its pages away while
+ * a peer still needs them.
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
 #include "qemu/osdep.h"
 #include "qapi/error.h"
 #include "qapi/visitor.h"
+#include "qemu/error-report.h"
 #include "qapi/qapi-events-hyperkernel.h"
 #include "qemu/madvise.h"
 #include "qemu/module.h"
@@ -122,7 +127,7 @@ static void hk_hash_file(GChecksum *ck, const char *path)
     }
 }
 
-static void hk_compute_hash(MachineState *ms)
+static void hk_compute_hash(MachineState *ms, uint8_t hash[32])
 {
     GChecksum *ck = g_checksum_new(G_CHECKSUM_SHA256);
     g_autofree char *desc = g_strdup_printf(
@@ -131,13 +136,28 @@ static void hk_compute_hash(MachineState *ms)
         ms->smp.cpus, ms->smp.max_cpus, hks->nodes,
         ms->kernel_cmdline ? ms->kernel_cmdline : "",
         hks->has_epoch ? hks->epoch : -1);
-    gsize n = sizeof(hks->hash);
+    gsize n = 32;
 
     g_checksum_update(ck, (const guchar *)desc, strlen(desc));
     hk_hash_file(ck, ms->kernel_filename);
     hk_hash_file(ck, ms->initrd_filename);
-    g_checksum_get_digest(ck, hks->hash, &n);
+    g_checksum_get_digest(ck, hash, &n);
     g_checksum_free(ck);
+}
+
+static void hk_agree(MachineState *ms)
+{
+    struct hk_machine m = { .vcpus = ms->smp.cpus, .vcpu_mask = hks->local_mask };
+    char why[256];
+    int r;
+
+    hk_compute_hash(ms, m.hash);
+    r = hk_cluster_agree(hks->hk, &m, why, sizeof(why));
+    if (r < 0) {
+        hk_fatal("%s; every node needs the same -machine, -m, -smp, -kernel, "
+                 "-initrd, -append and nodes/epoch, and vcpus= of all nodes "
+                 "together must name each vCPU once", why);
+    }
 }
 
 /* ------------------------------------------------------------------ */
@@ -165,7 +185,6 @@ static void hk_machine_init_done(Notifier *n, void *data)
         hk_fatal("at most %d vCPUs", HK_MAX_VCPUS);
     }
     hk_peer_loss_thread_init();     /* the main thread runs the devices */
-    hk_compute_hash(ms);
     hk_register_ram();
     hk_tb_init();
 
@@ -174,7 +193,7 @@ static void hk_machine_init_done(Notifier *n, void *data)
         hk_fatal("cannot join the cluster (peers %s): %s", hks->peers ? hks->peers : "",
                  strerror(-r));
     }
-    hk_cluster_agree(ms);
+    hk_agree(ms);
     CPU_FOREACH(cs) {
         cs->hk_parked = !(hks->local_mask & (1ull << cs->cpu_index));
         /* every vCPU has a thread here; parked ones run when they arrive */
@@ -197,7 +216,18 @@ static void hk_shutdown_notify(Notifier *n, void *data)
     if (!hks->started || hk_node_failed(hks->hk)) {
         return;
     }
-    hk_cluster_broadcast_shutdown();
+    hk_shutdown_broadcast(hks->hk);
+}
+
+static void hk_shutdown_apply(void *opaque)
+{
+    qemu_system_shutdown_request(SHUTDOWN_CAUSE_HOST_QMP_QUIT);
+}
+
+/* library callback: a peer's guest powered off */
+static void hk_cb_shutdown(void *opaque, int from)
+{
+    hk_run_in_main_loop(hk_shutdown_apply, NULL);
 }
 
 /* atexit: after vm_shutdown every vCPU here is stopped */
@@ -206,7 +236,10 @@ static void hk_atexit(void)
     if (!hks || !hks->started || hk_node_failed(hks->hk)) {
         return;
     }
-    hk_cluster_stopped_barrier();
+    if (hk_stopped_barrier(hks->hk, 5000) < 0) {
+        warn_report("hyperkernel node %u: a peer did not stop within 5 s; leaving anyway",
+                    hks->node);
+    }
     hk_node_shutdown(hks->hk);
 }
 
@@ -327,16 +360,19 @@ static void hk_complete(UserCreatable *uc, Error **errp)
     cfg.cb.on_page_left = hk_cb_page_left;
     cfg.cb.on_peer_lost = hk_cb_peer_lost;
     cfg.cb.on_vcpu_receive = hk_cb_vcpu_receive;
+    cfg.cb.on_irq = hk_cb_irq;
+    cfg.cb.on_apic_addr = hk_cb_apic_addr;
+    cfg.cb.on_eoi = hk_cb_eoi;
+    cfg.cb.on_shutdown = hk_cb_shutdown;
+    cfg.cb.on_migrate_request = hk_cb_migrate_request;
     r = hk_node_new(&cfg, &s->hk);
     if (r < 0) {
         error_setg(errp, "hyperkernel: cannot create node %u: %s", s->node, strerror(-r));
         return;
     }
 
-    qemu_mutex_init(&s->lock);
-    qemu_cond_init(&s->cond);
     for (int k = 0; k < HK_MAX_VCPUS; k++) {
-        s->owner[k] = s->home[k] = s->export_to[k] = -1;
+        s->export_to[k] = -1;
     }
     hks = s;
     hk_util_init();

@@ -59,8 +59,8 @@ void hk_cb_peer_lost(void *opaque, int node, const struct hk_page_range *ranges,
     pthread_t t;
     int off;
 
-    if (hks->shutting_down) {
-        return;
+    if (hk_shutting_down(hks->hk)) {
+        return;     /* a peer that stopped with the guest is no loss */
     }
     off = snprintf(hk_lost_msg, sizeof(hk_lost_msg),
                    "node %d lost; %" PRIu64 " guest pages lost", node, lost_pages);
@@ -73,7 +73,7 @@ void hk_cb_peer_lost(void *opaque, int node, const struct hk_page_range *ranges,
         off += snprintf(hk_lost_msg + off, sizeof(hk_lost_msg) - off, " ...");
     }
     for (int k = 0; k < HK_MAX_VCPUS && off < (int)sizeof(hk_lost_msg) - 32; k++) {
-        if (hks->owner[k] == node) {
+        if (hk_vcpu_location(hks->hk, k) == node) {
             off += snprintf(hk_lost_msg + off, sizeof(hk_lost_msg) - off,
                             "; vCPU %d ran there", k);
         }

@@ -31,8 +31,13 @@ static QDict *hk_glue_stats(void)
     qdict_put_int(glue, "io-exits", hks->io_moves_pio + hks->io_moves_mmio);
     qdict_put_int(glue, "io-returns", hks->io_returns);
     qdict_put_int(glue, "policy-moves", hks->policy_moves);
+    qdict_put_int(glue, "requests-stayed", hks->requests_stayed);
+    qdict_put_int(glue, "requests-followed", hks->requests_followed);
     qdict_put_int(glue, "tb-invalidate-immediate", hks->tbinval_try_ok);
     qdict_put_int(glue, "tb-invalidate-deferred", hks->tbinval_deferred);
+    qdict_put_int(glue, "tb-invalidate-arrival-deferred", hks->tbinval_arrival_deferred);
+    qdict_put_int(glue, "tb-ack-early-stall", hks->tbinval_ack_early_stall);
+    qdict_put_int(glue, "tb-ack-early-timeout", hks->tbinval_ack_early_timeout);
     return glue;
 }
 
@@ -42,7 +47,7 @@ HyperkernelInfo *qmp_query_hyperkernel(Error **errp)
     MachineState *ms = MACHINE(qdev_get_machine());
     g_autofree char *js = NULL;
     QObject *stats;
-    intList **lv, **loc;
+    intList **lv, **loc, **home;
     CPUState *cs;
 
     if (!hks || !hks->started) {
@@ -59,8 +64,10 @@ HyperkernelInfo *qmp_query_hyperkernel(Error **errp)
         }
     }
     loc = &info->vcpu_location;
+    home = &info->vcpu_home;
     for (int k = 0; k < (int)ms->smp.cpus && k < HK_MAX_VCPUS; k++) {
-        QAPI_LIST_APPEND(loc, hks->owner[k]);
+        QAPI_LIST_APPEND(loc, hk_vcpu_location(hks->hk, k));
+        QAPI_LIST_APPEND(home, hk_vcpu_home(hks->hk, k));
     }
     js = hk_stats_json(hks->hk);
     stats = js ? qobject_from_json(js, NULL) : NULL;
@@ -73,16 +80,21 @@ HyperkernelInfo *qmp_query_hyperkernel(Error **errp)
     return info;
 }
 
+/*
+ * Any node: the library takes the request to the node that runs the vCPU
+ * (moves.c).  The result is an event on the target node: HYPERKERNEL_VCPU_MIGRATED
+ * with reason "request", or HYPERKERNEL_VCPU_STAYS if it was there already.
+ */
 void qmp_hyperkernel_migrate_vcpu(int64_t cpu_index, int64_t node, Error **errp)
 {
-    CPUState *cs;
+    MachineState *ms;
 
     if (!hks || !hks->started) {
         error_setg(errp, "hyperkernel is not running");
         return;
     }
-    cs = cpu_index >= 0 && cpu_index < HK_MAX_VCPUS ? qemu_get_cpu(cpu_index) : NULL;
-    if (!cs) {
+    ms = MACHINE(qdev_get_machine());
+    if (cpu_index < 0 || cpu_index >= ms->smp.cpus || !qemu_get_cpu(cpu_index)) {
         error_setg(errp, "no vCPU %" PRId64, cpu_index);
         return;
     }
@@ -90,15 +102,5 @@ void qmp_hyperkernel_migrate_vcpu(int64_t cpu_index, int64_t node, Error **errp)
         error_setg(errp, "no node %" PRId64 " (nodes: 0-%u)", node, hks->nodes - 1);
         return;
     }
-    if (cs->hk_parked) {
-        error_setg(errp, "vCPU %" PRId64 " does not run on node %u (it runs on node %d "
-                   "as far as this node knows); send the command there",
-                   cpu_index, hks->node, hks->owner[cpu_index]);
-        return;
-    }
-    if (node == hks->node) {
-        return;     /* already there */
-    }
-    hks->home[cpu_index] = node;
-    async_run_on_cpu(cs, hk_vcpu_export_work, RUN_ON_CPU_HOST_INT(node));
+    hk_move_request(cpu_index, node, errp);
 }

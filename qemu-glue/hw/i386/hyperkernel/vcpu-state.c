@@ -48,11 +48,12 @@ static const VMStateDescription hk_vmstate_cpu_lite = {
 };
 
 /*
- * The blob: magic, the vCPU's move count and home node (for the location
- * directory, cluster.c), the export time (latency), the exporter's guest
- * clock, then the three vmstates.
+ * The blob: magic, why the vCPU moves, the export time (latency), the
+ * exporter's guest clock, then the three vmstates.  The library carries the
+ * vCPU's move count and home node beside it.
  */
-static int hk_cpu_save(CPUState *cs, int64_t stamp, void **out, size_t *len)
+static int hk_cpu_save(CPUState *cs, HyperkernelMoveReason why, int64_t stamp,
+                       void **out, size_t *len)
 {
     X86CPU *cpu = X86_CPU(cs);
     QIOChannelBuffer *bioc = qio_channel_buffer_new(4096);
@@ -60,8 +61,7 @@ static int hk_cpu_save(CPUState *cs, int64_t stamp, void **out, size_t *len)
     int ret;
 
     qemu_put_be32(f, HK_BLOB_MAGIC);
-    qemu_put_be64(f, hks->mig_seq[cs->cpu_index] + 1);
-    qemu_put_be32(f, hks->home[cs->cpu_index]);
+    qemu_put_be32(f, why);
     qemu_put_be64(f, stamp);
     qemu_put_be64(f, qemu_clock_get_ns(QEMU_CLOCK_VIRTUAL));
     ret = vmstate_save_state(f, &hk_vmstate_cpu_lite, cs, NULL);
@@ -75,11 +75,13 @@ static int hk_cpu_save(CPUState *cs, int64_t stamp, void **out, size_t *len)
     return ret;
 }
 
-static int hk_cpu_load(CPUState *cs, const void *blob, size_t len, int64_t *stamp)
+static int hk_cpu_load(CPUState *cs, const void *blob, size_t len,
+                       HyperkernelMoveReason *why, int64_t *stamp)
 {
     X86CPU *cpu = X86_CPU(cs);
     QIOChannelBuffer *bioc = qio_channel_buffer_new(len);
     QEMUFile *f;
+    uint32_t reason;
     int64_t vclock;
     int ret;
 
@@ -90,9 +92,13 @@ static int hk_cpu_load(CPUState *cs, const void *blob, size_t len, int64_t *stam
         qemu_fclose(f);
         return -EINVAL;
     }
-    hks->mig_seq[cs->cpu_index] = qemu_get_be64(f);
-    hks->home[cs->cpu_index] = qemu_get_be32(f);
+    reason = qemu_get_be32(f);
     *stamp = qemu_get_be64(f);
+    if (reason >= HYPERKERNEL_MOVE_REASON__MAX) {
+        qemu_fclose(f);
+        return -EINVAL;
+    }
+    *why = reason;
     vclock = qemu_get_be64(f);
     /* never let the vCPU see time go backwards (one host: never waits) */
     while (qemu_clock_get_ns(QEMU_CLOCK_VIRTUAL) < vclock) {
@@ -107,8 +113,11 @@ static int hk_cpu_load(CPUState *cs, const void *blob, size_t len, int64_t *stam
     return ret;
 }
 
-/* vCPU thread, BQL held, outside cpu_exec */
-void hk_vcpu_export(CPUState *cs, int target)
+/*
+ * vCPU thread, BQL held, outside cpu_exec.  hk_vcpu_send also moves the
+ * vCPU in the library's location directory and carries its home node.
+ */
+void hk_vcpu_export(CPUState *cs, int target, HyperkernelMoveReason why)
 {
     X86CPU *cpu = X86_CPU(cs);
     APICCommonState *apic = APIC_COMMON(cpu->apic_state);
@@ -121,30 +130,25 @@ void hk_vcpu_export(CPUState *cs, int target)
         target >= (int)hks->nodes) {
         return;
     }
-    if (hk_cpu_save(cs, hk_now(), &blob, &len) < 0) {
+    if (hk_cpu_save(cs, why, hk_now(), &blob, &len) < 0) {
         error_report("hyperkernel: cannot save the state of vCPU %d", k);
         return;
     }
     cs->hk_parked = true;
     timer_del(apic->timer);     /* its timer must not fire here any more */
-    hk_cluster_vcpu_left(k, target);
     r = hk_vcpu_send(hks->hk, target, k, blob, len);
     if (r < 0) {
+        HyperkernelMoveReason unused;
+
         error_report("hyperkernel: sending vCPU %d to node %d failed: %s",
                      k, target, strerror(-r));
-        /* keep it: run it here again */
-        hk_cpu_load(cs, blob, len, &(int64_t){0});
-        hk_cluster_vcpu_stayed(k);
+        /* keep it: run it here again (the library kept it here too) */
+        hk_cpu_load(cs, blob, len, &unused, &(int64_t){0});
         cs->hk_parked = false;
         return;
     }
     qatomic_inc(&hks->mig_out);
     hks->mig_bytes_last = len;
-}
-
-void hk_vcpu_export_work(CPUState *cs, run_on_cpu_data d)
-{
-    hk_vcpu_export(cs, d.host_int);
 }
 
 typedef struct HkImport {
@@ -158,6 +162,7 @@ static void hk_vcpu_import_work(CPUState *cs, run_on_cpu_data d)
     HkImport *imp = d.host_ptr;
     int k = cs->cpu_index;
     int64_t stamp = 0, lat;
+    HyperkernelMoveReason why;
 
     if (!cs->hk_parked) {
         error_report("hyperkernel: vCPU %d state from node %d arrived, but it "
@@ -165,7 +170,7 @@ static void hk_vcpu_import_work(CPUState *cs, run_on_cpu_data d)
         g_free(imp);
         return;
     }
-    if (hk_cpu_load(cs, imp->data, imp->len, &stamp) < 0) {
+    if (hk_cpu_load(cs, imp->data, imp->len, &why, &stamp) < 0) {
         /* never run half-loaded state */
         error_report("hyperkernel: cannot load the state of vCPU %d from node %d",
                      k, imp->from);
@@ -184,19 +189,30 @@ static void hk_vcpu_import_work(CPUState *cs, run_on_cpu_data d)
     if (lat > hks->mig_lat_max) {
         hks->mig_lat_max = lat;
     }
-    hk_cluster_vcpu_arrived(k);
     hk_moves_vcpu_arrived(k);
     qapi_event_send_hyperkernel_vcpu_migrated(k, imp->from, hks->node,
-                                              imp->len, lat);
+                                              imp->len, lat,
+                                              why);
     g_free(imp);
     qemu_cpu_kick(cs);
 }
 
-/* event thread: copy the blob, load it in the vCPU's thread */
-void hk_vcpu_import(CPUState *cs, int from, const void *blob, size_t len)
+/*
+ * Library callback (event thread): a vCPU's state arrived.  The library has
+ * already recorded that the vCPU runs here, so interrupts for it now come
+ * here; they are queued behind this import on the vCPU's work list.
+ */
+void hk_cb_vcpu_receive(void *opaque, int from, uint32_t vcpu,
+                        const void *blob, size_t len)
 {
-    HkImport *imp = g_malloc(sizeof(*imp) + len);
+    CPUState *cs = qemu_get_cpu(vcpu);
+    HkImport *imp;
 
+    if (!cs) {
+        warn_report("hyperkernel: state of unknown vCPU %u from node %d", vcpu, from);
+        return;
+    }
+    imp = g_malloc(sizeof(*imp) + len);
     imp->from = from;
     imp->len = len;
     memcpy(imp->data, blob, len);
