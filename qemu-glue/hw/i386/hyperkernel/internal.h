@@ -84,6 +84,7 @@ struct HyperkernelState {
     uint64_t irq_fwd_sent, irq_fwd_recv, eoi_fwd, addr_bcast;
     uint64_t io_moves_pio, io_moves_mmio, io_returns;
     uint64_t tbinval_try_ok, tbinval_deferred, tbinval_arrival_deferred;
+    uint64_t tbinval_acks_released;
     uint64_t tbinval_ack_early_stall, tbinval_ack_early_timeout;
     uint64_t policy_moves, requests_stayed, requests_followed;
 };

@@ -36,6 +36,7 @@ static QDict *hk_glue_stats(void)
     qdict_put_int(glue, "tb-invalidate-immediate", hks->tbinval_try_ok);
     qdict_put_int(glue, "tb-invalidate-deferred", hks->tbinval_deferred);
     qdict_put_int(glue, "tb-invalidate-arrival-deferred", hks->tbinval_arrival_deferred);
+    qdict_put_int(glue, "tb-acks-released", hks->tbinval_acks_released);
     qdict_put_int(glue, "tb-ack-early-stall", hks->tbinval_ack_early_stall);
     qdict_put_int(glue, "tb-ack-early-timeout", hks->tbinval_ack_early_timeout);
     return glue;

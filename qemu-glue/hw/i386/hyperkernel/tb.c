@@ -19,10 +19,14 @@
  * faults, and that fault is served only after the new owner's transaction,
  * which waits for our ack.  The lock, and so the invalidation, waits for the
  * fault.  When a thread of this node stalls on a page whose ack we hold
- * (on_stall), or an ack has been held for HK_ACK_HOLD_MAX_NS, the ack goes
- * out first and the invalidation follows as soon as the lock is free; both
- * cases are counted (tb-ack-early-*).  The translation that held the lock
- * finishes with the new contents for the bytes it had not read yet.
+ * (on_stall) and the lock is still busy, or an ack has been held for
+ * HK_ACK_HOLD_MAX_NS, the ack goes out first and the invalidation follows as
+ * soon as the lock is free; both cases are counted (tb-ack-early-*).  The
+ * translation that held the lock finishes with the new contents for the
+ * bytes it had not read yet.
+ *
+ * HK_DEBUG_TB_DEFER=1 sends every page that leaves down the deferred path
+ * (tests/test_translations.py).
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
@@ -49,6 +53,8 @@ static QemuMutex hk_tb_lock;
 static GHashTable *hk_tb_held;
 static uint64_t hk_tb_gen;
 static __thread bool hk_rcu_registered;
+/* HK_DEBUG_TB_DEFER=1: hold every ack for the thread (tests the deferred path) */
+static bool hk_tb_always_defer;
 
 static gpointer hk_tb_key(uint64_t offset)
 {
@@ -90,6 +96,7 @@ static bool hk_tb_release(uint64_t offset, uint64_t gen)
     qemu_mutex_unlock(&hk_tb_lock);
     if (release) {
         hk_page_left_done(hks->hk, offset);
+        qatomic_inc(&hks->tbinval_acks_released);
     }
     return release;
 }
@@ -156,7 +163,7 @@ int hk_cb_page_left(void *opaque, uint64_t offset)
 {
     uint64_t gen;
 
-    if (hk_tb_try_invalidate(offset)) {
+    if (!hk_tb_always_defer && hk_tb_try_invalidate(offset)) {
         qatomic_inc(&hks->tbinval_try_ok);
         return 0;
     }
@@ -169,16 +176,33 @@ int hk_cb_page_left(void *opaque, uint64_t offset)
     return HK_DEFER;
 }
 
-/* event thread, on_stall: a thread of ours waits for this page */
+/*
+ * Event thread, on_stall: a thread of ours waits for this page.  If its ack
+ * is held and the lock is still busy, the holder may well be that thread:
+ * release the ack now rather than deadlock.
+ */
 void hk_tb_page_stalled(uint64_t offset)
 {
-    if (hk_tb_release(offset, 0)) {
+    bool held;
+
+    qemu_mutex_lock(&hk_tb_lock);
+    held = g_hash_table_contains(hk_tb_held, hk_tb_key(offset));
+    qemu_mutex_unlock(&hk_tb_lock);
+    if (!held) {
+        return;
+    }
+    if (hk_tb_try_invalidate(offset)) {
+        hk_tb_release(offset, 0);
+    } else if (hk_tb_release(offset, 0)) {
         qatomic_inc(&hks->tbinval_ack_early_stall);
     }
 }
 
 void hk_tb_init(void)
 {
+    const char *defer = getenv("HK_DEBUG_TB_DEFER");
+
+    hk_tb_always_defer = defer && atoi(defer) > 0;
     qemu_mutex_init(&hk_tb_lock);
     hk_tb_held = g_hash_table_new(g_direct_hash, g_direct_equal);
     hk_tb_queue = g_async_queue_new();
