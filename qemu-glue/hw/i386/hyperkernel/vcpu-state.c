@@ -21,7 +21,7 @@
 #include "target/i386/cpu.h"
 #include "internal.h"
 
-#define HK_BLOB_MAGIC 0x484b5643u      /* "HKVC" */
+#define HK_BLOB_MAGIC 0x484b5632u      /* "HKV2": reason, stamp, clock, vmstates */
 
 static int hk_cpu_lite_post_load(void *opaque, int version_id)
 {
