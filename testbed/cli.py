@@ -131,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     sub.add_parser("build", help="build QEMU and the guest images if missing",
-                   description="Build what is missing: QEMU with qemu-patches/series, the "
+                   description="Build what is missing: QEMU with qemu-patches/series and qemu-glue/, the "
                    "guest kernel and initramfs. Cached under ~/.cache/sds by input hash.")
 
     p = sub.add_parser("run", help="boot, run a command in the guest, exit with its status",

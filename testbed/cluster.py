@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypedDict
 
 from testbed import procs, workloads
 from testbed.config import ClusterSpec, NodeOverride
@@ -41,6 +41,17 @@ BASE_APPEND = "console=ttyS0 panic=-1 numa_balancing=disable tsc=reliable no_tim
 _LIVE: weakref.WeakSet[Cluster] = weakref.WeakSet()
 # How surviving nodes name a peer that died (the library and the QEMU glue).
 _LOST_NODE_RE = re.compile(r"\bnode (\d+) (?:died|lost)\b")
+
+
+# The outcome of Cluster.migrate_vcpu, shaped like the QMP event's data.
+VcpuMigration = TypedDict("VcpuMigration", {
+    "cpu-index": int,
+    "from": int,        # where it ran before (== "to" when it did not move)
+    "to": int,
+    "moved": bool,      # False: it ran on "to" already, and stays there
+    "state-bytes": int,
+    "latency-ns": int,
+})
 
 
 @dataclass(frozen=True)
@@ -256,27 +267,52 @@ class Cluster:
             raise GuestError(f"no node reports running vCPU {cpu}", f"see {self.run_dir}")
         return node
 
-    def migrate_vcpu(self, cpu: int, node: int, timeout: float = 30.0) -> dict[str, Any]:
-        """Move vCPU ``cpu`` to ``node`` live; return the migration event's data."""
-        source = self.nodes[self.vcpu_location(cpu)]
-        target = self.nodes[node] if 0 <= node < len(self.nodes) else None
-        source.qmp.command("hyperkernel-migrate-vcpu", **{"cpu-index": cpu, "node": node})
-        if target is None or target is source:
-            return {}
+    def vcpu_home(self, cpu: int) -> int:
+        """The node vCPU ``cpu`` returns to after an I/O visit, as the node running it knows."""
+        runs_on = self.nodes[self.vcpu_location(cpu)]
+        return int(runs_on.qmp.command("query-hyperkernel")["vcpu-home"][cpu])
+
+    def migrate_vcpu(self, cpu: int, node: int, timeout: float = 30.0) -> VcpuMigration:
+        """Move vCPU ``cpu`` to ``node`` live, and make ``node`` its home so it stays.
+
+        The request goes to ``node``, whose hyperkernel takes it to wherever
+        the vCPU runs, following it if it is moving; so the vCPU's own moves
+        (a visit to node 0 for I/O and back) cannot make it fail. Returns once
+        ``node`` runs the vCPU: with ``moved`` and the state size and latency
+        of the move, or ``moved=False`` if the vCPU was there already.
+        """
+        if not 0 <= cpu < self.spec.vcpus:
+            raise ConfigError(f"vCPU {cpu} does not exist", f"the guest has {self.spec.vcpus}")
+        if not 0 <= node < len(self.nodes) or self.nodes[node].skipped:
+            raise ConfigError(f"node {node} does not run",
+                              f"the cluster runs nodes {[n.index for n in self.live_nodes]}")
+        target = self.nodes[node]
+        target.qmp.drain_events()  # only an outcome of this request may count
+        target.qmp.command("hyperkernel-migrate-vcpu", **{"cpu-index": cpu, "node": node})
+
+        def outcome(data: dict[str, Any]) -> bool:
+            return data.get("cpu-index") == cpu and data.get("reason", "request") == "request"
+
         deadline = time.monotonic() + timeout
         while True:
             self.check_health()
             left = deadline - time.monotonic()
             if left <= 0:
                 raise GuestTimeout(f"vCPU {cpu} did not arrive on node {node} in {timeout:.0f}s",
-                                   f"see {self.run_dir}")
+                                   f"see the QMP transcripts and QEMU logs in {self.run_dir}")
             try:
-                ev = target.qmp.wait_event("HYPERKERNEL_VCPU_MIGRATED", timeout=min(left, 1.0))
+                ev = target.qmp.wait_event(
+                    ("HYPERKERNEL_VCPU_MIGRATED", "HYPERKERNEL_VCPU_STAYS"),
+                    timeout=min(left, 1.0), match=outcome)
             except GuestTimeout:
                 continue
             data: dict[str, Any] = ev.get("data", {})
-            if data.get("cpu-index") == cpu:
-                return data
+            if ev["event"] == "HYPERKERNEL_VCPU_STAYS":
+                return {"cpu-index": cpu, "from": node, "to": node, "moved": False,
+                        "state-bytes": 0, "latency-ns": 0}
+            return {"cpu-index": cpu, "from": int(data["from"]), "to": node, "moved": True,
+                    "state-bytes": int(data["state-bytes"]),
+                    "latency-ns": int(data["latency-ns"])}
 
     def poweroff(self, timeout: float = 30.0) -> None:
         """Power the guest off from inside and wait for every node to exit."""

@@ -51,7 +51,7 @@ class HyperkernelArgs:
         ]
 
 
-# Machine options every node of a multi-node guest needs (see qemu-patches/DESIGN.md):
+# Machine options every node of a multi-node guest needs (see qemu-glue/DESIGN.md):
 # no SMM (SMRAM is per-node device state), no HPET, no page merging behind
 # userfaultfd's back, and no kvmvapic ROM patching guest memory.
 HYPERKERNEL_MACHINE = "pc,smm=off,hpet=off,mem-merge=off"

@@ -2,10 +2,12 @@
 
 The source is Debian's upstream tarball of the ``qemu`` source package in
 bookworm-backports, checked against a pinned sha256. The patch series in
-``qemu-patches/series`` is applied in order. The build tree is reused across
-patch changes (files are synced by content so ninja rebuilds exactly what
-changed), and the finished binary is published into the content-addressed
-cache under a key of source hash + series + configure flags.
+``qemu-patches/series`` is applied in order, then the glue sources in
+``qemu-glue/`` (new files, laid out by their path in the QEMU tree) are
+copied in. The build tree is reused across changes (files are synced by
+content so ninja rebuilds exactly what changed), and the finished binary is
+published into the content-addressed cache under a key of source hash +
+series + glue + configure flags (+ the hyperkernel library it links).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ CONFIGURE_FLAGS = (
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PATCH_DIR = REPO_ROOT / "qemu-patches"
+GLUE_DIR = REPO_ROOT / "qemu-glue"
 
 
 @dataclass(frozen=True)
@@ -78,24 +81,34 @@ def series(patch_dir: Path = PATCH_DIR) -> list[Path]:
     return patches
 
 
-def extra_inputs() -> list[tuple[str, bytes]]:
-    """Inputs beyond the patch series that the QEMU binary depends on.
+def _is_doc(path: Path) -> bool:
+    return path.suffix == ".md"
 
-    Later patches link the hyperkernel library into QEMU; its sources then
-    become part of the key so a hyperkernel change relinks QEMU.
-    """
-    hk = REPO_ROOT / "hyperkernel"
-    if not (hk / "Makefile").is_file() or not any(
-        "hyperkernel" in p.read_text(errors="replace") for p in series()
-    ):
-        return []
-    return [(f"hyperkernel/{name}", data) for name, data in cache.hash_tree(
-        hk, exclude=lambda p: p.suffix in {".md"} or "tests" in p.parts)]
+
+def glue_files(glue_dir: Path | None = None) -> list[tuple[str, bytes]]:
+    """The glue sources as (path in the QEMU tree, content); documentation excluded."""
+    return cache.hash_tree(glue_dir or GLUE_DIR, exclude=_is_doc)
 
 
 def uses_hyperkernel() -> bool:
     """True once a patch of the series links the hyperkernel library."""
-    return bool(extra_inputs())
+    return (REPO_ROOT / "hyperkernel" / "Makefile").is_file() and any(
+        "hyperkernel" in p.read_text(errors="replace") for p in series())
+
+
+def extra_inputs() -> list[tuple[str, bytes]]:
+    """Inputs beyond the patch series that the QEMU binary depends on.
+
+    The glue sources are compiled into QEMU. Once the series links the
+    hyperkernel library, its sources are part of the key too, so a library
+    change relinks QEMU.
+    """
+    parts = [(f"glue/{name}", data) for name, data in glue_files()]
+    if uses_hyperkernel():
+        parts += [(f"hyperkernel/{name}", data) for name, data in cache.hash_tree(
+            REPO_ROOT / "hyperkernel",
+            exclude=lambda p: _is_doc(p) or "tests" in p.relative_to(REPO_ROOT).parts)]
+    return parts
 
 
 def hyperkernel_prefix() -> Path:
@@ -239,6 +252,21 @@ def _sync_tree(src: Path, dst: Path) -> int:
     return changed
 
 
+def copy_glue(tree: Path, glue_dir: Path | None = None) -> None:
+    """Copy the glue sources into a patched QEMU tree.
+
+    The glue only adds files: one that would replace a QEMU file (or a file
+    a patch created) is an error, so the patches stay the only edits.
+    """
+    for name, data in glue_files(glue_dir):
+        dest = tree / name
+        if dest.exists():
+            raise BuildError(f"qemu-glue/{name} would overwrite {name} of the QEMU tree",
+                             "the glue adds new files only; change an existing file with a patch")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(data)
+
+
 def _prepare_source(tarball: Path, patches: list[Path], work_src: Path, log: Path,
                     progress: Progress) -> None:
     with tempfile.TemporaryDirectory(prefix="qemu-src-", dir=cache.cache_root()) as tmpd:
@@ -256,6 +284,7 @@ def _prepare_source(tarball: Path, patches: list[Path], work_src: Path, log: Pat
             if r.returncode != 0:
                 raise BuildError(f"patch {patch.name} does not apply to QEMU 10.0.2 (see {log})",
                                  "rebase the patch on the pristine source")
+        copy_glue(tree)
         if not work_src.exists():
             tree.rename(work_src)
         else:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -67,15 +68,23 @@ class Qmp:
             raise QmpError(f"{self.name}: QMP {name} failed: {err.get('desc', err)}")
         return resp.get("return")
 
-    def wait_event(self, name: str, timeout: float) -> dict[str, Any]:
-        """Wait for event ``name`` (issue the command that causes it after arming)."""
+    def wait_event(self, name: str | tuple[str, ...], timeout: float,
+                   match: Callable[[dict[str, Any]], bool] | None = None) -> dict[str, Any]:
+        """Wait for an event called ``name`` (or any of several) whose data ``match``es.
+
+        Events already received count too, oldest first; skipped ones are only
+        logged. Issue the command that causes the event after calling
+        ``drain_events`` if older events of the same kind must not count.
+        """
         if self._mon is None:
             raise GuestError(f"{self.name}: QMP is not connected")
+        names = (name,) if isinstance(name, str) else name
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise GuestTimeout(f"{self.name}: no QMP event {name} within {timeout:.0f}s")
+                raise GuestTimeout(f"{self.name}: no QMP event {' or '.join(names)} "
+                                   f"within {timeout:.0f}s")
             try:
                 with _LOOP_LOCK:  # short slices, so commands of other threads get their turn
                     ev = self._mon.pull_event(wait=min(left, 0.2))
@@ -84,8 +93,15 @@ class Qmp:
             if ev is None:
                 continue
             self._log("<", ev)
-            if ev.get("event") == name:
+            if ev.get("event") in names and (match is None or match(ev.get("data", {}))):
                 return ev
+
+    def drain_events(self) -> None:
+        """Read (and log) the events received so far, and forget them."""
+        if self._mon is None:
+            raise GuestError(f"{self.name}: QMP is not connected")
+        while (ev := self._mon.pull_event(wait=False)) is not None:
+            self._log("<", ev)
 
     def close(self) -> None:
         if self._mon is not None:

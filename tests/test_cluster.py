@@ -6,13 +6,12 @@ from __future__ import annotations
 import os
 import signal
 import time
-from typing import Any
 
 import pytest
 from conftest import ClusterFactory
 
 from testbed import procs
-from testbed.cluster import Artifacts, Cluster
+from testbed.cluster import Artifacts, Cluster, VcpuMigration
 from testbed.config import NodeOverride
 from testbed.errors import GuestError, NodeDied
 from testbed.qmp import QmpError
@@ -71,13 +70,14 @@ def test_vcpus_migrate_live_under_a_self_checking_workload(cluster_factory: Clus
     cluster.boot()
     cluster.run("(/opt/workloads/bin/lock threads=2 iters=200000 cpus=0,1 timeout_s=600 "
                 "> /tmp/lock.out 2>&1; echo done >> /tmp/lock.out) &")
-    events: list[dict[str, Any]] = []
+    events: list[VcpuMigration] = []
     for i in range(100):
         cpu = i % 2
         target = (cluster.vcpu_location(cpu) + 1) % 2
         events.append(cluster.migrate_vcpu(cpu, target))
     assert len(events) == 100
-    assert all(e["state-bytes"] > 0 and e["latency-ns"] > 0 for e in events)
+    # A vCPU that went back to the target on its own (after an I/O visit) stays there.
+    assert all(e["state-bytes"] > 0 and e["latency-ns"] > 0 for e in events if e["moved"])
     deadline = time.monotonic() + 600
     while "done" not in cluster.run("cat /tmp/lock.out").output:
         assert time.monotonic() < deadline, "workload did not finish"

@@ -1,0 +1,54 @@
+"""A node dies while the guest runs: every survivor names it and exits with status 3,
+also when one of its vCPUs touches a page that died with it."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+
+import pytest
+from conftest import ClusterFactory
+
+from testbed.cluster import Artifacts
+
+pytestmark = pytest.mark.boot
+
+# Status of a node that stopped because a peer died (hw/i386/hyperkernel/peer-loss.c).
+LOST_PEER_EXIT = 3
+
+
+@pytest.fixture(autouse=True)
+def needs_hyperkernel(artifacts: Artifacts) -> None:
+    if not artifacts.supports_hyperkernel():
+        pytest.skip("this QEMU build lacks the hyperkernel patches (-object hyperkernel)")
+
+
+def test_survivors_of_a_killed_node_exit_3_even_when_a_vcpu_touches_a_lost_page(
+        cluster_factory: ClusterFactory) -> None:
+    cluster = cluster_factory(nodes=3, vcpus=3, mem_mib=512, boot_timeout=400)
+    cluster.boot()
+    # Every vCPU rewrites 300 MiB over and over: a third of those pages have
+    # their directory on node 2, so the survivors' vCPUs fault on pages lost
+    # with it before the VM stop reaches them (SIGBUS from UFFDIO_POISON).
+    cluster.run("(/opt/workloads/bin/sweep threads=3 size_mb=300 passes=100000"
+                " > /tmp/sweep.out 2>&1) &")
+    time.sleep(8)
+    survivors = cluster.nodes[:2]
+    os.kill(cluster.nodes[2].pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while any(n.alive() for n in survivors) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for node in survivors:
+        assert not node.alive(), f"node{node.index} kept running after node 2 died"
+        log = node.qemu_log_text()
+        assert node.returncode() == LOST_PEER_EXIT, (
+            f"node{node.index} ended with {node.death_summary()}, not exit "
+            f"{LOST_PEER_EXIT}:\n{log[-2000:]}")
+        assert re.search(rf"hyperkernel node {node.index}: node 2 lost; \d+ guest pages lost",
+                         log), log[-2000:]
+    # The case this test is about happened: a vCPU hit a lost page (SIGBUS).
+    assert any(re.search(r"hyperkernel node \d: a guest page lost with node 2 was touched",
+                         n.qemu_log_text()) for n in survivors), \
+        "no survivor touched a lost page; the sweep did not reach one before the VM stopped"
