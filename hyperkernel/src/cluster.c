@@ -262,7 +262,10 @@ static void on_vcpu_at(struct hk_node *n, const struct hk_msg *m)
 
 int hk_irq_send(struct hk_node *n, const struct hk_irq *irq)
 {
-	if (!irq || irq->vcpu >= HK_MAX_VCPUS)
+	/* the same ranges the receiver's decoder enforces: refused here, where
+	 * the caller can see it, rather than dropped there */
+	if (!irq || irq->vcpu >= HK_MAX_VCPUS || irq->delivery_mode < 0 || irq->delivery_mode > 7 ||
+	    irq->vector < 0 || irq->vector > 255 || irq->trigger_mode < 0 || irq->trigger_mode > 1)
 		return -EINVAL;
 	int to = hk_vcpu_location(n, (int)irq->vcpu);
 	if (to < 0)

@@ -185,6 +185,10 @@ static void test_locations_interrupts_and_migration_requests_follow_the_vcpu(voi
 	CHECK(hk_irq_send(me, &irq) == 0);
 	struct hk_irq bad = { .vcpu = HK_MAX_VCPUS };
 	CHECK(hk_irq_send(me, &bad) == -EINVAL);
+	struct hk_irq bad_vec = { .vcpu = 1, .vector = 256 };
+	CHECK(hk_irq_send(me, &bad_vec) == -EINVAL);
+	struct hk_irq bad_mode = { .vcpu = 1, .delivery_mode = 8, .vector = 32 };
+	CHECK(hk_irq_send(me, &bad_mode) == -EINVAL);
 	CHECK(hk_vcpu_migrate_request(me, 0, 1) == 1); /* runs here: ours to move */
 	CHECK(hk_vcpu_migrate_request(me, 2, 0) == -EINVAL);
 	CHECK(hk_vcpu_migrate_request(me, 1, 9) == -EINVAL);
