@@ -336,7 +336,20 @@ def _build_locked(work: Path, key: str, patches: list[Path], tarball: Path,
     work_src, build_dir = work / "src", work / "build"
     if uses_hyperkernel() and build_hyperkernel(log, progress):
         (build_dir / "qemu-system-x86_64").unlink(missing_ok=True)
-    _prepare_source(tarball, patches, work_src, log, progress)
+    # The patched tree depends on the tarball, the series and the glue only:
+    # a change to the hyperkernel library (the laptop loop) relinks QEMU
+    # without unpacking and patching the source again.
+    source_key = cache.hash_inputs(
+        [("source", TARBALL_SHA256.encode())]
+        + [(f"patch/{p.name}", p.read_bytes()) for p in patches]
+        + [(f"glue/{name}", data) for name, data in glue_files()])
+    stamp = work / "source-key"
+    if work_src.is_dir() and stamp.is_file() and stamp.read_text() == source_key:
+        progress.step("qemu", "patched source unchanged")
+    else:
+        stamp.unlink(missing_ok=True)
+        _prepare_source(tarball, patches, work_src, log, progress)
+        stamp.write_text(source_key)
 
     if not (build_dir / "build.ninja").is_file():
         shutil.rmtree(build_dir, ignore_errors=True)
