@@ -86,8 +86,10 @@ def extra_inputs() -> list[tuple[str, bytes]]:
         "hyperkernel" in p.read_text(errors="replace") for p in series()
     ):
         return []
+    # Judge paths relative to hyperkernel/: the checkout itself may sit in a
+    # directory called "tests", which must not exclude every file.
     return [(f"hyperkernel/{name}", data) for name, data in cache.hash_tree(
-        hk, exclude=lambda p: p.suffix in {".md"} or "tests" in p.parts)]
+        hk, exclude=lambda p: p.suffix in {".md"} or "tests" in p.relative_to(hk).parts)]
 
 
 def uses_hyperkernel() -> bool:
