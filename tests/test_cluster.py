@@ -112,64 +112,112 @@ def test_pinned_threads_on_different_nodes_compute_the_right_answer(
         _wait_for_locations(cluster, [0, 1])
 
 
-# The lock workload runs again and again until /tmp/stop appears; each run
-# verifies itself and prints one line.
-_LOCK_LOOP = ("(while [ ! -e /tmp/stop ]; do /opt/workloads/bin/lock threads=2 iters=200000 "
-              "cpus=0,1 timeout_s=600; done > /tmp/lock.out 2>&1; echo done >> /tmp/lock.out) &")
+def _move(cluster: Cluster, cpu: int) -> dict[str, Any]:
+    """Move vCPU ``cpu`` (of two nodes) to the other node; return the migration event.
+
+    A vCPU visits node 0 by itself whenever it touches a device. Until issue 8
+    makes the harness's migrate_vcpu race-free, such a visit between finding
+    the vCPU and asking for the move fails the request or finds the vCPU
+    already there: then look again and ask again.
+    """
+    for _ in range(10):
+        target = (cluster.vcpu_location(cpu) + 1) % 2
+        try:
+            event = cluster.migrate_vcpu(cpu, target)
+        except QmpError as e:
+            if "does not run on node" not in str(e):
+                raise
+            continue
+        if event:
+            assert (event.get("cpu-index"), event.get("to")) == (cpu, target), event
+            assert event["state-bytes"] > 0 and event["latency-ns"] > 0, event
+            return event
+    raise AssertionError(f"vCPU {cpu} did not move in 10 tries")
 
 
-def _lock_runs(cluster: Cluster) -> int:
-    return int(cluster.run("grep -c '^workload=lock' /tmp/lock.out").output.strip() or 0)
+def _start(cluster: Cluster, name: str, args: str, until: str = "") -> str:
+    """Start a workload in the background and return its pid (with ``until``:
+    a shell loop that runs it again and again until that file exists).
+
+    Its result lines go to /tmp/<name>.out, then a line "done".
+    """
+    run = f"/opt/workloads/bin/{name} {args}"
+    if until:
+        run = f"while [ ! -e {until} ]; do {run}; done"
+    cluster.run(f"(({run}) > /tmp/{name}.out 2>&1 & "
+                f"echo $! > /tmp/{name}.pid; wait $!; echo done >> /tmp/{name}.out) &")
+    return _wait_for_output(cluster, f"cat /tmp/{name}.pid 2>/dev/null", 30).strip()
+
+
+def _started(cluster: Cluster, pid: str) -> str:
+    """When process ``pid`` started (in ticks since boot), or "" if it is gone:
+    the same pid and start time mean the same process."""
+    stat = cluster.run(f"cat /proc/{pid}/stat 2>/dev/null").output
+    return stat.rsplit(")", 1)[1].split()[19] if ")" in stat else ""
+
+
+def _wait_for_output(cluster: Cluster, command: str, timeout: float, until: str = "") -> str:
+    """Run ``command`` until its output is not empty (or contains ``until``)."""
+    deadline = time.monotonic() + timeout
+    while not ((out := cluster.run(command).output) and until in out):
+        assert time.monotonic() < deadline, f"{command!r} gave {out!r} for {timeout:.0f} s"
+        time.sleep(0.5)
+    return out
+
+
+def _migrate_under_workload(cluster: Cluster, name: str, args: str, moves: int,
+                            batches: int = 4) -> list[WorkloadResult]:
+    """Move the two vCPUs back and forth ``moves`` times while workload
+    ``name`` runs in a loop; return the result of every run.
+
+    After each batch of moves another run must end, so the workload ran
+    across the moves (a single run could end before the first one), and
+    the loop itself must be the same process before and after them.
+    """
+    loop = _start(cluster, name, args, until="/tmp/stop")
+    loop_started = _started(cluster, loop)
+    assert loop_started, f"the {name} loop did not start"
+
+    def runs_done() -> int:
+        out = cluster.run(f"grep -c '^workload={name} ' /tmp/{name}.out").output.strip()
+        return int(out or 0)
+
+    before = cluster.node_stats()
+    finished = [runs_done()]
+    for _ in range(batches):
+        for i in range(moves // batches):
+            _move(cluster, i % 2)
+        deadline = time.monotonic() + 120
+        while (done := runs_done()) == finished[-1]:
+            assert time.monotonic() < deadline, f"no {name} run ended for 120 s: {finished}"
+            time.sleep(0.5)
+        finished.append(done)
+    assert _started(cluster, loop) == loop_started, f"the {name} loop ended by itself"
+    # The nodes moved at least one vCPU state per migration.
+    blobs = sum(_delta(cluster.node_stats(), before, "vcpu_blobs_received"))
+    assert blobs >= moves, f"vCPU states received: {blobs}"
+    cluster.run("touch /tmp/stop")
+    out = _wait_for_output(cluster, f"cat /tmp/{name}.out", 600, until="done")
+    results = [parse_result(line, name) for line in out.splitlines()
+               if line.startswith(f"workload={name} ")]
+    assert len(results) >= finished[-1], out
+    return results
 
 
 def test_vcpus_migrate_live_under_a_self_checking_workload(cluster_factory: ClusterFactory) -> None:
     cluster = cluster_factory(nodes=2, vcpus=2)
     cluster.boot()
-    cluster.run(_LOCK_LOOP)
-    before = cluster.node_stats()
-    finished = [_lock_runs(cluster)]
-    for i in range(100):
-        cpu = i % 2
-        target = (cluster.vcpu_location(cpu) + 1) % 2
-        event = cluster.migrate_vcpu(cpu, target)
-        assert (event.get("cpu-index"), event.get("to")) == (cpu, target), f"move {i}: {event}"
-        assert event["state-bytes"] > 0 and event["latency-ns"] > 0, event
-        if i in (49, 99):
-            finished.append(_lock_runs(cluster))
-    # The nodes moved at least one vCPU state per migration.
-    blobs = sum(_delta(cluster.node_stats(), before, "vcpu_blobs_received"))
-    assert blobs >= 100, f"vCPU states received: {blobs}"
-    # The workload kept finishing verified runs in both halves of the migrations.
-    assert finished[0] < finished[1] < finished[2], f"lock runs done: {finished}"
-    cluster.run("touch /tmp/stop")
-    deadline = time.monotonic() + 600
-    while "done" not in (out := cluster.run("cat /tmp/lock.out").output):
-        assert time.monotonic() < deadline, "workload did not finish"
-        time.sleep(2)
-    lines = [line for line in out.splitlines() if line.startswith("workload=")]
-    assert len(lines) >= finished[2]
-    for line in lines:
-        result = parse_result(line, "lock")
-        assert result.ok and check_figures(result) == CLEAN_FIGURES["lock"], line
+    for result in _migrate_under_workload(cluster, "lock",
+                                          "threads=2 iters=200000 cpus=0,1 timeout_s=600", 100):
+        assert result.ok and check_figures(result) == CLEAN_FIGURES["lock"], result.raw
 
 
 def test_guest_time_never_goes_backwards_across_migrations(cluster_factory: ClusterFactory) -> None:
     cluster = cluster_factory(nodes=2, vcpus=2)
     cluster.boot()
-    cluster.run("(/opt/workloads/bin/clock duration_ms=20000 cpus=0,1 > /tmp/clock.out 2>&1;"
-                " echo done >> /tmp/clock.out) &")
-    # The same clock process runs from before the first migration to after the last.
-    running = cluster.run("pidof clock").output.split()
-    assert len(running) == 1, running
-    for i in range(20):
-        cluster.migrate_vcpu(i % 2, (cluster.vcpu_location(i % 2) + 1) % 2)
-    assert cluster.run("pidof clock").output.split() == running, "clock ended before the moves"
-    deadline = time.monotonic() + 300
-    while "done" not in cluster.run("cat /tmp/clock.out").output:
-        assert time.monotonic() < deadline
-        time.sleep(2)
-    result = parse_result(cluster.run("cat /tmp/clock.out").output, "clock")
-    assert result.ok and check_figures(result) == CLEAN_FIGURES["clock"], result.raw
+    # Short runs: while one runs, its two threads starve the guest shell.
+    for result in _migrate_under_workload(cluster, "clock", "duration_ms=1000 cpus=0,1", 20):
+        assert result.ok and check_figures(result) == CLEAN_FIGURES["clock"], result.raw
 
 
 # -- memory beyond one node ------------------------------------------------
