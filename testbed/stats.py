@@ -37,3 +37,25 @@ def merge_node_stats(per_node: list[dict[str, Any]], top: int = 10) -> dict[str,
         "hottest_pages": [{"offset": off, "gpa": hex(off), "stalls": n} for off, n in ranked],
         "nodes": per_node,
     }
+
+
+def node_counters(per_node: list[dict[str, Any]]) -> list[dict[str, int]]:
+    """Each node's library counters (pages_received, evictions, ...), by node id."""
+    by_id = sorted(per_node, key=lambda info: int(info["node"]))
+    return [dict(info.get("stats", {}).get("counters", {})) for info in by_id]
+
+
+def vcpu_stalls(per_node: list[dict[str, Any]]) -> dict[tuple[int, int], int]:
+    """Page stalls (read + write) of each vCPU thread, keyed by (node, vCPU).
+
+    Every node has a thread for every vCPU; only the node where a vCPU runs
+    can stall in its thread, so these counts show where each vCPU executed.
+    """
+    stalls: dict[tuple[int, int], int] = {}
+    for info in per_node:
+        for thread in info.get("stats", {}).get("threads", []):
+            if int(thread["vcpu"]) >= 0:
+                key = (int(info["node"]), int(thread["vcpu"]))
+                stalls[key] = (stalls.get(key, 0) + int(thread["read_stalls"])
+                               + int(thread["write_stalls"]))
+    return stalls

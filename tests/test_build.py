@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 from pathlib import Path
 
 import pytest
@@ -84,3 +85,18 @@ def test_series_naming_a_missing_patch_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "series").write_text("0001-nope.patch\n")
     with pytest.raises(BuildError, match=r"0001-nope\.patch"):
         qemu_build.series(tmp_path)
+
+
+def test_the_qemu_key_does_not_depend_on_where_the_checkout_sits(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # hyperkernel/tests is left out of the key; a checkout that itself sits
+    # in a directory called "tests" must not lose every hyperkernel source.
+    keys = []
+    for checkout in (tmp_path / "tests" / "sds", tmp_path / "work" / "sds"):
+        shutil.copytree(qemu_build.REPO_ROOT / "hyperkernel", checkout / "hyperkernel")
+        monkeypatch.setattr(qemu_build, "REPO_ROOT", checkout)
+        inputs = [name for name, _ in qemu_build.extra_inputs()]
+        assert "hyperkernel/include/hyperkernel.h" in inputs
+        assert not [name for name in inputs if name.startswith("hyperkernel/tests/")]
+        keys.append(qemu_build.build_key())
+    assert keys[0] == keys[1]

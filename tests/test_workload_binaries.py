@@ -20,6 +20,7 @@ from testbed.workloads import (
     WORKLOADS,
     ParamValue,
     WorkloadError,
+    WorkloadResult,
     guest_command,
     parse_result,
     validate_params,
@@ -43,6 +44,51 @@ QUICK: dict[str, dict[str, ParamValue]] = {
     "redis": {"requests": 500, "keys": 300},
 }
 NATIVE = [name for name in WORKLOADS if name != "redis"]
+
+# What each workload's own check reports: the figures of a clean run, and the
+# reason it gives when inject=1 corrupts a value. "ok=1" alone could come
+# from a check that never ran; these figures are what it computed.
+CLEAN_FIGURES: dict[str, dict[str, ParamValue | bool]] = {
+    "private": {"mismatches": 0, "bad_checksums": 0},
+    "falseshare": {"wrong_counters": 0, "stray_writes": 0},
+    "pingpong": {"sequence_errors": 0},
+    "lock": {"tickets_ok": 1, "counter": True},
+    "sweep": {"mismatches": 0},
+    "pchase": {"errors": 0},
+    "prodcons": {"missing": 0, "duplicates": 0, "out_of_order": 0, "checksum_ok": 1},
+    "lmat": {"bad_reads": 0, "bad_records": 0, "lost_updates": 0},
+    "sqlite": {"wrong_lookups": 0, "wrong_updates": 0, "integrity_ok": 1, "checksum_ok": 1},
+    "clock": {"mono_backwards": 0, "tsc_backwards": 0, "cross_vcpu_backwards": 0},
+    "redis": {"mismatches": 0, "clean_shutdown": 1},
+}
+INJECTED_REASON = {
+    "private": "data_mismatch",
+    "falseshare": "count_mismatch",
+    "pingpong": "sequence_mismatch",
+    "lock": "count_mismatch",
+    "sweep": "pattern_mismatch",
+    "pchase": "cycle_broken",
+    "prodcons": "items_mismatch",
+    "lmat": "table_inconsistent",
+    "sqlite": "checksum_mismatch",
+    "clock": "time went backwards",
+    "redis": "data_mismatch",
+}
+
+
+def check_figures(result: WorkloadResult) -> dict[str, ParamValue | None]:
+    """The self-check figures a workload reported, to compare with CLEAN_FIGURES."""
+    f = result.fields
+    got = {k: f.get(k) for k in CLEAN_FIGURES[result.name]}
+    if result.name == "lock":
+        # The counter under the lock and its shadow must both count every acquisition.
+        got["counter"] = f["counter"] == f["shadow"] == int(f["threads"]) * int(f["iters"])
+    return got
+
+
+def caught_by_its_check(result: WorkloadResult) -> bool:
+    """ok=0 with the reason of the workload's own check (not a timeout or a crash)."""
+    return not result.ok and result.raw.endswith(f" reason={INJECTED_REASON[result.name]}")
 
 
 @pytest.fixture(scope="session")
@@ -92,6 +138,7 @@ def test_workload_passes_its_own_check(staged: Path, name: str) -> None:
     assert {k: echoed[k] for k in expected} == expected
     assert isinstance(result.fields["ops"], int) and result.fields["ops"] > 0
     assert isinstance(result.fields["elapsed_s"], float)
+    assert check_figures(result) == CLEAN_FIGURES[name], result.raw
 
 
 @pytest.mark.parametrize("name", [*NATIVE, "redis"])
@@ -101,8 +148,9 @@ def test_injected_fault_is_caught(staged: Path, name: str) -> None:
     proc = run(staged, name, {**host_params(name, staged), "inject": 1})
     assert proc.returncode == 1, proc.stdout + proc.stderr
     result = parse_result(proc.stdout, name)
-    assert not result.ok
-    assert result.reason, "a failed check says why"
+    assert result.fields["inject"] == 1  # as the binary parsed it
+    assert caught_by_its_check(result), f"expected reason={INJECTED_REASON[name]}: {result.raw}"
+    assert check_figures(result) != CLEAN_FIGURES[name], "the check's own figures show the fault"
 
 
 @pytest.mark.parametrize("name", list(WORKLOADS))
@@ -148,8 +196,9 @@ def test_binary_refuses_bad_arguments_listing_valid_ones(
     assert proc.returncode == 2
     assert proc.stdout == ""
     assert complaint in proc.stderr
-    for p in WORKLOADS[name].params:
-        assert p.name in proc.stderr
+    # The listing has one line per parameter, starting with its name and a tab.
+    listed = [line.split("\t", 1)[0] for line in proc.stderr.splitlines() if "\t" in line]
+    assert listed == [p.name for p in WORKLOADS[name].params]
 
 
 def test_watchdog_reports_timeout_when_a_run_overstays(staged: Path) -> None:
@@ -160,11 +209,32 @@ def test_watchdog_reports_timeout_when_a_run_overstays(staged: Path) -> None:
     assert result.reason == "timeout"
 
 
+def _thread_affinity(pid: int) -> list[str]:
+    """Cpus_allowed_list of every thread of ``pid`` but its main thread."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            status = (task / "status").read_text()
+        except OSError:
+            continue  # the thread just ended
+        if int(task.name) != pid:
+            found += [line.split(":", 1)[1].strip() for line in status.splitlines()
+                      if line.startswith("Cpus_allowed_list:")]
+    return found
+
+
 def test_threads_pin_to_the_given_cpu(staged: Path) -> None:
-    proc = run(staged, "private", {**QUICK["private"], "cpus": "0"})
-    result = parse_result(proc.stdout, "private")
-    assert result.ok
-    assert result.fields["cpus"] == "0"
+    # Long enough (about a second) to look at the worker threads while they run.
+    # Besides the two workers there is the watchdog thread, which is not pinned.
+    binary = staged / "opt" / "workloads" / "bin" / "private"
+    seen: list[str] = []
+    with subprocess.Popen([str(binary), "threads=2", "size_kb=16384", "passes=400", "cpus=1"],
+                          stdout=subprocess.PIPE, text=True) as proc:
+        while proc.poll() is None and seen.count("1") < 2:
+            seen = _thread_affinity(proc.pid)
+        out, _ = proc.communicate(timeout=120)
+    assert seen.count("1") == 2, f"threads' CPUs while it ran: {seen}; {out}"
+    assert parse_result(out, "private").ok, out
 
 
 def test_prodcons_spsc_refuses_unpaired_threads(staged: Path) -> None:
