@@ -375,9 +375,11 @@ REFUSALS = {
     "different-ram": (
         {1: NodeOverride(mem_mib=768)},
         r"node(\d) \(pid \d+\) exited with status 1: qemu-system-x86_64: hyperkernel "
-        r"node \1: node \d has a different machine definition",
-        {0: r"^qemu-system-x86_64: hyperkernel node 0: node 1 has a different machine definition",
-         1: r"^qemu-system-x86_64: hyperkernel node 1: node 0 has a different machine definition"}),
+        r"node \1: node \d has \d+ MiB of guest RAM, node \1 has \d+ MiB",
+        {0: r"^qemu-system-x86_64: hyperkernel node 0: node 1 has 768 MiB of guest RAM, "
+            r"node 0 has 512 MiB",
+         1: r"^qemu-system-x86_64: hyperkernel node 1: node 0 has 512 MiB of guest RAM, "
+            r"node 1 has 768 MiB"}),
     "peer-never-starts": (
         {1: NodeOverride(start=False)},
         r"node0 \(pid \d+\) exited with status 1: \[hk node 0\] warning: timed out waiting "
