@@ -1,5 +1,8 @@
 /* test_stats.c - histogram percentiles and the JSON export. */
+#include <poll.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "hk.h"
 #include "hk_test.h"
@@ -43,9 +46,61 @@ static void test_json_has_everything(void)
 	hk_stats_destroy(&st);
 }
 
+/* Hazard 4 (issue 8): the export scans every page for the hottest ones; the
+ * event thread completes stalls under the stats lock, so the scan must not
+ * hold it.  The per-page counters here live in memory whose second page is
+ * missing (userfaultfd): the scan blocks there, and while it does the lock
+ * must be free.  Deterministic: no timing. */
+struct export_arg {
+	struct hk_stats *st;
+	char *js;
+};
+
+static void *export_main(void *arg)
+{
+	struct export_arg *a = arg;
+	a->js = hk_stats_to_json(a->st, 0, 0, 0, 0, "page");
+	return NULL;
+}
+
+static void test_the_page_scan_does_not_hold_the_stats_lock(void)
+{
+	struct hk_memory mem;
+	CHECK(hk_memory_open(&mem) == 0);
+	size_t len = 2 * HK_PAGE_SIZE;
+	uint8_t *region = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	CHECK(region != MAP_FAILED && hk_memory_add_region(&mem, region, len) == 0);
+	CHECK(hk_memory_install_zero(&mem, 0, false) == 0); /* page 0 present, page 1 missing */
+	struct hk_stats st;
+	CHECK(hk_stats_init(&st, 1) == 0);
+	free(st.page_stalls);
+	st.page_stalls = (uint32_t *)region;
+	st.npages = len / sizeof(uint32_t);
+	st.page_stalls[3] = 7;
+	struct export_arg a = { &st, NULL };
+	pthread_t th;
+	pthread_create(&th, NULL, export_main, &a);
+	/* wait until the scan is blocked in the missing page */
+	struct pollfd p = { .fd = mem.uffd, .events = POLLIN };
+	CHECK(poll(&p, 1, 10000) == 1);
+	int r = pthread_mutex_trylock(&st.lock);
+	CHECK(r == 0); /* the scan runs without the lock */
+	if (r == 0)
+		pthread_mutex_unlock(&st.lock);
+	CHECK(hk_memory_install_zero(&mem, 1, false) == 0); /* let the scan finish */
+	pthread_join(th, NULL);
+	CHECK(a.js && strstr(a.js, "\"hottest_pages\":[{\"offset\":12288,\"stalls\":7}]"));
+	free(a.js);
+	st.page_stalls = NULL;
+	hk_stats_destroy(&st);
+	hk_memory_close(&mem);
+	munmap(region, len);
+}
+
 int main(void)
 {
 	RUN(test_histogram_percentiles);
 	RUN(test_json_has_everything);
+	RUN(test_the_page_scan_does_not_hold_the_stats_lock);
 	TEST_DONE();
 }
