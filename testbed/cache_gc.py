@@ -11,13 +11,12 @@ inputs, not builds.
 from __future__ import annotations
 
 import fcntl
-import os
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from testbed import cache
+from testbed import cache, procs
 
 KEPT_KINDS = frozenset({"downloads"})
 
@@ -60,13 +59,7 @@ def _builder_alive(name: str) -> bool:
         pid = int(name.rsplit(".tmp-", 1)[1])
     except (IndexError, ValueError):
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return procs.pid_alive(pid)
 
 
 def _build_running(path: Path) -> bool:

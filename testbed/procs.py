@@ -53,7 +53,8 @@ def _reap_children() -> None:
             return
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """True if process ``pid`` exists (ours or not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -91,7 +92,7 @@ def sweep_orphans() -> list[int]:
     """Kill node processes whose owning harness is gone; return their pids."""
     killed = []
     for pid, owner in _scan():
-        if owner != os.getpid() and not _pid_alive(owner):
+        if owner != os.getpid() and not pid_alive(owner):
             try:
                 os.kill(pid, signal.SIGKILL)
                 killed.append(pid)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from guest_load import GuestLoad
 
 from testbed import procs
 from testbed.artifacts import ensure_artifacts
@@ -60,12 +61,47 @@ def cluster_factory(artifacts: Artifacts, tmp_path: Path,
 
 
 @pytest.fixture
-def booted_cluster(cluster_factory: ClusterFactory, request: pytest.FixtureRequest) -> Cluster:
-    """A booted one-node guest; parametrize indirectly with a dict of ClusterSpec fields."""
-    spec: dict[str, Any] = getattr(request, "param", {"vcpus": 2})
-    cluster = cluster_factory(**spec)
+def cluster_spec(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The ClusterSpec fields of ``cluster``: one node with 2 vCPUs unless the test
+    parametrizes it indirectly (nodes, vcpus, policy, budgets, ...)."""
+    return dict(getattr(request, "param", {"vcpus": 2}))
+
+
+@pytest.fixture
+def cluster(cluster_factory: ClusterFactory, cluster_spec: dict[str, Any]) -> Cluster:
+    """The cluster, not yet booted; the factory owns every process it starts."""
+    return cluster_factory(**cluster_spec)
+
+
+@pytest.fixture
+def booted_cluster(cluster: Cluster) -> Cluster:
+    """The cluster, booted to the guest's shell."""
     cluster.boot()
     return cluster
+
+
+@pytest.fixture
+def loaded_cluster(booted_cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[GuestLoad]:
+    """The booted cluster running a self-checking workload in a loop (``lock`` on
+    every vCPU unless the test says ``@pytest.mark.load(name, args)``).
+
+    After the test, the loop must still be the process it was, and every run
+    it finished must have verified its result.
+    """
+    marker = request.node.get_closest_marker("load")
+    vcpus = booted_cluster.spec.vcpus
+    name, args = (marker.args if marker else
+                  ("lock", f"threads={vcpus} iters=200000 cpus=0-{vcpus - 1} timeout_s=600"))
+    load = GuestLoad(booted_cluster, name, args).start()
+    yield load
+    rep = getattr(request.node, "rep_call", None)
+    if (rep is not None and rep.failed) or load.stopped:
+        return  # the test's own failure says more, or it judged the runs itself
+    assert load.still_running(), f"the {name} loop ended during the test"
+    results = load.stop()
+    assert results, f"no {name} run finished"
+    bad = [r.raw for r in results if not r.ok]
+    assert not bad, f"{len(bad)} of {len(results)} {name} runs failed: {bad[:3]}"
 
 
 # Nodes of module-scoped clusters outlive single tests; their fixture checks them.

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from conftest import ClusterFactory
+from guest_load import GuestLoad
 from test_workload_binaries import CLEAN_FIGURES, check_figures
 
 from testbed import procs
@@ -53,11 +54,12 @@ def _delta(after: list[dict[str, Any]], before: list[dict[str, Any]], key: str) 
                                             strict=True)]
 
 
-@pytest.mark.parametrize("nodes", [2, 4])
-def test_stock_kernel_boots_across_nodes(cluster_factory: ClusterFactory, nodes: int) -> None:
-    # A 4-node boot takes about a minute on 2 cores; leave room for a slower CI machine.
-    cluster = cluster_factory(nodes=nodes, vcpus=nodes, mem_mib=512, boot_timeout=400)
-    cluster.boot()
+# A 4-node boot takes about a minute on 2 cores; leave room for a slower CI machine.
+@pytest.mark.parametrize("cluster_spec", [
+    pytest.param({"nodes": n, "vcpus": n, "mem_mib": 512, "boot_timeout": 400}, id=f"{n}-nodes")
+    for n in (2, 4)], indirect=True)
+def test_stock_kernel_boots_across_nodes(booted_cluster: Cluster) -> None:
+    cluster, nodes = booted_cluster, booted_cluster.spec.nodes
     assert cluster.run("nproc").output == f"{nodes}\n"
     assert 400 * 1024 < _meminfo_kib(cluster) <= 512 * 1024
     _wait_for_locations(cluster, list(range(nodes)))  # one vCPU per node, as placed
@@ -69,9 +71,10 @@ def test_stock_kernel_boots_across_nodes(cluster_factory: ClusterFactory, nodes:
     assert all(r > 0 for r in received), f"pages received per node: {received}"
 
 
-def test_single_node_runs_through_the_hyperkernel(cluster_factory: ClusterFactory) -> None:
-    cluster = cluster_factory(nodes=1, vcpus=2, hyperkernel=True)
-    cluster.boot()
+@pytest.mark.parametrize("cluster_spec", [{"nodes": 1, "vcpus": 2, "hyperkernel": True}],
+                         indirect=True)
+def test_single_node_runs_through_the_hyperkernel(booted_cluster: Cluster) -> None:
+    cluster = booted_cluster
     assert cluster.run("nproc").output == "2\n"
     info = cluster.node_stats()[0]
     # The library runs both vCPUs and accounts for the guest memory they touched.
@@ -129,92 +132,47 @@ def _move(cluster: Cluster, cpu: int, homes: list[int]) -> VcpuMigration:
     return result
 
 
-def _start(cluster: Cluster, name: str, args: str, until: str = "") -> str:
-    """Start a workload in the background and return its pid (with ``until``:
-    a shell loop that runs it again and again until that file exists).
-
-    Its result lines go to /tmp/<name>.out, then a line "done".
-    """
-    run = f"/opt/workloads/bin/{name} {args}"
-    if until:
-        run = f"while [ ! -e {until} ]; do {run}; done"
-    cluster.run(f"(({run}) > /tmp/{name}.out 2>&1 & "
-                f"echo $! > /tmp/{name}.pid; wait $!; echo done >> /tmp/{name}.out) &")
-    return _wait_for_output(cluster, f"cat /tmp/{name}.pid 2>/dev/null", 30).strip()
-
-
-def _started(cluster: Cluster, pid: str) -> str:
-    """When process ``pid`` started (in ticks since boot), or "" if it is gone:
-    the same pid and start time mean the same process."""
-    stat = cluster.run(f"cat /proc/{pid}/stat 2>/dev/null").output
-    return stat.rsplit(")", 1)[1].split()[19] if ")" in stat else ""
-
-
-def _wait_for_output(cluster: Cluster, command: str, timeout: float, until: str = "") -> str:
-    """Run ``command`` until its output is not empty (or contains ``until``)."""
-    deadline = time.monotonic() + timeout
-    while not ((out := cluster.run(command).output) and until in out):
-        assert time.monotonic() < deadline, f"{command!r} gave {out!r} for {timeout:.0f} s"
-        time.sleep(0.5)
-    return out
-
-
-def _migrate_under_workload(cluster: Cluster, name: str, args: str, moves: int,
-                            batches: int = 4) -> list[WorkloadResult]:
-    """Move the two vCPUs back and forth ``moves`` times while workload
-    ``name`` runs in a loop; return the result of every run.
+def _migrate_under_load(load: GuestLoad, moves: int, batches: int = 4) -> list[WorkloadResult]:
+    """Move the two vCPUs back and forth ``moves`` times while ``load`` loops;
+    return the result of every run.
 
     After each batch of moves another run must end, so the workload ran
     across the moves (a single run could end before the first one), and
     the loop itself must be the same process before and after them.
     """
-    loop = _start(cluster, name, args, until="/tmp/stop")
-    loop_started = _started(cluster, loop)
-    assert loop_started, f"the {name} loop did not start"
-
-    def runs_done() -> int:
-        out = cluster.run(f"grep -c '^workload={name} ' /tmp/{name}.out").output.strip()
-        return int(out or 0)
-
+    cluster = load.cluster
     before = cluster.node_stats()
-    finished = [runs_done()]
+    finished = [load.runs_done()]
     homes = [0, 1]
     moved = 0
     for _ in range(batches):
         for i in range(moves // batches):
             moved += _move(cluster, i % 2, homes)["moved"]
-        deadline = time.monotonic() + 120
-        while (done := runs_done()) == finished[-1]:
-            assert time.monotonic() < deadline, f"no {name} run ended for 120 s: {finished}"
-            time.sleep(0.5)
-        finished.append(done)
-    assert _started(cluster, loop) == loop_started, f"the {name} loop ended by itself"
+        finished.append(load.wait_for_another_run(finished[-1]))
+    assert load.still_running(), f"the {load.name} loop ended by itself"
     # Most requests moved the vCPU (the rest found it there after an I/O
     # visit), and the nodes received a vCPU state for every move.
     assert moved >= moves // 2, f"only {moved} of {moves} requests moved a vCPU"
     blobs = sum(_delta(cluster.node_stats(), before, "vcpu_blobs_received"))
     assert blobs >= moved, f"vCPU states received: {blobs}, moves: {moved}"
-    cluster.run("touch /tmp/stop")
-    out = _wait_for_output(cluster, f"cat /tmp/{name}.out", 600, until="done")
-    results = [parse_result(line, name) for line in out.splitlines()
-               if line.startswith(f"workload={name} ")]
-    assert len(results) >= finished[-1], out
+    results = load.stop()
+    assert len(results) >= finished[-1], [r.raw for r in results]
     return results
 
 
-def test_vcpus_migrate_live_under_a_self_checking_workload(cluster_factory: ClusterFactory) -> None:
-    cluster = cluster_factory(nodes=2, vcpus=2)
-    cluster.boot()
-    for result in _migrate_under_workload(cluster, "lock",
-                                          "threads=2 iters=200000 cpus=0,1 timeout_s=600", 100):
+TWO_NODES = [pytest.param({"nodes": 2, "vcpus": 2}, id="2-nodes")]
+
+
+@pytest.mark.parametrize("cluster_spec", TWO_NODES, indirect=True)
+def test_vcpus_migrate_live_under_a_self_checking_workload(loaded_cluster: GuestLoad) -> None:
+    for result in _migrate_under_load(loaded_cluster, 100):
         assert result.ok and check_figures(result) == CLEAN_FIGURES["lock"], result.raw
 
 
-def test_guest_time_never_goes_backwards_across_migrations(cluster_factory: ClusterFactory) -> None:
-    cluster = cluster_factory(nodes=2, vcpus=2)
-    cluster.boot()
-    # Short runs: while one runs, its two threads starve the guest shell.
-    for result in _migrate_under_workload(cluster, "clock", "duration_ms=1000 cpus=0,1", 20):
+@pytest.mark.parametrize("cluster_spec", TWO_NODES, indirect=True)
+@pytest.mark.load("clock", "duration_ms=1000 cpus=0,1")  # short: a run starves the shell
+def test_guest_time_never_goes_backwards_across_migrations(loaded_cluster: GuestLoad) -> None:
+    for result in _migrate_under_load(loaded_cluster, 20):
         assert result.ok and check_figures(result) == CLEAN_FIGURES["clock"], result.raw
 
 

@@ -102,26 +102,6 @@ int hk_memory_add_region(struct hk_memory *mem, void *host, size_t len)
 	return 0;
 }
 
-uint8_t *hk_memory_page_addr(const struct hk_memory *mem, uint64_t page)
-{
-	for (int i = 0; i < mem->nregions; i++) {
-		uint64_t first = mem->regions[i].first_page;
-		if (page >= first && page < first + mem->regions[i].len / HK_PAGE_SIZE)
-			return mem->regions[i].host + (page - first) * HK_PAGE_SIZE;
-	}
-	return NULL;
-}
-
-int64_t hk_memory_addr_page(const struct hk_memory *mem, uint64_t addr)
-{
-	for (int i = 0; i < mem->nregions; i++) {
-		uint64_t start = (uintptr_t)mem->regions[i].host;
-		if (addr >= start && addr < start + mem->regions[i].len)
-			return (int64_t)(mem->regions[i].first_page + (addr - start) / HK_PAGE_SIZE);
-	}
-	return -ERANGE;
-}
-
 /* Place a whole page atomically and wake every thread waiting on it.
  * EEXIST means a page is already mapped there: our page states say it must
  * not be, so the caller treats it as a bug.  EAGAIN: the mm changed under

@@ -47,26 +47,6 @@ int hk_memory_add_region(struct hk_memory *mem, void *host, size_t len)
 	return 0;
 }
 
-uint8_t *hk_memory_page_addr(const struct hk_memory *mem, uint64_t page)
-{
-	for (int i = 0; i < mem->nregions; i++) {
-		uint64_t first = mem->regions[i].first_page;
-		if (page >= first && page < first + mem->regions[i].len / HK_PAGE_SIZE)
-			return mem->regions[i].host + (page - first) * HK_PAGE_SIZE;
-	}
-	return NULL;
-}
-
-int64_t hk_memory_addr_page(const struct hk_memory *mem, uint64_t addr)
-{
-	for (int i = 0; i < mem->nregions; i++) {
-		uint64_t h = (uint64_t)(uintptr_t)mem->regions[i].host;
-		if (addr >= h && addr < h + mem->regions[i].len)
-			return (int64_t)(mem->regions[i].first_page + (addr - h) / HK_PAGE_SIZE);
-	}
-	return -1;
-}
-
 static uint8_t *map_of(struct hk_memory *mem, uint64_t page)
 {
 	struct sim_node *sn = sim_node_of_memory(mem);
