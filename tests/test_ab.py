@@ -29,11 +29,12 @@ def _git(*args: str, env: dict[str, str] | None = None, stdin: str | None = None
 def planted_slowdown(tmp_path: Path) -> str:
     """A commit (no branch, no working-tree change) whose hyperkernel sleeps 200 us
     whenever a page arrives: the page path made slower on purpose."""
-    path = "hyperkernel/src/coherence.c"
+    path = "hyperkernel/src/requester.c"
     source = _git("show", f"HEAD:{path}")
-    anchor = "static void on_data(struct hk_node *n, int from, const struct hk_msg *m)\n{\n"
+    anchor = "void hk_requester_on_data(struct hk_node *n, int from, const struct hk_msg *m)\n{\n"
     assert anchor in source
     slowed = source.replace(anchor, anchor + "\tusleep(200); /* planted by tests/test_ab.py */\n")
+    slowed = slowed.replace('#include "hk.h"', '#include <unistd.h>\n\n#include "hk.h"', 1)
     blob = _git("hash-object", "-w", "--stdin", stdin=slowed + "\n")
     index = {"GIT_INDEX_FILE": str(tmp_path / "index")}
     _git("read-tree", "HEAD", env=index)
