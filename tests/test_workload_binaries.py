@@ -41,6 +41,7 @@ QUICK: dict[str, dict[str, ParamValue]] = {
     "lmat": {"duration_ms": 300, "period_ms": 50, "mode": "swap", "write_pct": 20},
     "sqlite": {"rows": 500, "lookups": 500, "updates": 200},
     "clock": {"duration_ms": 300},
+    "smc": {"rounds": 500},
     "redis": {"requests": 500, "keys": 300},
 }
 NATIVE = [name for name in WORKLOADS if name != "redis"]
@@ -59,6 +60,7 @@ CLEAN_FIGURES: dict[str, dict[str, ParamValue | bool]] = {
     "lmat": {"bad_reads": 0, "bad_records": 0, "lost_updates": 0},
     "sqlite": {"wrong_lookups": 0, "wrong_updates": 0, "integrity_ok": 1, "checksum_ok": 1},
     "clock": {"mono_backwards": 0, "tsc_backwards": 0, "cross_vcpu_backwards": 0},
+    "smc": {"mismatches": 0},
     "redis": {"mismatches": 0, "clean_shutdown": 1},
 }
 INJECTED_REASON = {
@@ -72,6 +74,7 @@ INJECTED_REASON = {
     "lmat": "table_inconsistent",
     "sqlite": "checksum_mismatch",
     "clock": "time went backwards",
+    "smc": "stale_code",
     "redis": "data_mismatch",
 }
 
