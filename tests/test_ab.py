@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import uuid
 import sys
 from pathlib import Path
 
@@ -33,7 +34,10 @@ def planted_slowdown(tmp_path: Path) -> str:
     source = _git("show", f"HEAD:{path}")
     anchor = "void hk_requester_on_data(struct hk_node *n, int from, const struct hk_msg *m)\n{\n"
     assert anchor in source
-    slowed = source.replace(anchor, anchor + "\tusleep(200); /* planted by tests/test_ab.py */\n")
+    # A fresh nonce each time: the planted version is never in the build cache,
+    # whatever ran before on this machine.
+    slowed = source.replace(anchor, anchor + "\tusleep(200); /* planted by tests/test_ab.py "
+                            f"{uuid.uuid4().hex} */\n")
     slowed = slowed.replace('#include "hk.h"', '#include <unistd.h>\n\n#include "hk.h"', 1)
     blob = _git("hash-object", "-w", "--stdin", stdin=slowed + "\n")
     index = {"GIT_INDEX_FILE": str(tmp_path / "index")}
