@@ -38,9 +38,10 @@ class Qmp:
                                f"{json.dumps(obj, sort_keys=True)}\n")
 
     def connect(self, timeout: float = 10.0) -> None:
-        mon = QEMUMonitorProtocol(str(self.socket_path), nickname=self.name)
-        mon.settimeout(timeout)
-        greeting = mon.connect(negotiate=True)
+        with _LOOP_LOCK:
+            mon = QEMUMonitorProtocol(str(self.socket_path), nickname=self.name)
+            mon.settimeout(timeout)
+            greeting = mon.connect(negotiate=True)
         self._log("<", greeting)
         self._mon = mon
 
@@ -100,13 +101,15 @@ class Qmp:
         """Read (and log) the events received so far, and forget them."""
         if self._mon is None:
             raise GuestError(f"{self.name}: QMP is not connected")
-        while (ev := self._mon.pull_event(wait=False)) is not None:
-            self._log("<", ev)
+        with _LOOP_LOCK:  # pulling runs the shared loop too (the demo's mover races this)
+            while (ev := self._mon.pull_event(wait=False)) is not None:
+                self._log("<", ev)
 
     def close(self) -> None:
         if self._mon is not None:
             try:
-                self._mon.close()
+                with _LOOP_LOCK:
+                    self._mon.close()
             except Exception:  # closing a half-dead socket must not mask the real error
                 pass
             self._mon = None
