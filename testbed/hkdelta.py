@@ -9,6 +9,12 @@ every node's ``query-hyperkernel`` answer and merges the nodes:
 * stall histograms (log2 nanosecond buckets): exact bucket differences, with
   p50/p99/max recomputed from the buckets as the library does (the upper
   bound of the bucket, so within 2x);
+* stage histograms (``stages``: where a stall's time goes, one histogram per
+  stage that the node ran as requester, home or holder): as the stall
+  histograms, merged over nodes by adding buckets;
+* scheduler time (``sched``, from the kernel's schedstat): run time and time
+  spent runnable but waiting for a CPU, of the event thread and of the vCPU
+  threads, as differences;
 * hottest pages: the library reports only its top 10, so a page that was
   not in the earlier top 10 is taken as having had no stalls before. The
   result says ``"hottest_exact": false`` when that guess was needed.
@@ -99,13 +105,44 @@ def _sub_hottest(after: list[dict[str, Any]], before: list[dict[str, Any]]
     return out, exact
 
 
+def _sched(stats: dict[str, Any]) -> dict[str, dict[str, int]]:
+    """Scheduler time per role: the event thread, and the vCPU threads summed."""
+    out: dict[str, dict[str, int]] = {}
+    ev = stats.get("sched", {}).get("event_thread")
+    if isinstance(ev, dict):
+        out["event_thread"] = {k: _num(ev.get(k)) for k in SCHED_FIELDS}
+    for t in stats.get("threads", []):
+        sc = t.get("sched") if isinstance(t, dict) else None
+        if isinstance(sc, dict) and _num(t.get("vcpu", -1)) >= 0:
+            mine = out.setdefault("vcpu_threads", dict.fromkeys(SCHED_FIELDS, 0))
+            for k in SCHED_FIELDS:
+                mine[k] += _num(sc.get(k))
+    return out
+
+
+SCHED_FIELDS = ("run_ns", "run_delay_ns")
+
+
+def _hist_names(stats: dict[str, Any]) -> list[str]:
+    return ["read_stall", "write_stall"] + [f"stage:{k}" for k in stats.get("stages", {})]
+
+
+def _hist_of(stats: dict[str, Any], name: str) -> dict[str, Any]:
+    stages = stats.get("stages", {})
+    h = stages.get(name[6:], {}) if name.startswith("stage:") else stats.get(name, {})
+    return h if isinstance(h, dict) else {}
+
+
 def _node_delta(after: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
     a, b = after.get("stats", {}), before.get("stats", {})
     counters = _sub_counters(a.get("counters", {}), b.get("counters", {}))
     hist = {}
-    for which in ("read_stall", "write_stall"):
-        buckets, sum_ns = _sub_hist(a.get(which, {}), b.get(which, {}))
+    for which in _hist_names(a):
+        buckets, sum_ns = _sub_hist(_hist_of(a, which), _hist_of(b, which))
         hist[which] = (buckets, sum_ns)
+    sched_a, sched_b = _sched(a), _sched(b)
+    sched = {role: {k: v - sched_b.get(role, {}).get(k, 0) for k, v in f.items()}
+             for role, f in sched_a.items()}
     hottest, exact = _sub_hottest(a.get("hottest_pages", []), b.get("hottest_pages", []))
     # A counter that went down means the node restarted in between: its figures
     # since the restart are all there is.
@@ -119,6 +156,8 @@ def _node_delta(after: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]
         "malformed_messages": _num(a.get("malformed_messages")) - _num(b.get("malformed_messages")),
         "read_stall": hist_summary(*hist["read_stall"]),
         "write_stall": hist_summary(*hist["write_stall"]),
+        "stages": {k[6:]: hist_summary(*v) for k, v in hist.items() if k.startswith("stage:")},
+        "sched": sched,
         "messages": _sub_messages(a.get("messages", {}), b.get("messages", {})),
         "hottest_pages": [{"offset": o, "stalls": n} for o, n in
                           sorted(hottest.items(), key=lambda kv: -kv[1])],
@@ -144,7 +183,12 @@ def delta(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> dict[str
     messages: dict[str, dict[str, int]] = {}
     hottest: dict[int, int] = {}
     hists: dict[str, tuple[list[int], float]] = {}
+    sched: dict[str, dict[str, int]] = {}
     for node in nodes:
+        for role, fields in node["sched"].items():
+            mine_s = sched.setdefault(role, dict.fromkeys(SCHED_FIELDS, 0))
+            for k, v in fields.items():
+                mine_s[k] = mine_s.get(k, 0) + v
         for k, v in node["counters"].items():
             totals[k] = totals.get(k, 0) + v
         for kind, fields in node["messages"].items():
@@ -154,9 +198,10 @@ def delta(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> dict[str
         for page in node["hottest_pages"]:
             hottest[page["offset"]] = hottest.get(page["offset"], 0) + page["stalls"]
         sums = node.pop("_sums")
-        for which in ("read_stall", "write_stall"):
+        for which in sums:
             buckets, total = hists.get(which, ([], 0.0))
-            mine_b = node[which]["log2_ns_buckets"]
+            mine_b = (node["stages"][which[6:]] if which.startswith("stage:")
+                      else node[which])["log2_ns_buckets"]
             width = max(len(buckets), len(mine_b))
             buckets = [x + y for x, y in zip(buckets + [0] * (width - len(buckets)),
                                              mine_b + [0] * (width - len(mine_b)), strict=True)]
@@ -167,6 +212,8 @@ def delta(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> dict[str
         "messages": messages,
         "read_stall": hist_summary(*hists["read_stall"]),
         "write_stall": hist_summary(*hists["write_stall"]),
+        "stages": {k[6:]: hist_summary(*v) for k, v in hists.items() if k.startswith("stage:")},
+        "sched": sched,
         "hottest_pages": [{"offset": o, "gpa": hex(o), "stalls": n} for o, n in ranked],
         "hottest_exact": all(n["hottest_exact"] for n in nodes),
         "nodes": nodes,
@@ -191,4 +238,9 @@ def metrics_of(d: dict[str, Any]) -> dict[str, tuple[float, str]]:
         if d[which]["count"]:
             out[f"hk_{which}_p50_ns"] = (float(d[which]["p50_ns"]), "ns")
             out[f"hk_{which}_p99_ns"] = (float(d[which]["p99_ns"]), "ns")
+    for stage, h in d.get("stages", {}).items():
+        if h["count"]:
+            out[f"hk_stage_{stage}_p50_ns"] = (float(h["p50_ns"]), "ns")
+    for role, fields in d.get("sched", {}).items():
+        out[f"hk_{role}_run_delay_ns"] = (float(fields.get("run_delay_ns", 0)), "ns")
     return out

@@ -116,6 +116,28 @@ def test_statistics_delta_subtracts_each_node_and_merges_them() -> None:
     assert d["nodes"][1]["counters"]["read_stalls"] == 0
 
 
+def _staged(node: int, give: list[int], delay: int, vcpu_delay: int) -> dict[str, Any]:
+    n = _node(node, 1, [1], [], 0)
+    n["stats"]["stages"] = {"give": {"count": sum(give), "mean_ns": 100,
+                                     "log2_ns_buckets": give}}
+    n["stats"]["sched"] = {"event_thread": {"tid": 9, "run_ns": 5 * delay,
+                                            "run_delay_ns": delay}}
+    n["stats"]["threads"] = [{"tid": 10, "vcpu": 0, "sched": {"run_ns": 1, "run_delay_ns": vcpu_delay}},
+                             {"tid": 11, "vcpu": -1, "sched": {"run_ns": 1, "run_delay_ns": 999}}]
+    return n
+
+
+def test_stage_histograms_and_scheduler_time_are_per_run_and_summed_over_nodes() -> None:
+    before = [_staged(0, [1, 2], 100, 10), _staged(1, [0, 1], 50, 0)]
+    after = [_staged(0, [1, 5, 4], 300, 40), _staged(1, [0, 3], 80, 5)]
+    d = delta(before, after)
+    assert d["stages"]["give"]["log2_ns_buckets"] == [0, 5, 4]
+    assert d["nodes"][0]["stages"]["give"]["count"] == 7
+    assert d["sched"]["event_thread"]["run_delay_ns"] == 200 + 30
+    assert d["sched"]["vcpu_threads"]["run_delay_ns"] == 30 + 5  # a non-vCPU thread is left out
+    assert d["nodes"][1]["sched"]["event_thread"]["run_ns"] == 150
+
+
 def test_a_restarted_node_counts_from_its_restart() -> None:
     d = delta([_node(0, 50, [50], [], 0)], [_node(0, 7, [7], [], 0)])
     assert d["totals"]["read_stalls"] == 7 and d["nodes"][0]["reset"]

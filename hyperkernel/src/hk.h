@@ -171,8 +171,26 @@ struct hk_thread_stats {
 	struct hk_hist stall;
 };
 
+/* Where a stall's time goes, stage by stage; each node records the stages it
+ * runs (a requester, a home, a holder), so a cluster's stages are the sum of
+ * its nodes' (see hk_stage_name for what each one spans). */
+enum hk_stage {
+	HK_STAGE_REQUEST_WAIT, /* requester: fault read -> REQ sent */
+	HK_STAGE_HOME_QUEUE,   /* home: REQ arrived -> its transaction starts */
+	HK_STAGE_INVALIDATE,   /* home: INVs sent -> the last INV_ACK */
+	HK_STAGE_GIVE,         /* holder: FWD arrived -> DATA sent */
+	HK_STAGE_REMOTE,       /* requester: REQ sent -> DATA or GRANT arrived */
+	HK_STAGE_INSTALL,      /* requester: DATA arrived -> installed, thread woken */
+	HK_STAGE_HANDOVER,     /* requester: installed -> writable (XFER_ACK, XFER_DROPPED) */
+	HK_STAGE_TB_HOLD,      /* holder: page left -> held ack sent (translations gone) */
+	HK_STAGE_COUNT
+};
+const char *hk_stage_name(unsigned s);
+
 struct hk_stats {
 	pthread_mutex_t lock; /* per-thread table and histograms */
+	struct hk_hist stage[HK_STAGE_COUNT];
+	pid_t event_tid;      /* for its scheduler statistics */
 	struct hk_counters node;
 	struct hk_hist read_stall, write_stall;
 	struct hk_thread_stats *threads;
@@ -190,6 +208,8 @@ void hk_stats_set_vcpu(struct hk_stats *st, pid_t tid, int vcpu);
 void hk_stats_stall_done(struct hk_stats *st, pid_t tid, uint64_t page, bool write,
 			 uint64_t ns);
 void hk_stats_msg(struct hk_stats *st, bool sent, unsigned type, size_t bytes);
+/* Adds now - since to the stage's histogram (since 0: not timed, ignored). */
+void hk_stats_stage(struct hk_stats *st, enum hk_stage stage, uint64_t since);
 char *hk_stats_to_json(struct hk_stats *st, int node_id, uint64_t resident, uint64_t peak,
 		       uint64_t budget_pages, const char *policy);
 
@@ -286,6 +306,7 @@ struct hk_dir_req {
 	bool have_copy;
 	int evict_target; /* >= 0: an eviction request from the owner */
 	bool drop;        /* a sharer asks to drop its copy */
+	uint64_t t_arrived;
 };
 
 enum hk_dir_phase { HK_DIR_IDLE = 0, HK_DIR_INVALIDATING, HK_DIR_WAIT_DONE };
@@ -300,6 +321,7 @@ struct hk_dir_entry {
 	bool cur_have_copy;
 	bool cur_push;    /* the transaction is an eviction pushing the page to cur_node */
 	int8_t prev_owner; /* a push: the giver, owner again if the receiver refuses */
+	uint64_t t_inv;    /* INVs sent */
 	struct hk_dir_req *qhead, *qtail;
 };
 
@@ -371,6 +393,7 @@ struct hk_page {
 	uint8_t ack_mode, ack_aux;
 	uint32_t last_use; /* budget clock */
 	uint32_t evicting; /* tick of the last eviction request */
+	uint64_t t_req, t_data, t_left; /* stage clocks: REQ sent, data arrived, ack held */
 	struct hk_waiter *waiters;
 	bool zmap;         /* home page premapped as the zero page, not counted
 			      in resident (the home may have written it since) */

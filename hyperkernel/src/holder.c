@@ -10,6 +10,7 @@
 void hk_holder_on_fwd(struct hk_node *n, int from, const struct hk_msg *m)
 {
 	struct hk_page *p = &n->pages[m->page];
+	uint64_t arrived = hk_now_ns();
 	int to = (int)m->node;
 	if (from != hk_home_of(n, m->page) || to == n->self ||
 	    (p->state != HK_PS_SHARED && p->state != HK_PS_EXCL)) {
@@ -33,6 +34,7 @@ void hk_holder_on_fwd(struct hk_node *n, int from, const struct hk_msg *m)
 	n->stats.node.pages_sent++;
 	hk_send_page(n, to, HK_MSG_DATA, m->page, n->self, m->mode, m->aux,
 		      hk_memory_page_addr(&n->mem, m->page));
+	hk_stats_stage(&n->stats, HK_STAGE_GIVE, arrived);
 }
 
 void hk_holder_on_xfer_ack(struct hk_node *n, int from, const struct hk_msg *m)

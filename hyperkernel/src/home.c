@@ -99,6 +99,7 @@ static void dir_start(struct hk_node *n, uint64_t page, struct hk_dir_req *q)
 {
 	struct hk_dir_entry *e = &n->dir.e[page];
 	int r = q->node;
+	hk_stats_stage(&n->stats, HK_STAGE_HOME_QUEUE, q->t_arrived);
 	if (q->evict_target >= 0) {
 		/* Only an exclusive owner may push its page away, and only if
 		 * nothing changed since it asked. */
@@ -169,6 +170,7 @@ static void dir_start(struct hk_node *n, uint64_t page, struct hk_dir_req *q)
 	}
 	if (e->acks_left) {
 		e->phase = HK_DIR_INVALIDATING;
+		e->t_inv = hk_now_ns();
 		return;
 	}
 	dir_grant_excl(n, page);
@@ -189,6 +191,7 @@ void hk_home_on_req(struct hk_node *n, int from, const struct hk_msg *m, int evi
 	r->have_copy = m->aux;
 	r->evict_target = evict_target;
 	r->drop = m->type == HK_MSG_DROP_REQ;
+	r->t_arrived = hk_now_ns();
 	hk_directory_enqueue(&n->dir.e[m->page], r);
 	dir_next(n, m->page);
 }
@@ -203,8 +206,10 @@ void hk_home_on_inv_ack(struct hk_node *n, int from, const struct hk_msg *m)
 		return;
 	}
 	e->copyset &= ~hk_bit(from);
-	if (--e->acks_left == 0)
+	if (--e->acks_left == 0) {
+		hk_stats_stage(&n->stats, HK_STAGE_INVALIDATE, e->t_inv);
 		dir_grant_excl(n, m->page);
+	}
 }
 
 void hk_home_on_done(struct hk_node *n, int from, const struct hk_msg *m)

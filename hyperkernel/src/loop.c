@@ -12,6 +12,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/timerfd.h>
 #include <unistd.h>
 
@@ -258,6 +259,7 @@ void *hk_coherence_thread(void *arg)
 {
 	struct hk_node *n = arg;
 	struct epoll_event evs[16];
+	n->stats.event_tid = (pid_t)syscall(SYS_gettid);
 	while (!atomic_load(&n->stop)) {
 		int timeout = -1;
 		uint64_t now = hk_now_ns();

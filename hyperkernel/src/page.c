@@ -89,6 +89,7 @@ void hk_page_ack(struct hk_node *n, uint64_t page, bool deferred, int to, unsign
 	}
 	p->ack_type = (uint8_t)type;
 	p->ack_to = (int8_t)to;
+	p->t_left = hk_now_ns();
 	p->ack_mode = 0;
 	p->ack_aux = 0;
 }
@@ -133,6 +134,7 @@ void hk_page_flush_deferred(struct hk_node *n)
 		}
 		unsigned type = p->ack_type;
 		p->ack_type = 0;
+		hk_stats_stage(&n->stats, HK_STAGE_TB_HOLD, p->t_left);
 		hk_send_page(n, p->ack_to, type, d[i], n->self, p->ack_mode, p->ack_aux, NULL);
 	}
 	free(d);

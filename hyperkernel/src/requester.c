@@ -64,8 +64,12 @@ void hk_requester_evaluate(struct hk_node *n, uint64_t page)
 	if (!p->waiters || p->await_room)
 		return;
 	bool write = false;
-	for (struct hk_waiter *w = p->waiters; w; w = w->next)
+	uint64_t oldest = UINT64_MAX;
+	for (struct hk_waiter *w = p->waiters; w; w = w->next) {
 		write |= w->write;
+		if (w->t0 < oldest)
+			oldest = w->t0;
+	}
 	struct hk_stall st = {
 		.tid = p->waiters->tid,
 		.vcpu = vcpu_of(n, p->waiters->tid),
@@ -100,6 +104,8 @@ void hk_requester_evaluate(struct hk_node *n, uint64_t page)
 	p->req_pending = true;
 	n->outstanding++;
 	n->req_sent_ns = hk_now_ns();
+	p->t_req = n->req_sent_ns;
+	hk_stats_stage(&n->stats, HK_STAGE_REQUEST_WAIT, oldest);
 	p->req_mode = write ? HK_MODE_EXCL : HK_MODE_SHARED;
 	hk_send_page(n, hk_home_of(n, page), HK_MSG_REQ, page, n->self, p->req_mode,
 		      p->state == HK_PS_SHARED, NULL);
@@ -134,6 +140,7 @@ static void finish_request(struct hk_node *n, uint64_t page)
 {
 	struct hk_page *p = &n->pages[page];
 	p->req_pending = false;
+	p->t_req = 0;
 	hk_budget_release(n, page); /* not used: the page was here already */
 	if (n->outstanding) {
 		n->outstanding--;
@@ -148,6 +155,7 @@ static void finish_request(struct hk_node *n, uint64_t page)
 void hk_requester_on_data(struct hk_node *n, int from, const struct hk_msg *m)
 {
 	struct hk_page *p = &n->pages[m->page];
+	uint64_t arrived = hk_now_ns();
 	if (p->state == HK_PS_SHARED && p->req_pending && p->req_mode == HK_MODE_EXCL &&
 	    m->mode == HK_MODE_EXCL) {
 		/* Never in a correct run: the directory lost track of our copy
@@ -181,7 +189,11 @@ void hk_requester_on_data(struct hk_node *n, int from, const struct hk_msg *m)
 	}
 	/* Read-only first either way: an exclusive copy becomes writable only
 	 * once the giver has dropped its own. */
+	if (!m->aux)
+		hk_stats_stage(&n->stats, HK_STAGE_REMOTE, p->t_req);
 	hk_must(hk_memory_install(&n->mem, m->page, m->data, true), "install", m->page);
+	hk_stats_stage(&n->stats, HK_STAGE_INSTALL, arrived);
+	p->t_data = hk_now_ns();
 	n->stats.node.pages_received++;
 	hk_page_arrived(n, m->page, from);
 	if (!m->aux)
@@ -206,6 +218,8 @@ void hk_requester_on_xfer_dropped(struct hk_node *n, int from, const struct hk_m
 	}
 	hk_must(hk_memory_protect(&n->mem, m->page, false), "unprotect", m->page);
 	p->state = HK_PS_EXCL;
+	hk_stats_stage(&n->stats, HK_STAGE_HANDOVER, p->t_data);
+	p->t_data = 0;
 	if (p->pushed) {
 		/* An eviction's transaction ends here; a request of ours, if
 		 * any, is still queued at the home and will be granted. */
@@ -224,6 +238,7 @@ void hk_requester_on_grant(struct hk_node *n, int from, const struct hk_msg *m)
 		atomic_fetch_add(&n->stats.malformed, 1);
 		return;
 	}
+	hk_stats_stage(&n->stats, HK_STAGE_REMOTE, p->t_req);
 	if (m->aux) { /* first touch: a zero page, no data on the wire */
 		if (p->state != HK_PS_INVALID) {
 			hk_warn("page %lu: zero grant in state %d", m->page, p->state);

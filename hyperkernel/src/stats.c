@@ -108,6 +108,28 @@ void hk_stats_stall_done(struct hk_stats *st, pid_t tid, uint64_t page, bool wri
 	pthread_mutex_unlock(&st->lock);
 }
 
+static const char *const stage_names[HK_STAGE_COUNT] = {
+	[HK_STAGE_REQUEST_WAIT] = "request_wait", [HK_STAGE_HOME_QUEUE] = "home_queue",
+	[HK_STAGE_INVALIDATE] = "invalidate",     [HK_STAGE_GIVE] = "give",
+	[HK_STAGE_REMOTE] = "remote",             [HK_STAGE_INSTALL] = "install",
+	[HK_STAGE_HANDOVER] = "handover",         [HK_STAGE_TB_HOLD] = "tb_hold",
+};
+
+const char *hk_stage_name(unsigned s)
+{
+	return s < HK_STAGE_COUNT ? stage_names[s] : "?";
+}
+
+void hk_stats_stage(struct hk_stats *st, enum hk_stage stage, uint64_t since)
+{
+	if (!since)
+		return;
+	uint64_t now = hk_now_ns();
+	pthread_mutex_lock(&st->lock);
+	hk_hist_add(&st->stage[stage], now > since ? now - since : 0);
+	pthread_mutex_unlock(&st->lock);
+}
+
 void hk_stats_msg(struct hk_stats *st, bool sent, unsigned type, size_t bytes)
 {
 	if (type >= HK_MSG_TYPE_COUNT)
@@ -187,6 +209,26 @@ static void json_hist(struct sbuf *s, const struct hk_hist *h)
 
 #define HK_TOP_PAGES 10
 
+/* The kernel's scheduler statistics of one thread (CONFIG_SCHED_INFO):
+ * time on a CPU, and time runnable but waiting for one, which is what a
+ * stall pays when the event thread or a woken vCPU finds its CPU busy. */
+static void json_sched(struct sbuf *s, pid_t tid)
+{
+	char path[64];
+	unsigned long long run = 0, wait = 0, slices = 0;
+	snprintf(path, sizeof(path), "/proc/self/task/%d/schedstat", (int)tid);
+	FILE *f = tid > 0 ? fopen(path, "r") : NULL;
+	bool ok = f && fscanf(f, "%llu %llu %llu", &run, &wait, &slices) == 3;
+	if (f)
+		fclose(f);
+	if (!ok) {
+		sb_printf(s, "null");
+		return;
+	}
+	sb_printf(s, "{\"tid\":%d,\"run_ns\":%llu,\"run_delay_ns\":%llu,\"timeslices\":%llu}",
+		  (int)tid, run, wait, slices);
+}
+
 char *hk_stats_to_json(struct hk_stats *st, int node_id, uint64_t resident, uint64_t peak,
 		       uint64_t budget_pages, const char *policy)
 {
@@ -205,6 +247,14 @@ char *hk_stats_to_json(struct hk_stats *st, int node_id, uint64_t resident, uint
 	json_hist(&s, &st->read_stall);
 	sb_printf(&s, ",\"write_stall\":");
 	json_hist(&s, &st->write_stall);
+	sb_printf(&s, ",\"stages\":{");
+	for (unsigned k = 0; k < HK_STAGE_COUNT; k++) {
+		sb_printf(&s, "%s\"%s\":", k ? "," : "", stage_names[k]);
+		json_hist(&s, &st->stage[k]);
+	}
+	sb_printf(&s, "},\"sched\":{\"event_thread\":");
+	json_sched(&s, st->event_tid);
+	sb_printf(&s, "}");
 	sb_printf(&s, ",\"messages\":{");
 	bool first = true;
 	for (unsigned t = 1; t < HK_MSG_TYPE_COUNT; t++) {
@@ -223,6 +273,8 @@ char *hk_stats_to_json(struct hk_stats *st, int node_id, uint64_t resident, uint
 		json_counters(&s, &t->c);
 		sb_printf(&s, ",\"stall\":");
 		json_hist(&s, &t->stall);
+		sb_printf(&s, ",\"sched\":");
+		json_sched(&s, t->tid);
 		sb_printf(&s, "}");
 	}
 	pthread_mutex_unlock(&st->lock);
