@@ -312,20 +312,22 @@ def bench_stall(arts: Artifacts, run_dir: Path, policy: str, mem_mib: int, round
     streaming = _figure(fr, "stream_mb_per_s")
     lib_read = fr.hk_stats.get("read_stall", {}) if fr.hk_stats else {}
 
+    w = 44
     print(f"stall costs in the guest: {STALL_NODES} nodes, vCPU 0 on node 0 and vCPU 1 on node 1 "
-          f"(seen on nodes {placement['firstread']}), policy {policy}, {mem_mib} MiB")
-    print(f"  {'measure':<46} {'p50':>12} {'p99':>12} {'p50/raw':>8}")
-    print(f"  {'raw 4 KiB socket round trip (host)':<46} {_fmt(raw_p50):>12} "
+          f"(seen on nodes {placement['firstread']}), policy {policy}, {mem_mib} MiB; "
+          f"pingpong {rounds} round trips, firstread {pages} pages and {stream_mb} MiB")
+    print(f"  {'measure':<{w}} {'p50':>12} {'p99':>12} {'p50/raw':>8}")
+    print(f"  {'raw 4 KiB socket round trip (host)':<{w}} {_fmt(raw_p50):>12} "
           f"{_fmt(floor['p99_us']):>12} {'1.00x':>8}")
-    for label, fig in ((f"hand-off, one way (half a pingpong round trip, {rounds} rounds)", handoff),
-                       (f"first read of a page the other node owns ({pages} pages)", read)):
+    for label, fig in (("hand-off, one way (half a round trip)", handoff),
+                       ("first read of a page the other node owns", read)):
         ratio = "n/a" if fig["p50_ratio"] is None else f"{fig['p50_ratio']:.2f}x"
-        print(f"  {label:<46} {_fmt(fig['p50']):>12} {_fmt(fig['p99']):>12} {ratio:>8}")
-    print(f"  {'  the timing itself (re-read, page here)':<46} {_fmt(reread_p50):>12}")
+        print(f"  {label:<{w}} {_fmt(fig['p50']):>12} {_fmt(fig['p99']):>12} {ratio:>8}")
+    print(f"  {'  timing floor (re-read, page already here)':<{w}} {_fmt(reread_p50):>12}")
     if lib_read.get("count"):
-        print(f"  {'  library read stalls in firstread (log2 bins)':<46} "
+        print(f"  {'  library read stalls during firstread':<{w}} "
               f"{_fmt(lib_read['p50_ns'] / 1000):>12} {_fmt(lib_read['p99_ns'] / 1000):>12}"
-              f"   {lib_read['count']} stalls")
+              f"   ({lib_read['count']} stalls, both nodes, log2 bins)")
     print(f"  streaming read of {stream_mb} MiB the other node wrote: {_fmt(streaming, 'MiB/s')}")
     totals = stats.get("totals", {})
     if totals:
