@@ -23,6 +23,7 @@ from testbed.errors import BuildError, ConfigError, TestbedError
 from testbed.hkdelta import delta
 from testbed.progress import Progress
 from testbed.record import RunRecord, dimensions
+from testbed.workloads import WorkloadError, validate_params
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RAWRTT_SRC = REPO_ROOT / "tools" / "rawrtt.c"
@@ -187,3 +188,183 @@ def bench_migrate(arts: Artifacts, run_dir: Path, nodes: int, vcpus: int, mem_mi
                           "state_le_6400": size <= STATE_TARGET_BYTES},
               "totals": stats.get("totals", {}), "ok": True}
     return result, [record]
+
+
+# bench stall: what a stall costs as the guest sees it (issue 12).
+HANDOFF_TARGET_RATIO = 4.0  # pingpong hand-off, one way, p50 <= 4x the raw round trip
+GUEST_READ_TARGET_RATIO = 3.0  # first read of a page the other node owns, p50 <= 3x raw
+STREAMING_TARGET_MB_S = 400.0  # reading a region the other node owns, MiB/s
+STALL_MIN_SAMPLES = 100  # fewer and a p99 is not a percentile of anything
+STALL_MAX_SAMPLES = 1_000_000  # pingpong keeps 100k round-trip samples; hours on 2 nodes anyway
+STALL_WORKLOAD_TIMEOUT_S = 900
+# 2 vCPUs on 2 nodes; the writer/ping thread on vCPU 0 (node 0), the reader/pong on vCPU 1.
+STALL_NODES = 2
+STALL_CPUS = "0,1"
+STALL_PLACEMENT = [0, 1]
+
+
+def stall_params(rounds: int, pages: int, stream_mb: int, mem_mib: int) -> dict[str, int]:
+    """The bench's sizes, checked before anything builds or boots (ConfigError if bad)."""
+    for flag, value in (("--rounds", rounds), ("--pages", pages)):
+        if value < STALL_MIN_SAMPLES:
+            raise ConfigError(f"{flag} {value} is too few samples for a p99",
+                              f"use {STALL_MIN_SAMPLES} to {STALL_MAX_SAMPLES}")
+        if value > STALL_MAX_SAMPLES:
+            raise ConfigError(f"{flag} {value} is out of range",
+                              f"use {STALL_MIN_SAMPLES} to {STALL_MAX_SAMPLES}")
+    if stream_mb < 1:
+        raise ConfigError(f"--stream-mb {stream_mb} is out of range", "use 1 or more (MiB)")
+    working_mib = pages * 4096 / 2**20 + stream_mb
+    if working_mib > mem_mib / 2:
+        raise ConfigError(f"--pages {pages} and --stream-mb {stream_mb} need {working_mib:.0f} MiB, "
+                          f"more than half of the guest's {mem_mib} MiB (the guest needs the rest)",
+                          "lower them or raise --mem")
+    try:  # the workloads' own ranges, should they ever be narrower
+        validate_params("pingpong", {"rounds": rounds})
+        validate_params("firstread", {"pages": pages, "stream_mb": stream_mb})
+    except WorkloadError as e:
+        raise ConfigError(str(e), "see testbed workload list") from None
+    return {"rounds": rounds, "pages": pages, "stream_mb": stream_mb}
+
+
+def _settle(cluster: Cluster, want: list[int], timeout: float = 10.0) -> list[int]:
+    """Wait until the vCPUs run where ``want`` says (a vCPU visits node 0 for I/O);
+    returns where they were last seen, which the result reports either way."""
+    deadline = time.monotonic() + timeout
+    while (where := cluster.vcpu_locations()) != want and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return where
+
+
+def _figure(record: RunRecord, name: str) -> float | None:
+    """A workload's figure, or None if it printed none (it crashed or timed out)."""
+    m = record.metrics.get(name)
+    return m.value if m is not None and m.samples else None
+
+
+def _us(ns: float | None, scale: float = 1.0) -> float | None:
+    return None if ns is None else ns * scale / 1000.0
+
+
+def _ratio(value: float | None, floor: float) -> float | None:
+    return None if value is None or not floor > 0 else value / floor
+
+
+def _fmt(value: float | None, unit: str = "us") -> str:
+    return "n/a" if value is None else f"{value:.1f} {unit}"
+
+
+def _target(name: str, value: float | None, limit: float, higher: bool) -> bool | None:
+    if value is None:
+        print(f"  {name} {'>=' if higher else '<='} {limit:g}: not measured")
+        return None
+    ok = value >= limit if higher else value <= limit
+    print(f"  {name} {'>=' if higher else '<='} {limit:g}: {'PASS' if ok else 'MISS'} ({value:.2f})")
+    return ok
+
+
+def bench_stall(arts: Artifacts, run_dir: Path, policy: str, mem_mib: int, rounds: int,
+                pages: int, stream_mb: int, progress: Progress
+                ) -> tuple[dict[str, Any], list[RunRecord]]:
+    """Stall costs inside the guest on 2 nodes, against the raw round trip of the same run.
+
+    One boot of 2 nodes with 2 vCPUs, one per node: ``pingpong`` hands a word between
+    threads pinned to vCPU 0 and vCPU 1; ``firstread`` writes pages and a region on
+    vCPU 0 and reads them for the first time on vCPU 1. Returns the summary and the
+    bench's record, followed by the records of the two workload runs.
+    """
+    params = stall_params(rounds, pages, stream_mb, mem_mib)
+    spec = ClusterSpec(nodes=STALL_NODES, vcpus=STALL_NODES, mem_mib=mem_mib,
+                       policy=policy).validate()
+    progress.step("bench", "raw 4 KiB socket round trip")
+    floor = raw_rtt_us()
+    with Cluster(spec, arts, run_dir) as cluster:
+        progress.step("bench", f"booting {STALL_NODES} nodes, {STALL_NODES} vCPUs, policy {policy}")
+        cluster.boot()
+        placement: dict[str, list[int]] = {}
+        before = cluster.node_stats()
+        placement["pingpong"] = _settle(cluster, STALL_PLACEMENT)
+        progress.step("bench", f"pingpong, {rounds} round trips, vCPUs on nodes {placement['pingpong']}")
+        pp = cluster.run_workload("pingpong", {"rounds": rounds, "cpus": STALL_CPUS,
+                                               "timeout_s": STALL_WORKLOAD_TIMEOUT_S},
+                                  guest_timeout=STALL_WORKLOAD_TIMEOUT_S + 60)
+        placement["firstread"] = _settle(cluster, STALL_PLACEMENT)
+        progress.step("bench", f"firstread, {pages} pages and {stream_mb} MiB, "
+                      f"vCPUs on nodes {placement['firstread']}")
+        fr = cluster.run_workload("firstread", {"pages": pages, "stream_mb": stream_mb,
+                                                "cpus": STALL_CPUS,
+                                                "timeout_s": STALL_WORKLOAD_TIMEOUT_S},
+                                  guest_timeout=STALL_WORKLOAD_TIMEOUT_S + 60)
+        stats = delta(before, cluster.node_stats())
+        reasons = [f"{r.name}: {r.reason}" for r in (pp, fr) if not r.ok]
+        record = RunRecord.for_cluster(cluster, "bench", "stall", ok=not reasons, params=params,
+                                       reason="; ".join(reasons) or None,
+                                       output="\n".join((pp.raw, fr.raw)))
+        cluster.poweroff()
+
+    raw_p50 = floor["p50_us"]
+    # pingpong times round trips; one way is half of one (two hand-offs per round trip).
+    handoff = {"p50": _us(_figure(pp, "rtt_ns_p50"), 0.5), "p99": _us(_figure(pp, "rtt_ns_p99"), 0.5)}
+    handoff["p50_ratio"] = _ratio(handoff["p50"], raw_p50)
+    read = {"p50": _us(_figure(fr, "first_read_ns_p50")), "p99": _us(_figure(fr, "first_read_ns_p99"))}
+    read["p50_ratio"] = _ratio(read["p50"], raw_p50)
+    reread_p50 = _us(_figure(fr, "reread_ns_p50"))
+    streaming = _figure(fr, "stream_mb_per_s")
+    lib_read = fr.hk_stats.get("read_stall", {}) if fr.hk_stats else {}
+
+    w = 44
+    print(f"stall costs in the guest: {STALL_NODES} nodes, vCPU 0 on node 0 and vCPU 1 on node 1 "
+          f"(seen on nodes {placement['firstread']}), policy {policy}, {mem_mib} MiB; "
+          f"pingpong {rounds} round trips, firstread {pages} pages and {stream_mb} MiB")
+    print(f"  {'measure':<{w}} {'p50':>12} {'p99':>12} {'p50/raw':>8}")
+    print(f"  {'raw 4 KiB socket round trip (host)':<{w}} {_fmt(raw_p50):>12} "
+          f"{_fmt(floor['p99_us']):>12} {'1.00x':>8}")
+    for label, fig in (("hand-off, one way (half a round trip)", handoff),
+                       ("first read of a page the other node owns", read)):
+        ratio = "n/a" if fig["p50_ratio"] is None else f"{fig['p50_ratio']:.2f}x"
+        print(f"  {label:<{w}} {_fmt(fig['p50']):>12} {_fmt(fig['p99']):>12} {ratio:>8}")
+    print(f"  {'  timing floor (re-read, page already here)':<{w}} {_fmt(reread_p50):>12}")
+    if lib_read.get("count"):
+        print(f"  {'  library read stalls during firstread':<{w}} "
+              f"{_fmt(lib_read['p50_ns'] / 1000):>12} {_fmt(lib_read['p99_ns'] / 1000):>12}"
+              f"   ({lib_read['count']} stalls, both nodes, log2 bins)")
+    print(f"  streaming read of {stream_mb} MiB the other node wrote: {_fmt(streaming, 'MiB/s')}")
+    totals = stats.get("totals", {})
+    if totals:
+        print(f"  hyperkernel, both workloads: {totals.get('pages_received', 0)} pages received, "
+              f"{totals.get('read_stalls', 0)} read / {totals.get('write_stalls', 0)} write stalls, "
+              f"{totals.get('invalidations_sent', 0)} invalidations, "
+              f"{totals.get('vcpu_blobs_sent', 0)} vCPU moves")
+    for r in (pp, fr):
+        print(f"  {r.name}: {'verified' if r.ok else 'FAILED: ' + str(r.reason)}")
+    print("targets (issue 12; reported, not enforced):")
+    targets = {
+        "handoff_p50_ratio_le_4": _target("handoff_us.p50_ratio", handoff["p50_ratio"],
+                                          HANDOFF_TARGET_RATIO, higher=False),
+        "guest_read_p50_ratio_le_3": _target("guest_read_us.p50_ratio", read["p50_ratio"],
+                                             GUEST_READ_TARGET_RATIO, higher=False),
+        "streaming_ge_400_mb_s": _target("streaming_mb_s", streaming, STREAMING_TARGET_MB_S,
+                                         higher=True),
+    }
+
+    for name, value, unit, direction in (
+            ("handoff_p50_us", handoff["p50"], "us", "lower"),
+            ("handoff_p99_us", handoff["p99"], "us", "lower"),
+            ("handoff_p50_ratio_vs_raw_rtt", handoff["p50_ratio"], "x", "lower"),
+            ("guest_read_p50_us", read["p50"], "us", "lower"),
+            ("guest_read_p99_us", read["p99"], "us", "lower"),
+            ("guest_read_p50_ratio_vs_raw_rtt", read["p50_ratio"], "x", "lower"),
+            ("reread_p50_us", reread_p50, "us", "info"),
+            ("streaming_mb_per_s", streaming, "MB/s", "higher"),
+            ("raw_rtt_p50_us", raw_p50, "us", "info"),
+            ("raw_rtt_p99_us", floor["p99_us"], "us", "info")):
+        if value is not None:
+            record.add(name, value, unit=unit, direction=direction)
+    record.add_hk_stats(stats)
+    result = {"bench": "stall", "nodes": STALL_NODES, "vcpus": STALL_NODES, "policy": policy,
+              "mem_mib": mem_mib, **params, "vcpu_nodes": placement,
+              "handoff_us": handoff, "handoff_is": "half the pingpong round trip",
+              "guest_read_us": read, "reread_us": {"p50": reread_p50},
+              "streaming_mb_s": streaming, "raw_rtt_us": {"p50": raw_p50},
+              "targets": targets, "totals": totals, "ok": record.ok}
+    return result, [record, pp, fr]

@@ -189,6 +189,17 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--vcpus", type=_positive_int, default=2)
     b.add_argument("--mem", type=_size, default=512, metavar="SIZE")
     b.add_argument("--migrations", type=_count, default=200)
+    b = bench_sub.add_parser("stall", help="a remote page's cost inside the guest, 2 nodes: "
+                             "hand-off, first read, streaming, vs the raw round trip")
+    b.add_argument("--policy", default="page", choices=["page", "vcpu"],
+                   help="on a stall: bring the page (page, default) or send the vCPU (vcpu)")
+    b.add_argument("--mem", type=_size, default=512, metavar="SIZE")
+    b.add_argument("--rounds", type=_positive_int, default=2000,
+                   help="pingpong round trips, two hand-offs each (default 2000, at least 100)")
+    b.add_argument("--pages", type=_positive_int, default=1000,
+                   help="pages read once each, timed (default 1000, at least 100)")
+    b.add_argument("--stream-mb", type=_positive_int, default=64, metavar="MIB",
+                   help="region read through for the streaming rate (default 64)")
     for b in bench_sub.choices.values():
         b.add_argument("--run-dir", type=Path, help="where logs go; must be new or empty")
         add_store_arg(b, optional=True)
@@ -408,9 +419,11 @@ def _node_counts(text: str) -> list[int]:
 
 
 def cmd_bench(args: argparse.Namespace, progress: Progress) -> int:
-    from testbed.bench import bench_boot, bench_migrate
+    from testbed.bench import bench_boot, bench_migrate, bench_stall, stall_params
 
     counts = _node_counts(args.nodes) if args.bench == "boot" else []
+    if args.bench == "stall":  # refused before a run directory, a build or a boot
+        stall_params(args.rounds, args.pages, args.stream_mb, args.mem)
     if args.bench == "boot" and args.nodes.replace(" ", "") != ",".join(map(str, counts)):
         progress.step("bench", f"node counts in order: {','.join(map(str, counts))}")
     run_dir = _run_dir(args.run_dir, f"bench-{args.bench}")
@@ -419,6 +432,9 @@ def cmd_bench(args: argparse.Namespace, progress: Progress) -> int:
         if args.bench == "boot":
             result, records = bench_boot(arts, run_dir, counts, args.vcpus, args.mem, args.repeat,
                                          progress)
+        elif args.bench == "stall":
+            result, records = bench_stall(arts, run_dir, args.policy, args.mem, args.rounds,
+                                          args.pages, args.stream_mb, progress)
         else:
             result, records = bench_migrate(arts, run_dir, args.nodes, args.vcpus, args.mem,
                                             args.migrations, progress)

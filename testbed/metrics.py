@@ -27,6 +27,7 @@ _KNOWN: dict[str, tuple[str, Direction]] = {
     "ops_per_s": ("ops/s", "higher"),
     "bytes_per_s": ("B/s", "higher"),
     "mb_per_s": ("MB/s", "higher"),
+    "stream_mb_per_s": ("MB/s", "higher"),
     "set_rps": ("req/s", "higher"),
     "get_rps": ("req/s", "higher"),
     "ns_per_op": ("ns", "lower"),

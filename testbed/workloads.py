@@ -253,6 +253,14 @@ _CATALOGUE = (
         _int("rounds", 1000, 1, 10000000, "rewrite-and-call rounds"),
     ),
     _workload(
+        "firstread",
+        "pages written on one vCPU, read for the first time on another: latency and streaming",
+        _int("pages", 1000, 1, 1000000,
+             "pages written on the first cpu, each read once (timed) on the second"),
+        _int("stream_mb", 64, 1, 65536,
+             "MiB written on the first cpu, then read through once on the second"),
+    ),
+    _workload(
         "sqlite",
         "SQLite: transactions, indexed lookups, updates, integrity_check, checksum",
         _int("rows", 2000, 10, 10000000, "rows inserted"),

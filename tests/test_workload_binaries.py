@@ -42,6 +42,7 @@ QUICK: dict[str, dict[str, ParamValue]] = {
     "sqlite": {"rows": 500, "lookups": 500, "updates": 200},
     "clock": {"duration_ms": 300},
     "smc": {"rounds": 500},
+    "firstread": {"pages": 500, "stream_mb": 4},
     "redis": {"requests": 500, "keys": 300},
 }
 NATIVE = [name for name in WORKLOADS if name != "redis"]
@@ -61,6 +62,7 @@ CLEAN_FIGURES: dict[str, dict[str, ParamValue | bool]] = {
     "sqlite": {"wrong_lookups": 0, "wrong_updates": 0, "integrity_ok": 1, "checksum_ok": 1},
     "clock": {"mono_backwards": 0, "tsc_backwards": 0, "cross_vcpu_backwards": 0},
     "smc": {"mismatches": 0},
+    "firstread": {"read_mismatches": 0, "stream_mismatches": 0},
     "redis": {"mismatches": 0, "clean_shutdown": 1},
 }
 INJECTED_REASON = {
@@ -75,6 +77,7 @@ INJECTED_REASON = {
     "sqlite": "checksum_mismatch",
     "clock": "time went backwards",
     "smc": "stale_code",
+    "firstread": "stale_read",
     "redis": "data_mismatch",
 }
 
