@@ -337,6 +337,9 @@ def bench_stall(arts: Artifacts, run_dir: Path, policy: str, mem_mib: int, round
               f"{totals.get('vcpu_blobs_sent', 0)} vCPU moves")
     for r in (pp, fr):
         print(f"  {r.name}: {'verified' if r.ok else 'FAILED: ' + str(r.reason)}")
+    breakdown = {r.name: stall_breakdown(r.hk_stats) for r in (pp, fr)}
+    for name, rows in breakdown.items():
+        print_breakdown(name, rows)
     print("targets (issue 12; reported, not enforced):")
     targets = {
         "handoff_p50_ratio_le_4": _target("handoff_us.p50_ratio", handoff["p50_ratio"],
@@ -366,5 +369,42 @@ def bench_stall(arts: Artifacts, run_dir: Path, policy: str, mem_mib: int, round
               "handoff_us": handoff, "handoff_is": "half the pingpong round trip",
               "guest_read_us": read, "reread_us": {"p50": reread_p50},
               "streaming_mb_s": streaming, "raw_rtt_us": {"p50": raw_p50},
-              "targets": targets, "totals": totals, "ok": record.ok}
+              "targets": targets, "totals": totals, "stages": breakdown, "ok": record.ok}
     return result, [record, pp, fr]
+
+
+# The library's stall stages in the order a transaction runs through them (see
+# enum hk_stage in hyperkernel/src/hk.h), and the scheduler's share.
+STAGE_ORDER = ("request_wait", "home_queue", "invalidate", "give", "remote", "install",
+               "handover", "tb_hold")
+
+
+def stall_breakdown(hk: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Per stage of the run's stalls, summed over nodes: count, p50/p99 and mean (µs), and
+    total time (ms); ``sched:<role>`` rows hold the kernel's run delay (time runnable but
+    waiting for a CPU) of the event threads and of the vCPU threads."""
+    rows: dict[str, dict[str, float]] = {}
+    for stage in STAGE_ORDER:
+        h = hk.get("stages", {}).get(stage)
+        if h and h.get("count"):
+            rows[stage] = {"count": h["count"], "p50_us": h["p50_ns"] / 1000,
+                           "p99_us": h["p99_ns"] / 1000, "mean_us": h["mean_ns"] / 1000,
+                           "total_ms": h["mean_ns"] * h["count"] / 1e6}
+    for role, fields in hk.get("sched", {}).items():
+        rows[f"sched:{role}"] = {"run_ms": fields.get("run_ns", 0) / 1e6,
+                                 "run_delay_ms": fields.get("run_delay_ns", 0) / 1e6}
+    return rows
+
+
+def print_breakdown(name: str, rows: dict[str, dict[str, float]]) -> None:
+    if not rows:
+        return
+    print(f"  where {name}'s stall time went (log2 bins: p50/p99 are bucket upper bounds):")
+    print(f"    {'stage':<16} {'count':>8} {'p50':>10} {'p99':>10} {'mean':>10} {'total':>10}")
+    for stage, r in rows.items():
+        if stage.startswith("sched:"):
+            print(f"    {stage:<16} on CPU {r['run_ms']:9.1f} ms, waiting for a CPU "
+                  f"{r['run_delay_ms']:9.1f} ms")
+        else:
+            print(f"    {stage:<16} {int(r['count']):>8} {_fmt(r['p50_us']):>10} "
+                  f"{_fmt(r['p99_us']):>10} {_fmt(r['mean_us']):>10} {r['total_ms']:8.1f}ms")

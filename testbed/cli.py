@@ -105,6 +105,9 @@ def _add_cluster_args(p: argparse.ArgumentParser) -> None:
                    help="on a stall: bring the page (page) or send the vCPU (vcpu)")
     p.add_argument("--hyperkernel", action="store_true",
                    help="run a single node through the hyperkernel too (multi-node always does)")
+    p.add_argument("--cpu-affinity", default="node", choices=["node", "none"],
+                   help="node: each node's threads on host CPUs of its own, as separate "
+                   "machines (default); none: anywhere")
     p.add_argument("--append", default="", help="extra guest kernel command line")
     p.add_argument("--put", action="append", default=[], metavar="HOSTFILE[:GUESTPATH]",
                    help="bring a host file into the guest (default under /opt/put/); repeatable")
@@ -215,6 +218,7 @@ def _spec(args: argparse.Namespace) -> ClusterSpec:
     return ClusterSpec(nodes=args.nodes, vcpus=args.vcpus, mem_mib=args.mem, append=args.append,
                        boot_timeout=args.boot_timeout, placement=args.placement,
                        budget_mib=args.budget, policy=args.policy,
+                       cpu_affinity=args.cpu_affinity,
                        hyperkernel=True if args.hyperkernel else None).validate()
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypedDict
 
-from testbed import procs, workloads
+from testbed import affinity, procs, workloads
 from testbed.config import ClusterSpec, NodeOverride
 from testbed.errors import ConfigError, GuestError, GuestTimeout, NodeDied, TestbedError
 from testbed.images import GuestImages
@@ -140,6 +140,9 @@ class Cluster:
                                   kernel=self.artifacts.images.kernel_path,
                                   initrd=self.initramfs, append=append,
                                   hyperkernel=self._hyperkernel_args(i, files))
+            if self.spec.cpu_affinity == "node":
+                argv = affinity.pinned_argv(
+                    argv, affinity.node_cpus(i, self.spec.nodes, affinity.host_cpus()))
             node = Node(i, name, files, argv)
             node.skipped = not override.start
             self.nodes.append(node)

@@ -83,6 +83,8 @@ class ClusterSpec:
     placement: tuple[tuple[int, ...], ...] | None = None  # vCPUs of each node
     budget_mib: tuple[int, ...] | None = None  # per node; default: all of guest RAM
     policy: str = "page"
+    # "node": each node's threads on host CPUs of its own (testbed/affinity.py); "none": anywhere
+    cpu_affinity: str = "node"
     # Run a single node through the hyperkernel too (multi-node always does).
     hyperkernel: bool | None = None
     overrides: dict[int, NodeOverride] = field(default_factory=dict)
@@ -122,6 +124,9 @@ class ClusterSpec:
         if not (math.isfinite(self.boot_timeout) and self.boot_timeout > 0):
             raise ConfigError(f"boot timeout {self.boot_timeout} is not a positive number of "
                               "seconds", "e.g. --boot-timeout 300")
+        if self.cpu_affinity not in ("node", "none"):
+            raise ConfigError(f"CPU affinity {self.cpu_affinity!r} is not known",
+                              "use 'node' (each node on host CPUs of its own) or 'none'")
         if self.policy not in POLICIES:
             raise ConfigError(f"unknown policy {self.policy!r}",
                               "valid policies: " + ", ".join(POLICIES))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
 import re
 import shutil
@@ -128,7 +129,10 @@ def build_hyperkernel(log: Path, progress: Progress) -> bool:
     Returns True if the installed library changed (QEMU must relink: ninja
     does not track a library found with find_library).
     """
-    out = cache.cache_root() / "hyperkernel" / "build"
+    # make decides by timestamps, so each checkout keeps its own objects: two
+    # worktrees sharing one directory would link whichever compiled last.
+    checkout = hashlib.sha256(str(REPO_ROOT).encode()).hexdigest()[:12]
+    out = cache.cache_root() / "hyperkernel" / f"build-{checkout}"
     lib = out / "libhyperkernel.a"
     progress.step("qemu", "building libhyperkernel.a")
     _run_logged(["make", "-C", str(REPO_ROOT / "hyperkernel"), f"O={out}", str(lib)],

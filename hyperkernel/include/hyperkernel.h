@@ -147,6 +147,11 @@ struct hk_config {
 	uint32_t peer_timeout_ms;    /* silence that declares a peer dead, default 3000 */
 	uint32_t connect_timeout_ms; /* mesh set-up deadline, default 10000 */
 	uint32_t spin_us;            /* event thread busy-polls this long before sleeping */
+	/* The event thread asks for SCHED_FIFO (HK_EVENT_SCHED=fifo|normal
+	 * overrides): for an embedder whose own threads (vCPUs running guest
+	 * code) keep the host's CPUs busy, so that a fault or a message preempts
+	 * them instead of waiting for the scheduler's next turn. */
+	bool event_realtime;
 	int protocol_version;        /* 0 = HK_PROTOCOL_VERSION (tests override it) */
 	struct hk_callbacks cb;
 };

@@ -213,6 +213,16 @@ void hk_stats_stage(struct hk_stats *st, enum hk_stage stage, uint64_t since);
 char *hk_stats_to_json(struct hk_stats *st, int node_id, uint64_t resident, uint64_t peak,
 		       uint64_t budget_pages, const char *policy);
 
+/* ---------------- tuning.c ---------------- */
+struct hk_tuning {
+	uint64_t spin_cap_ns, fault_spin_ns, peer_spin_ns; /* the event thread's busy-poll */
+	bool event_rt; /* the event thread asks for SCHED_FIFO */
+	bool serve_spin_set; /* HK_FAULT_SPIN_US or HK_PEER_SPIN_US given */
+};
+/* From the environment (event_rt: the embedder's default class), each knob checked against its range: -EINVAL (after
+ * one line naming the knob and its range) if one is out of it. */
+int hk_tuning_load(struct hk_tuning *t, bool event_rt);
+
 /* ---------------- socket.c, link.c ---------------- */
 struct hk_outq_item {
 	struct hk_outq_item *next;
@@ -440,6 +450,8 @@ struct hk_node {
 	/* adaptive busy-poll of the event thread (coherence.c) */
 	uint32_t outstanding;     /* requests of ours not yet finished */
 	uint64_t req_sent_ns, ewma_reply_ns, last_serve_ns;
+	struct hk_tuning tuning;
+	bool event_rt;  /* the event thread runs SCHED_FIFO */
 	uint64_t spin_cap_ns, fault_spin_ns; /* 0: off (HK_ADAPTIVE_SPIN=0) */
 	uint64_t last_peer_ns, peer_spin_ns;  /* after serving a peer's request */
 	bool skip_invalidate; /* HK_DEBUG_SKIP_INVALIDATE: broken on purpose */

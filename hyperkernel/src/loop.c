@@ -255,11 +255,41 @@ static void on_timer(struct hk_node *n)
 	hk_tick(n);
 }
 
+/* Every stall waits for this thread, and on a node whose CPUs are busy with
+ * vCPU threads spinning in guest code, a thread of the normal class waits for
+ * its turn for milliseconds (the kernel's schedstat showed the event threads
+ * runnable but off-CPU for 46 s of a 20 s pingpong run).  SCHED_FIFO lets it
+ * preempt a vCPU thread the moment a fault or a message arrives.  It then
+ * busy-polls only for the reply to a request of its own, whose vCPU thread
+ * is blocked in the fault anyway: after serving a peer or a fault, a
+ * real-time thread that spun would hold its CPU against the very threads it
+ * serves (sched_yield yields only to its own class; measured, a spin after
+ * serving cost the guest's pingpong 2x and the library benchmark's remote
+ * read 2x).  Refused (no CAP_SYS_NICE, a container's limits): it runs as
+ * before, said once. */
+static void run_realtime(struct hk_node *n)
+{
+	if (!n->tuning.event_rt)
+		return;
+	struct sched_param sp = { .sched_priority = 1 };
+	int r = pthread_setschedparam(pthread_self(), SCHED_FIFO, &sp);
+	if (r) {
+		hk_warn("event thread: SCHED_FIFO refused (%s); it stays in the normal class, "
+			"and stalls wait for the scheduler (HK_EVENT_SCHED=normal silences this)",
+			strerror(r));
+		return;
+	}
+	n->event_rt = true;
+	if (!n->tuning.serve_spin_set)
+		n->fault_spin_ns = n->peer_spin_ns = 0;
+}
+
 void *hk_coherence_thread(void *arg)
 {
 	struct hk_node *n = arg;
 	struct epoll_event evs[16];
 	n->stats.event_tid = (pid_t)syscall(SYS_gettid);
+	run_realtime(n);
 	while (!atomic_load(&n->stop)) {
 		int timeout = -1;
 		uint64_t now = hk_now_ns();
@@ -375,14 +405,10 @@ int hk_coherence_init(struct hk_node *n)
 	if (r)
 		return r;
 	premap_home_pages(n);
-	/* HK_ADAPTIVE_SPIN=<cap us> (default 200, 0 = off), HK_FAULT_SPIN_US
-	 * (default 20), HK_PEER_SPIN_US (default 50): see hk_coherence_thread. */
-	const char *env = getenv("HK_ADAPTIVE_SPIN");
-	n->spin_cap_ns = (env ? strtoull(env, NULL, 0) : 200) * 1000ull;
-	env = getenv("HK_FAULT_SPIN_US");
-	n->fault_spin_ns = n->spin_cap_ns ? (env ? strtoull(env, NULL, 0) : 20) * 1000ull : 0;
-	env = getenv("HK_PEER_SPIN_US");
-	n->peer_spin_ns = n->spin_cap_ns ? (env ? strtoull(env, NULL, 0) : 50) * 1000ull : 0;
+	/* the busy-poll's knobs (tuning.c); see hk_coherence_thread */
+	n->spin_cap_ns = n->tuning.spin_cap_ns;
+	n->fault_spin_ns = n->tuning.fault_spin_ns;
+	n->peer_spin_ns = n->tuning.peer_spin_ns;
 	n->ewma_reply_ns = 50000;
 	if (posix_memalign((void **)&n->scratch, HK_PAGE_SIZE, HK_PAGE_SIZE))
 		return -ENOMEM;

@@ -46,6 +46,8 @@ int hk_node_new(const struct hk_config *cfg, struct hk_node **out)
 	if (!n->cfg.connect_timeout_ms)
 		n->cfg.connect_timeout_ms = 10000;
 	int r = hk_policy_parse(cfg->policy, &n->policy);
+	if (!r)
+		r = hk_tuning_load(&n->tuning, cfg->event_realtime);
 	if (r) {
 		free(n);
 		return r;

@@ -354,6 +354,8 @@ static void hk_complete(UserCreatable *uc, Error **errp)
     cfg.secret = secret;
     cfg.budget_bytes = s->budget;
     cfg.policy = s->policy ? s->policy : "page";
+    /* our vCPU threads spin in guest code on the same host CPUs */
+    cfg.event_realtime = true;
     cfg.cb.opaque = s;
     cfg.cb.on_stall = hk_cb_stall;
     cfg.cb.on_page_arrived = hk_cb_page_arrived;

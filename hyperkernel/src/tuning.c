@@ -1,0 +1,64 @@
+/* tuning.c - the knobs an experiment may turn without recompiling (the
+ * environment of the node's process), each checked against its range when
+ * the node starts: a typo or an absurd value stops the node with one line
+ * that names the knob and what it accepts, rather than running quietly with
+ * something else. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "hk.h"
+
+struct knob {
+	const char *name;
+	uint64_t min, max, def;
+	const char *unit;
+};
+
+static int number(const struct knob *k, uint64_t *out)
+{
+	const char *s = getenv(k->name);
+	*out = k->def;
+	if (!s)
+		return 0;
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (!*s || *end || errno || s[0] == '-' || v < k->min || v > k->max) {
+		hk_warn("%s=%s is out of range: use %lu..%lu (%s)", k->name, s, k->min, k->max,
+			k->unit);
+		return -EINVAL;
+	}
+	*out = v;
+	return 0;
+}
+
+int hk_tuning_load(struct hk_tuning *t, bool event_rt)
+{
+	static const struct knob spin = { "HK_ADAPTIVE_SPIN", 0, 100000, 200, "microseconds, 0 = off" };
+	static const struct knob fault = { "HK_FAULT_SPIN_US", 0, 100000, 20, "microseconds" };
+	static const struct knob peer = { "HK_PEER_SPIN_US", 0, 100000, 50, "microseconds" };
+	uint64_t v;
+	if (number(&spin, &v))
+		return -EINVAL;
+	t->spin_cap_ns = v * 1000;
+	if (number(&fault, &v))
+		return -EINVAL;
+	t->fault_spin_ns = t->spin_cap_ns ? v * 1000 : 0;
+	if (number(&peer, &v))
+		return -EINVAL;
+	t->peer_spin_ns = t->spin_cap_ns ? v * 1000 : 0;
+	t->serve_spin_set = getenv(fault.name) || getenv(peer.name);
+	const char *s = getenv("HK_EVENT_SCHED");
+	if (!s) {
+		t->event_rt = event_rt;
+	} else if (!strcmp(s, "fifo")) {
+		t->event_rt = true;
+	} else if (!strcmp(s, "normal")) {
+		t->event_rt = false;
+	} else {
+		hk_warn("HK_EVENT_SCHED=%s is not a scheduling class: use fifo or normal", s);
+		return -EINVAL;
+	}
+	return 0;
+}

@@ -1,0 +1,82 @@
+/* test_tuning.c - every knob is checked against its range when a node starts:
+ * a bad value refuses the node (after one line naming the knob), a good one
+ * is taken, and the embedder's default scheduling class holds unless
+ * HK_EVENT_SCHED says otherwise. */
+#include <stdlib.h>
+
+#include "hk.h"
+#include "hk_test.h"
+
+static void clear(void)
+{
+	unsetenv("HK_ADAPTIVE_SPIN");
+	unsetenv("HK_FAULT_SPIN_US");
+	unsetenv("HK_PEER_SPIN_US");
+	unsetenv("HK_EVENT_SCHED");
+}
+
+static void test_defaults_and_the_embedders_class(void)
+{
+	struct hk_tuning t;
+	clear();
+	CHECK(hk_tuning_load(&t, false) == 0);
+	CHECK(t.spin_cap_ns == 200000 && t.fault_spin_ns == 20000 && t.peer_spin_ns == 50000);
+	CHECK(!t.event_rt && !t.serve_spin_set);
+	CHECK(hk_tuning_load(&t, true) == 0 && t.event_rt);
+	setenv("HK_EVENT_SCHED", "normal", 1);
+	CHECK(hk_tuning_load(&t, true) == 0 && !t.event_rt);
+	setenv("HK_EVENT_SCHED", "fifo", 1);
+	CHECK(hk_tuning_load(&t, false) == 0 && t.event_rt);
+	clear();
+}
+
+static void test_values_in_range_are_taken(void)
+{
+	struct hk_tuning t;
+	clear();
+	setenv("HK_FAULT_SPIN_US", "7", 1);
+	CHECK(hk_tuning_load(&t, true) == 0 && t.fault_spin_ns == 7000 && t.serve_spin_set);
+	setenv("HK_ADAPTIVE_SPIN", "0", 1); /* off: nothing spins */
+	CHECK(hk_tuning_load(&t, true) == 0 && t.spin_cap_ns == 0 && t.fault_spin_ns == 0);
+	clear();
+}
+
+static void test_bad_values_are_refused(void)
+{
+	static const char *const bad[][2] = {
+		{ "HK_ADAPTIVE_SPIN", "100001" }, { "HK_ADAPTIVE_SPIN", "-1" },
+		{ "HK_FAULT_SPIN_US", "abc" },    { "HK_PEER_SPIN_US", "" },
+		{ "HK_PEER_SPIN_US", "5us" },     { "HK_EVENT_SCHED", "rr" },
+	};
+	struct hk_tuning t;
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		clear();
+		setenv(bad[i][0], bad[i][1], 1);
+		CHECK(hk_tuning_load(&t, true) == -EINVAL);
+	}
+	clear();
+}
+
+static void test_a_bad_knob_refuses_the_node(void)
+{
+	struct hk_config cfg;
+	struct hk_node *n = NULL;
+	hk_config_init(&cfg);
+	cfg.secret = "s";
+	cfg.node_count = 1;
+	cfg.node_id = 0;
+	setenv("HK_PEER_SPIN_US", "999999999", 1);
+	CHECK(hk_node_new(&cfg, &n) == -EINVAL && n == NULL);
+	clear();
+	CHECK(hk_node_new(&cfg, &n) == 0 && n != NULL);
+	hk_node_free(n);
+}
+
+int main(void)
+{
+	RUN(test_defaults_and_the_embedders_class);
+	RUN(test_values_in_range_are_taken);
+	RUN(test_bad_values_are_refused);
+	RUN(test_a_bad_knob_refuses_the_node);
+	TEST_DONE();
+}
