@@ -323,8 +323,12 @@ class Cluster:
         deadline = time.monotonic() + timeout
         while any(n.alive() for n in self.live_nodes):
             if time.monotonic() > deadline:
-                raise GuestError(f"nodes still running {timeout:.0f}s after poweroff",
-                                 f"see {self.run_dir}")
+                hung = [n for n in self.live_nodes if n.alive()]
+                for n in hung:
+                    n.dump_hang()
+                raise GuestError(f"nodes {[n.index for n in hung]} still running {timeout:.0f}s "
+                                 "after poweroff",
+                                 f"see {self.run_dir} (node<k>.hang.txt: their stacks and vCPUs)")
             time.sleep(0.05)
 
     def shutdown(self) -> None:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from testbed import procs
+from testbed import hangdump, procs
 from testbed.console import Console
 from testbed.errors import ConfigError, GuestError, GuestPanic, NodeDied
 from testbed.qmp import Qmp
@@ -165,6 +165,12 @@ class Node:
     @property
     def pid(self) -> int:
         return self.process.pid if self.process else -1
+
+    def dump_hang(self) -> str:
+        """Stacks and vCPU state of this (hung) node into ``node<k>.hang.txt``."""
+        if not self.alive():
+            return "not running"
+        return hangdump.dump(self.pid, self.files.log("hang.txt"))
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None

@@ -10,7 +10,7 @@ flex bison libslirp-dev python3-venv python3-dev xz-utils cpio \
 seabios qemu-system-data busybox-static \
 clang libclang-rt-14-dev \
 libsqlite3-dev redis-server redis-tools \
-chromium"
+chromium gdb util-linux"
 
 # The QEMU 10.0.2 source lives in bookworm-backports, which needs a deb-src entry.
 SRC_LIST=/etc/apt/sources.list.d/sds-backports-src.sources

@@ -161,7 +161,7 @@ struct hk_counters {
 		vcpu_blobs_received, vcpu_move_decisions, evictions;
 	uint64_t irqs_forwarded, irqs_received, migrate_requests_forwarded,
 		migrate_requests_lost, location_updates, deferred_acks, pushes_refused,
-		shared_drops;
+		shared_drops, readaheads;
 };
 
 struct hk_thread_stats {
@@ -218,6 +218,7 @@ struct hk_tuning {
 	uint64_t spin_cap_ns, fault_spin_ns, peer_spin_ns; /* the event thread's busy-poll */
 	bool event_rt; /* the event thread asks for SCHED_FIFO */
 	bool serve_spin_set; /* HK_FAULT_SPIN_US or HK_PEER_SPIN_US given */
+	uint32_t readahead;  /* pages asked for ahead of a sequential reader */
 };
 /* From the environment (event_rt: the embedder's default class), each knob checked against its range: -EINVAL (after
  * one line naming the knob and its range) if one is out of it. */
@@ -450,6 +451,7 @@ struct hk_node {
 	/* adaptive busy-poll of the event thread (coherence.c) */
 	uint32_t outstanding;     /* requests of ours not yet finished */
 	uint64_t req_sent_ns, ewma_reply_ns, last_serve_ns;
+	uint64_t ra_last, ra_next; /* read-ahead: the last page read, the next to ask for */
 	struct hk_tuning tuning;
 	bool event_rt;  /* the event thread runs SCHED_FIFO */
 	uint64_t spin_cap_ns, fault_spin_ns; /* 0: off (HK_ADAPTIVE_SPIN=0) */

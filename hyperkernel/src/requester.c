@@ -111,6 +111,40 @@ void hk_requester_evaluate(struct hk_node *n, uint64_t page)
 		      p->state == HK_PS_SHARED, NULL);
 }
 
+/* Read-ahead.  A read fault on the page after the last one read here (or
+ * inside the window already asked for) asks for the next pages too: read
+ * requests without a waiting thread, so that a thread streaming through
+ * remote memory finds its next pages arriving, up to HK_READAHEAD requests
+ * in flight instead of one.  They are ordinary read transactions (the home
+ * serialises them, a writer invalidates them), so coherence is unchanged.
+ * Not under a memory budget: a page nobody asked for would take the slot a
+ * fault needs. */
+static void read_ahead(struct hk_node *n, uint64_t page)
+{
+	bool sequential = page == n->ra_last + 1 || (page > n->ra_last && page <= n->ra_next);
+	n->ra_last = page;
+	if (!n->tuning.readahead || !sequential || n->budget_pages)
+		return;
+	uint64_t from = page + 1 > n->ra_next ? page + 1 : n->ra_next;
+	uint64_t to = page + n->tuning.readahead;
+	if (to >= n->mem.npages)
+		to = n->mem.npages - 1;
+	for (uint64_t q = from; q <= to; q++) {
+		struct hk_page *p = &n->pages[q];
+		if (p->state != HK_PS_INVALID || p->req_pending || p->waiters || p->dropping ||
+		    p->await_room)
+			continue;
+		p->req_pending = true;
+		p->req_mode = HK_MODE_SHARED;
+		p->move_asked = false;
+		n->outstanding++;
+		n->stats.node.readaheads++;
+		hk_send_page(n, hk_home_of(n, q), HK_MSG_REQ, q, n->self, HK_MODE_SHARED, 0, NULL);
+	}
+	if (to + 1 > n->ra_next)
+		n->ra_next = to + 1;
+}
+
 void hk_requester_fault(struct hk_node *n, uint64_t page, bool write, pid_t tid)
 {
 	struct hk_page *p = &n->pages[page];
@@ -134,6 +168,8 @@ void hk_requester_fault(struct hk_node *n, uint64_t page, bool write, pid_t tid)
 	w->next = p->waiters;
 	p->waiters = w;
 	hk_requester_evaluate(n, page);
+	if (!write)
+		read_ahead(n, page);
 }
 
 static void finish_request(struct hk_node *n, uint64_t page)

@@ -38,6 +38,7 @@ int hk_tuning_load(struct hk_tuning *t, bool event_rt)
 	static const struct knob spin = { "HK_ADAPTIVE_SPIN", 0, 100000, 200, "microseconds, 0 = off" };
 	static const struct knob fault = { "HK_FAULT_SPIN_US", 0, 100000, 20, "microseconds" };
 	static const struct knob peer = { "HK_PEER_SPIN_US", 0, 100000, 50, "microseconds" };
+	static const struct knob ra = { "HK_READAHEAD", 0, 64, 8, "pages, 0 = off" };
 	uint64_t v;
 	if (number(&spin, &v))
 		return -EINVAL;
@@ -49,6 +50,9 @@ int hk_tuning_load(struct hk_tuning *t, bool event_rt)
 		return -EINVAL;
 	t->peer_spin_ns = t->spin_cap_ns ? v * 1000 : 0;
 	t->serve_spin_set = getenv(fault.name) || getenv(peer.name);
+	if (number(&ra, &v))
+		return -EINVAL;
+	t->readahead = (uint32_t)v;
 	const char *s = getenv("HK_EVENT_SCHED");
 	if (!s) {
 		t->event_rt = event_rt;

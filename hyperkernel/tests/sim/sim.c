@@ -44,6 +44,8 @@ struct sim_thread {
 	uint64_t page;       /* current access */
 	bool write;
 	int ops_left;
+	bool streams;        /* reads through the pages in order (read-ahead) */
+	uint64_t last;
 };
 
 struct sim_fault {
@@ -221,6 +223,11 @@ static void build_world(uint64_t seed)
 			th->state = T_READY;
 			th->ops_left = 80 + (int)sim_below(320);
 			th->page = UINT64_MAX;
+			/* from the seed and the thread, not from the random stream,
+			 * so that seeds without a streaming thread replay as before */
+			th->streams = ((seed * 0x9e3779b97f4a7c15ull) ^ (uint64_t)th->tid * 0xbf58476d1ce4e5b9ull)
+					      % 5 == 0;
+			th->last = (uint64_t)th->tid % sim.pages;
 		}
 	}
 	if (sim.verbose)
@@ -261,6 +268,10 @@ static void thread_step(struct sim_thread *th)
 		}
 		th->page = sim_below(3) ? sim_below((uint64_t)sim_hot_pages) : sim_below(sim.pages);
 		th->write = sim_below(100) < 40;
+		if (th->streams && !th->write) { /* its reads go in order */
+			th->page = (th->last + 1) % sim.pages;
+			th->last = th->page;
+		}
 	}
 	uint8_t *m = &sn->map[th->page];
 	uint8_t *data = sn->ram + th->page * HK_PAGE_SIZE;
@@ -593,9 +604,16 @@ static int run_seed(uint64_t seed)
 	}
 	if (killed < 0)
 		check_final();
-	if (sim.verbose)
-		fprintf(stdout, "sim seed %lu: steps=%lu frames=%lu writes=%lu violations=%lu\n", seed,
-			steps, sim.frames_delivered, version, violations);
+	if (sim.verbose) {
+		uint64_t ra = 0, ev = 0;
+		for (int k = 0; k < sim.nodes; k++) {
+			ra += sim.node[k].hk->stats.node.readaheads;
+			ev += sim.node[k].hk->stats.node.evictions;
+		}
+		fprintf(stdout, "sim seed %lu: steps=%lu frames=%lu writes=%lu readaheads=%lu "
+			"evictions=%lu violations=%lu\n", seed, steps, sim.frames_delivered, version, ra,
+			ev, violations);
+	}
 	return violations ? 1 : 0;
 }
 
