@@ -451,7 +451,8 @@ struct hk_node {
 	/* adaptive busy-poll of the event thread (coherence.c) */
 	uint32_t outstanding;     /* requests of ours not yet finished */
 	uint64_t req_sent_ns, ewma_reply_ns, last_serve_ns;
-	uint64_t ra_last, ra_next; /* read-ahead: the last page read, the next to ask for */
+	uint64_t ra_last; /* read-ahead: the last page a read faulted on */
+	int8_t ra_dir;    /* and the direction it goes in, 0: none */
 	struct hk_tuning tuning;
 	bool event_rt;  /* the event thread runs SCHED_FIFO */
 	uint64_t spin_cap_ns, fault_spin_ns; /* 0: off (HK_ADAPTIVE_SPIN=0) */

@@ -117,23 +117,35 @@ void hk_requester_evaluate(struct hk_node *n, uint64_t page)
  * remote memory finds its next pages arriving, up to HK_READAHEAD requests
  * in flight instead of one.  They are ordinary read transactions (the home
  * serialises them, a writer invalidates them), so coherence is unchanged.
- * Not under a memory budget: a page nobody asked for would take the slot a
- * fault needs. */
+ * Under a memory budget each takes a slot, and only while the budget has
+ * ample room: a page nobody asked for must not take the slot a fault needs. */
 static void read_ahead(struct hk_node *n, uint64_t page)
 {
-	bool sequential = page == n->ra_last + 1 || (page > n->ra_last && page <= n->ra_next);
+	/* In order, either way: the guest's allocator hands out physical pages
+	 * in descending order as often as ascending, so a thread reading its
+	 * virtual memory in order faults on guest-physical pages that often go
+	 * down.  Once read-ahead runs, the next fault comes up to depth + 1
+	 * pages further on (the pages in between arrived without a fault). */
+	uint64_t depth = n->tuning.readahead, last = n->ra_last;
+	int dir = 0;
+	if (page == last + 1 || (n->ra_dir > 0 && page > last && page <= last + depth + 1))
+		dir = 1;
+	else if (page + 1 == last || (n->ra_dir < 0 && page < last && page + depth + 1 >= last))
+		dir = -1;
 	n->ra_last = page;
-	if (!n->tuning.readahead || !sequential || n->budget_pages)
+	n->ra_dir = (int8_t)dir;
+	if (!depth || !dir ||
+	    (n->budget_pages && n->resident + n->reserved + 2 * depth > n->budget_pages))
 		return;
-	uint64_t from = page + 1 > n->ra_next ? page + 1 : n->ra_next;
-	uint64_t to = page + n->tuning.readahead;
-	if (to >= n->mem.npages)
-		to = n->mem.npages - 1;
-	for (uint64_t q = from; q <= to; q++) {
+	for (uint64_t i = 1; i <= depth; i++) {
+		uint64_t q = dir > 0 ? page + i : page - i;
+		if (q >= n->mem.npages) /* past either end (page - i wraps) */
+			break;
 		struct hk_page *p = &n->pages[q];
 		if (p->state != HK_PS_INVALID || p->req_pending || p->waiters || p->dropping ||
 		    p->await_room)
 			continue;
+		hk_budget_reserve(n, q); /* room checked above: never waits */
 		p->req_pending = true;
 		p->req_mode = HK_MODE_SHARED;
 		p->move_asked = false;
@@ -141,8 +153,6 @@ static void read_ahead(struct hk_node *n, uint64_t page)
 		n->stats.node.readaheads++;
 		hk_send_page(n, hk_home_of(n, q), HK_MSG_REQ, q, n->self, HK_MODE_SHARED, 0, NULL);
 	}
-	if (to + 1 > n->ra_next)
-		n->ra_next = to + 1;
 }
 
 void hk_requester_fault(struct hk_node *n, uint64_t page, bool write, pid_t tid)

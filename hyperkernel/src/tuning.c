@@ -38,7 +38,7 @@ int hk_tuning_load(struct hk_tuning *t, bool event_rt)
 	static const struct knob spin = { "HK_ADAPTIVE_SPIN", 0, 100000, 200, "microseconds, 0 = off" };
 	static const struct knob fault = { "HK_FAULT_SPIN_US", 0, 100000, 20, "microseconds" };
 	static const struct knob peer = { "HK_PEER_SPIN_US", 0, 100000, 50, "microseconds" };
-	static const struct knob ra = { "HK_READAHEAD", 0, 64, 8, "pages, 0 = off" };
+	static const struct knob ra = { "HK_READAHEAD", 0, 64, 16, "pages, 0 = off" };
 	uint64_t v;
 	if (number(&spin, &v))
 		return -EINVAL;
