@@ -128,8 +128,10 @@ def add_commands(sub: Any) -> None:
     p.add_argument("ref_b", metavar="REF_B")
     p.add_argument("--suite", dest="suite_file", type=Path, metavar="SUITE",
                    help="the cells to run (default: the repository's suites/smoke.toml)")
-    p.add_argument("--iterations", type=int, default=5, metavar="N",
-                   help="boots per side and shape (default 5: the fewest that can reach p < 0.01)")
+    p.add_argument("--iterations", type=int, default=8, metavar="N",
+                   help="boots per side and shape (default 8; 5 is the fewest that can reach "
+                   "p < 0.01 at all, and only if no sample of one side strays among the other's); "
+                   "a suite with rerun_cv adds pairs while a cell stays noisy")
     p.add_argument("--only", metavar="TEXT", help="only cells whose id contains TEXT")
     p.add_argument("--build", action="store_true",
                    help="build a QEMU that is not cached yet (minutes; no other build may run)")
@@ -381,7 +383,7 @@ def cmd_ab(args: argparse.Namespace, progress: Progress) -> int:
     from testbed.suitefile import load_suite
 
     if args.iterations < 1:
-        raise ConfigError(f"--iterations {args.iterations} is out of range", "use 5 or more")
+        raise ConfigError(f"--iterations {args.iterations} is out of range", "use 8 or more")
     for ref in (args.ref_a, args.ref_b):
         resolve(ref)  # before anything builds or boots
     from testbed.record import REPO_ROOT

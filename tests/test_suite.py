@@ -67,6 +67,7 @@ def test_the_matrix_expands_and_one_node_has_no_policy(tmp_path: Path) -> None:
     ('nodes = [1, 2]', 'nodes = [1, 2]\ncolour = "blue"', 4, "unknown [suite] key 'colour'"),
     ('name = "pingpong"', 'name = "pingpong"\nrepeat = 3', 8, "unknown [[workload]] key 'repeat'"),
     ('nodes = [1, 2]', 'nodes = [1, 99]', 3, "node count 99 is out of range"),
+    ('nodes = [1, 2]', 'nodes = [1, 2]\nruns = 0', 4, "runs must be a whole number >= 1"),
     ("rounds = 500", "rounds = = 500", 8, "not valid TOML"),
     ('[suite]', '[suit]', 1, "unknown top-level key 'suit'"),
 ])
@@ -236,6 +237,7 @@ NOISY = """\
 name = "noisy"
 nodes = [1]
 repetitions = 2
+runs = 2              # two runs per boot: their median is the boot's sample
 rerun_cv = 0.000001   # any variation at all counts as noise here
 max_repetitions = 3
 cell_timeout = 120
@@ -255,5 +257,7 @@ def test_a_noisy_cell_gets_more_repetitions(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert "coefficient of variation" in r.stderr and "after 2 repetitions; one more" in r.stderr
     with open_store(store) as s:
-        reps = sorted(rec.labels["repetition"] for rec in s.records(Filters(kind="workload")))
-    assert reps == [1, 2, 3]  # and no more than max_repetitions
+        runs = sorted((rec.labels["repetition"], rec.labels["run"])
+                      for rec in s.records(Filters(kind="workload")))
+    # Two runs in each boot, and no more boots than max_repetitions.
+    assert runs == [(1, 1), (1, 2), (2, 1), (2, 2), (3, 1), (3, 2)]
