@@ -231,7 +231,7 @@ def cmd_suite(args: argparse.Namespace, progress: Progress) -> int:
 
 def _suite_run(args: argparse.Namespace, progress: Progress) -> int:
     from testbed.artifacts import ensure_artifacts
-    from testbed.suite import SuiteRunner, plan, suite_summary
+    from testbed.suite import SuiteRunner, estimate, plan, suite_summary
     from testbed.suitefile import load_suite, parse_shard
 
     suite = load_suite(args.suite_file)  # every check before anything builds or boots
@@ -241,8 +241,10 @@ def _suite_run(args: argparse.Namespace, progress: Progress) -> int:
         for unit in units:
             for cell in unit.cells:
                 print(f"rep {unit.repetition}  {cell.id}")
-        print(f"{sum(len(u.cells) for u in units)} cell(s) in {len(units)} boot(s); "
-              f"shard {args.shard} of suite {suite.name}")
+        print(f"{sum(len(u.cells) for u in units)} cell(s) in {len(units)} boot(s)"
+              + (f", {suite.runs} runs of each per boot" if suite.runs > 1 else "")
+              + f"; shard {args.shard} of suite {suite.name}")
+        print(estimate(suite, units, _history(args.store)).text())
         return exitcodes.OK
     if args.run_dir is not None and args.run_dir.is_dir() and any(args.run_dir.iterdir()) \
             and not args.resume:
@@ -267,6 +269,16 @@ def _suite_run(args: argparse.Namespace, progress: Progress) -> int:
     print(suite_summary(outcome))
     print(f"compare: testbed suite compare --suite {suite.name} --new {outcome.run.id[:12]}")
     return exitcodes.OK if outcome.ok else exitcodes.FAILED
+
+
+def _history(path: Path | None) -> dict[str, float]:
+    """Wall times of cells run before, from the store if there is one (never created here)."""
+    from testbed.store import default_path
+
+    if not (path or default_path()).expanduser().exists():
+        return {}
+    with open_store(path, create=False, readonly=True) as store:
+        return store.cell_durations(None)
 
 
 def select(store: Store, selector: str, suite: str | None, *, before: str | None = None

@@ -118,7 +118,8 @@ class SuiteRunner:
         self.run = self._begin(resume)
         self.run_root = run_root or default_run_dir(f"suite-{suite.name}")
         self.done = store.done_cells(self.run.id)
-        self.history = store.cell_durations(suite.name)
+        # Earlier runs of this suite first; the same cell in another suite is next best.
+        self.history = {**store.cell_durations(None), **store.cell_durations(suite.name)}
         self.total = sum(len(u.cells) for u in self.units)
         self.count = 0
         self.t0 = time.monotonic()
@@ -346,6 +347,51 @@ def noisy_cells(records: list[RunRecord], limit: float) -> list[tuple[str, int, 
         if len(values) >= 2 and cv > limit:
             out.append((cell_id, reps, cv))
     return out
+
+
+@dataclass(frozen=True)
+class Estimate:
+    seconds: float  # the planned repetitions
+    worst_seconds: float  # every cell rerun up to max_repetitions (rerun_cv)
+    untimed: list[str]  # cells and boots with no earlier run to go by
+    cell_default: float
+    boot_default: float
+
+    def text(self) -> str:
+        out = f"estimate: about {_fmt_duration(self.seconds)}"
+        if self.worst_seconds > self.seconds:
+            out += f", {_fmt_duration(self.worst_seconds)} if every cell is rerun (rerun_cv)"
+        if self.untimed:
+            out += (f"; {len(self.untimed)} cell(s)/boot(s) never ran before, counted at "
+                    f"{self.cell_default:.0f}s a cell run and {self.boot_default:.0f}s a boot")
+        else:
+            out += "; every cell timed by earlier runs in the store"
+        return out
+
+
+BOOT_DEFAULT_S = 60.0
+
+
+def estimate(suite: Suite, units: list[Unit], history: dict[str, float]) -> Estimate:
+    """How long these units take, from earlier runs' wall times (``Store.cell_durations``:
+    cell id or ``boot@nN/policy`` -> seconds); cells never run count as the runner's
+    own estimate does (a tenth of the cell timeout)."""
+    cell_default = suite.cell_timeout / 10
+    total = 0.0
+    untimed: set[str] = set()
+    for unit in units:
+        boot = history.get(unit.boot_cell)
+        if boot is None:
+            untimed.add(unit.boot_cell)
+        total += boot if boot is not None else BOOT_DEFAULT_S
+        for cell in unit.cells:
+            seconds = history.get(cell.id)
+            if seconds is None:
+                untimed.add(cell.id)
+            total += (seconds if seconds is not None else cell_default) * suite.runs
+    worst = total * suite.max_repetitions / suite.repetitions if suite.rerun_cv is not None \
+        else total
+    return Estimate(total, worst, sorted(untimed), cell_default, BOOT_DEFAULT_S)
 
 
 def suite_summary(outcome: Outcome) -> str:
