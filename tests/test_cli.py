@@ -104,3 +104,20 @@ def test_up_detached_records_what_the_session_cost_the_hyperkernel(tmp_path: Pat
     [record] = _store_records(store)
     assert record.ok and record.dimensions["hyperkernel"] is True
     assert record.hk_stats, "no hyperkernel statistics in the record of a detached session"
+
+
+@pytest.mark.boot
+@pytest.mark.parametrize("args,kind,name,metric", [
+    (["workload", "pingpong", "--vcpus", "2", "--param", "rounds=50"], "workload", "pingpong",
+     "ops_per_s"),
+    (["bench", "migrate", "--migrations", "2"], "bench", "migrate", "migration_latency_us"),
+])
+def test_every_command_stores_its_record(tmp_path: Path, args: list[str], kind: str, name: str,
+                                         metric: str) -> None:
+    store, run_dir = tmp_path / "s.sqlite", tmp_path / "r"
+    r = _run("-q", *args, "--run-dir", str(run_dir), "--store", str(store), timeout=600)
+    assert r.returncode == 0, r.stderr
+    [record] = _store_records(store)
+    assert (record.kind, record.name, record.ok) == (kind, name, True)
+    assert record.metrics[metric].samples, record.metrics
+    assert list(run_dir.glob(f"record-{kind}-{name}-*.json")) != []
