@@ -10,7 +10,12 @@ included; the harness, the guest kernel and the initramfs (with the workloads)
 are the current tree's, so both sides run exactly the same work.
 
 The cells of a suite run on both sides, one boot at a time, alternating
-A B B A A B ... so drift of a shared machine falls on both alike. Each side
+A B B A A B ... so drift of a shared machine falls on both alike. A suite
+with ``runs`` runs each cell that many times per boot, and the boot's median
+is its sample (a load spike during one run falls out). A suite with
+``rerun_cv`` gets more A/B pairs (Phoronix-style) while a cell's figure,
+one value per boot, varies more than that on either side, up to
+``max_repetitions`` boots per side. Each side
 is a suite run in the store (suite ``ab-<name>``, tags ``ab:A`` and ``ab:B``,
 labels naming the ref and commit); the comparison is ``suite compare``'s
 (permutation test, 5% minimum effect, p < 0.01) with A as the base, and a
@@ -35,7 +40,7 @@ from testbed.errors import BuildError, ConfigError
 from testbed.progress import Progress
 from testbed.record import REPO_ROOT, RunRecord
 from testbed.store import Filters, Store
-from testbed.suite import Outcome, SuiteRunner, plan
+from testbed.suite import Outcome, SuiteRunner, Unit, noisy_cells, plan
 from testbed.suitefile import Suite
 
 BUILD_TIMEOUT_S = 3 * 3600  # a cold QEMU build takes minutes; a busy 2-core machine, more
@@ -168,7 +173,8 @@ def run_ab(ref_a: str, ref_b: str, suite: Suite, store: Store, progress: Progres
         if any(c.nodes > 1 for c in suite.cells) and not side.artifacts.supports_hyperkernel():
             raise ConfigError(f"ref {side.ref}'s QEMU lacks the hyperkernel object and the suite "
                               "has multi-node cells", "compare 1-node cells only (--only n1/)")
-    ab_suite = replace(suite, name=f"ab-{suite.name}", repetitions=iterations)
+    ab_suite = replace(suite, name=f"ab-{suite.name}", repetitions=iterations,
+                       max_repetitions=max(iterations, suite.max_repetitions))
     root = default_run_dir(f"ab-{suite.name}")
     runners = [SuiteRunner(ab_suite, store, side.artifacts, progress, only=only,
                            run_root=root / side.name, tag=f"ab:{side.name}", step=f"ab {side.name}",
@@ -181,15 +187,48 @@ def run_ab(ref_a: str, ref_b: str, suite: Suite, store: Store, progress: Progres
     units = plan(ab_suite, only=only)
     status = "interrupted"
     try:
-        for k, unit in enumerate(units):
-            order = (0, 1) if k % 2 == 0 else (1, 0)  # A B, B A, A B, ...: drift falls on both
-            for i in order:
-                runners[i].run_unit(unit, outcomes[i], units[k + 1:])
+        k = 0
+        while units:
+            for j, unit in enumerate(units):
+                order = (0, 1) if k % 2 == 0 else (1, 0)  # A B, B A, A B, ...: drift falls on both
+                k += 1
+                for i in order:
+                    runners[i].run_unit(unit, outcomes[i], units[j + 1:])
+            units = _reruns(ab_suite, runners, store, progress)
         status = "done"
     finally:
         for runner, outcome in zip(runners, outcomes, strict=True):
             store.end_suite_run(runner.run.id, status if outcome.ok or status != "done"
                                 else "failed")
-    records = [store.records(Filters(suite_run=r.run.id, kind="workload")) +
-               store.records(Filters(suite_run=r.run.id, kind="bench")) for r in runners]
+    records = [_records(store, r) for r in runners]
     return outcomes[0], outcomes[1], records[0], records[1]
+
+
+def _records(store: Store, runner: SuiteRunner) -> list[RunRecord]:
+    return (store.records(Filters(suite_run=runner.run.id, kind="workload")) +
+            store.records(Filters(suite_run=runner.run.id, kind="bench")))
+
+
+def _reruns(suite: Suite, runners: list[SuiteRunner], store: Store, progress: Progress) -> list[Unit]:
+    """One more boot on both sides for each cell still too noisy on either (Phoronix-style)."""
+    if suite.rerun_cv is None:
+        return []
+    planned = {c.id: c for c in suite.cells}
+    units: dict[tuple[int, str, int], Unit] = {}
+    for runner in runners:
+        records = store.records(Filters(suite_run=runner.run.id, kind="workload"))
+        for cell_id, reps, cv in noisy_cells(records, suite.rerun_cv):
+            cell = planned.get(cell_id)
+            if cell is None or reps >= suite.max_repetitions:
+                continue
+            unit = units.setdefault((cell.nodes, cell.policy, reps + 1),
+                                    Unit(cell.nodes, cell.policy, reps + 1, []))
+            if cell not in unit.cells:
+                progress.step("ab", f"{cell_id}: coefficient of variation {cv:.1%} on side "
+                              f"{runner.tag} > {suite.rerun_cv:.1%} after {reps} boots; one more "
+                              "pair")
+                unit.cells.append(cell)
+    more = list(units.values())
+    for runner in runners:
+        runner.total += sum(len(u.cells) for u in more)
+    return more

@@ -9,6 +9,7 @@ import math
 import shlex
 import sys
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,10 +22,19 @@ from testbed.cli_results import add_commands as add_results_commands
 from testbed.cli_results import add_store_arg
 from testbed.cluster import Cluster, default_run_dir
 from testbed.config import ClusterSpec, parse_placement, parse_size_mib
-from testbed.errors import ConfigError, GuestError, GuestTimeout, RecordError, StoreError, TestbedError
+from testbed.errors import (
+    ConfigError,
+    GuestError,
+    GuestPanic,
+    GuestTimeout,
+    NodeDied,
+    RecordError,
+    StoreError,
+    TestbedError,
+)
 from testbed.hkdelta import delta
 from testbed.progress import Progress
-from testbed.record import RunRecord
+from testbed.record import RunRecord, utc_now
 from testbed.store import Store, open_store
 from testbed.workloads import ParamValue
 
@@ -148,8 +158,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("up", help="boot and attach to the guest console (Ctrl-] leaves)",
                        description="Boot the guest and hand over its serial console. "
-                       "Ctrl-] detaches and shuts everything down.")
+                       "Ctrl-] detaches and shuts everything down. The session's record "
+                       "(boot time, its length, the hyperkernel statistics it cost) goes "
+                       "into the results store.")
     _add_cluster_args(p)
+    add_store_arg(p, optional=True)
 
     p = sub.add_parser("workload", help="run a self-verifying workload and print its record",
                        description="Run a catalogue workload in the guest. Parameters are "
@@ -313,6 +326,7 @@ def cmd_run(args: argparse.Namespace, progress: Progress) -> int:
             secs = cluster.boot()
             progress.step("run", f"guest shell after {secs:.2f}s")
             before = cluster.node_stats()
+            started = utc_now()
             result = cluster.run(command, timeout=args.timeout)
             after = cluster.node_stats()
         except GuestError as e:
@@ -326,6 +340,7 @@ def cmd_run(args: argparse.Namespace, progress: Progress) -> int:
                                        params=params, output=result.output,
                                        duration_s=round(result.seconds, 3),
                                        reason=None if result.ok else f"exit status {result.status}")
+        record.started = started  # when the command began: started + duration_s = its end
         record.add("boot_seconds", secs)
         record.add("guest_seconds", result.seconds)
         record.add("exit_status", result.status, unit="", direction="info")
@@ -341,12 +356,48 @@ def cmd_run(args: argparse.Namespace, progress: Progress) -> int:
 def cmd_up(args: argparse.Namespace, progress: Progress) -> int:
     from testbed.interactive import attach
 
-    with _cluster(args, progress, "up") as cluster:
+    params: dict[str, Any] = {"interactive": True}
+    with _store(args) as store, _cluster(args, progress, "up") as cluster:
         progress.step("up", f"booting; logs in {cluster.run_dir}")
-        secs = cluster.boot()
+        try:
+            secs = cluster.boot()
+        except GuestError as e:
+            print(cluster.failure_report(), file=sys.stderr)
+            _save([_failed(cluster, "run", "up", params, e)], store, progress)
+            raise
         progress.step("up", f"guest shell after {secs:.2f}s")
+        before = cluster.node_stats()
+        started, t0 = utc_now(), time.monotonic()
         attach(cluster)
+        record = RunRecord.for_cluster(cluster, "run", "up", ok=True, params=params,
+                                       duration_s=round(time.monotonic() - t0, 3), started=started)
+        record.add("boot_seconds", secs)
+        record.add("session_seconds", time.monotonic() - t0, unit="s", direction="info")
+        broke = _session_broke(cluster)
+        if broke is None and all(n.alive() for n in cluster.live_nodes):
+            # Detached with the guest still up: what the session cost the hyperkernel.
+            record.add_hk_stats(delta(before, cluster.node_stats()))
+        if broke is not None:
+            record.ok, record.reason = False, str(broke)
+            record.failure = cluster.failure_report()
+        _save([record], store, progress)
+        if broke is not None:
+            raise broke
     return 0
+
+
+def _session_broke(cluster: Cluster) -> GuestError | None:
+    """Why an interactive session ended badly, or None: it was detached, or the guest
+    powered off (node 0, which runs the console, exited with status 0 and no panic)."""
+    if all(n.alive() for n in cluster.live_nodes):
+        return None
+    try:
+        cluster.check_health()
+    except GuestPanic as e:
+        return e
+    except NodeDied as e:
+        return None if cluster.nodes[0].returncode() == 0 else e
+    return None
 
 
 def cmd_build(args: argparse.Namespace, progress: Progress) -> int:

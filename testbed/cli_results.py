@@ -128,8 +128,10 @@ def add_commands(sub: Any) -> None:
     p.add_argument("ref_b", metavar="REF_B")
     p.add_argument("--suite", dest="suite_file", type=Path, metavar="SUITE",
                    help="the cells to run (default: the repository's suites/smoke.toml)")
-    p.add_argument("--iterations", type=int, default=5, metavar="N",
-                   help="boots per side and shape (default 5: the fewest that can reach p < 0.01)")
+    p.add_argument("--iterations", type=int, default=8, metavar="N",
+                   help="boots per side and shape (default 8; 5 is the fewest that can reach "
+                   "p < 0.01 at all, and only if no sample of one side strays among the other's); "
+                   "a suite with rerun_cv adds pairs while a cell stays noisy")
     p.add_argument("--only", metavar="TEXT", help="only cells whose id contains TEXT")
     p.add_argument("--build", action="store_true",
                    help="build a QEMU that is not cached yet (minutes; no other build may run)")
@@ -229,7 +231,7 @@ def cmd_suite(args: argparse.Namespace, progress: Progress) -> int:
 
 def _suite_run(args: argparse.Namespace, progress: Progress) -> int:
     from testbed.artifacts import ensure_artifacts
-    from testbed.suite import SuiteRunner, plan, suite_summary
+    from testbed.suite import SuiteRunner, estimate, plan, suite_summary
     from testbed.suitefile import load_suite, parse_shard
 
     suite = load_suite(args.suite_file)  # every check before anything builds or boots
@@ -239,8 +241,10 @@ def _suite_run(args: argparse.Namespace, progress: Progress) -> int:
         for unit in units:
             for cell in unit.cells:
                 print(f"rep {unit.repetition}  {cell.id}")
-        print(f"{sum(len(u.cells) for u in units)} cell(s) in {len(units)} boot(s); "
-              f"shard {args.shard} of suite {suite.name}")
+        print(f"{sum(len(u.cells) for u in units)} cell(s) in {len(units)} boot(s)"
+              + (f", {suite.runs} runs of each per boot" if suite.runs > 1 else "")
+              + f"; shard {args.shard} of suite {suite.name}")
+        print(estimate(suite, units, _history(args.store)).text())
         return exitcodes.OK
     if args.run_dir is not None and args.run_dir.is_dir() and any(args.run_dir.iterdir()) \
             and not args.resume:
@@ -265,6 +269,16 @@ def _suite_run(args: argparse.Namespace, progress: Progress) -> int:
     print(suite_summary(outcome))
     print(f"compare: testbed suite compare --suite {suite.name} --new {outcome.run.id[:12]}")
     return exitcodes.OK if outcome.ok else exitcodes.FAILED
+
+
+def _history(path: Path | None) -> dict[str, float]:
+    """Wall times of cells run before, from the store if there is one (never created here)."""
+    from testbed.store import default_path
+
+    if not (path or default_path()).expanduser().exists():
+        return {}
+    with open_store(path, create=False, readonly=True) as store:
+        return store.cell_durations(None)
 
 
 def select(store: Store, selector: str, suite: str | None, *, before: str | None = None
@@ -381,7 +395,7 @@ def cmd_ab(args: argparse.Namespace, progress: Progress) -> int:
     from testbed.suitefile import load_suite
 
     if args.iterations < 1:
-        raise ConfigError(f"--iterations {args.iterations} is out of range", "use 5 or more")
+        raise ConfigError(f"--iterations {args.iterations} is out of range", "use 8 or more")
     for ref in (args.ref_a, args.ref_b):
         resolve(ref)  # before anything builds or boots
     from testbed.record import REPO_ROOT

@@ -26,7 +26,7 @@ from testbed.config import ClusterSpec, NodeOverride
 from testbed.errors import ConfigError, GuestError, GuestTimeout, NodeDied, TestbedError
 from testbed.images import GuestImages
 from testbed.node import HyperkernelArgs, Node, NodeFiles
-from testbed.record import RunRecord, workload_record
+from testbed.record import RunRecord, utc_now, workload_record
 from testbed.shell import CommandResult, GuestShell
 from testbed.stats import merge_node_stats
 
@@ -220,9 +220,11 @@ class Cluster:
         command = workloads.guest_command(name, values, self.spec.vcpus)
         # Statistics just before and after: the record holds what this workload cost.
         before = self.node_stats()
+        started = utc_now()  # the record says when the run began, not when it was written
         result = self.run(command, timeout=guest_timeout)
         after = self.node_stats()
         record = workload_record(self, name, dict(values), result, before, after)
+        record.started = started
         record.write_to_run_dir()
         return record
 

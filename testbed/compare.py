@@ -9,6 +9,19 @@ reported as noise; with few samples no difference can be significant (three
 against three allows p >= 0.1 at best), and the verdict says so instead of
 guessing.
 
+The unit of replication is the boot. A suite may run a cell several times in
+one boot (``runs``); those runs share the boot's page placement and the load
+of the moment, so they are not independent samples: the records of one boot
+(same suite run and repetition) give one value, the median of their samples
+(``replicates``). Counting them as independent would make p too small, and
+two runs of the same version would be flagged.
+
+How many boots a side needs: an exact two-sided test of n against n can
+give p no smaller than 2 / C(2n, n) (both extreme labellings). Five against
+five gives 2/252 = 0.0079, just under 0.01, and only when every sample of
+one side lies beyond every sample of the other; eight against eight gives
+2/12870 = 0.00016, which leaves room for a stray boot on a shared machine.
+
 Summaries are robust: median, MAD (scaled to a standard deviation for normal
 data) and the range after trimming the top and bottom 10%. The LKP-style
 table also shows %stddev (the coefficient of variation) so noisy cells stand
@@ -213,15 +226,53 @@ def lkp_table(rows: list[Comparison], base_name: str = "base", new_name: str = "
 DEFAULT_METRICS = ("ops_per_s", "boot_seconds", "migration_latency_us")
 
 
+def _boot_of(record: RunRecord) -> tuple[str, int] | None:
+    """(suite run, repetition) of a suite record: the boot it ran in; None outside suites."""
+    run, rep = record.labels.get("suite_run"), record.labels.get("repetition")
+    if isinstance(run, str) and isinstance(rep, int) and not isinstance(rep, bool):
+        return run, rep
+    return None
+
+
+def replicates(records: list[RunRecord], name: str) -> list[float]:
+    """The independent observations of metric ``name`` in one cell's records.
+
+    Records of one boot (a suite cell run several times in one boot) make one
+    observation, the median of their samples; a record outside a suite gives
+    each of its samples (a bench's repeated boots, a demo's migrations).
+    """
+    boots: dict[tuple[str, int], list[float]] = {}
+    out: list[float] = []
+    for r in records:
+        m = r.metrics.get(name)
+        if m is None or not m.samples:
+            continue
+        boot = _boot_of(r)
+        if boot is None:
+            out.extend(m.samples)
+        else:
+            boots.setdefault(boot, []).extend(m.samples)
+    out.extend(float(np.median(v)) for v in boots.values())
+    return out
+
+
+def coefficient_of_variation(values: list[float]) -> float:
+    """stddev / |mean| (sample stddev); 0 for fewer than two values."""
+    if len(values) < 2:
+        return 0.0
+    mean = float(np.mean(values))
+    return float(np.std(values, ddof=1)) / abs(mean) if mean else 0.0
+
+
 def compare_records(base: list[RunRecord], new: list[RunRecord], *,
                     metrics: tuple[str, ...] | None = DEFAULT_METRICS,
                     min_effect: float = MIN_EFFECT, alpha: float = ALPHA) -> list[Comparison]:
     """Compare every cell measured on both sides, metric by metric.
 
     Records are grouped by what they measured (``store.cell_key``: workload,
-    parameters, cluster shape), failed runs left out, and the samples of a
-    metric pooled over each side's records. ``metrics=None`` compares every
-    metric with a direction (higher or lower is better).
+    parameters, cluster shape), failed runs left out, and each side's
+    observations of a metric are its ``replicates`` (one per boot in a suite).
+    ``metrics=None`` compares every metric with a direction (higher or lower is better).
     """
     def group(records: list[RunRecord]) -> dict[str, list[RunRecord]]:
         out: dict[str, list[RunRecord]] = {}
@@ -240,8 +291,7 @@ def compare_records(base: list[RunRecord], new: list[RunRecord], *,
             first = next(r.metrics[name] for r in a[key] + b[key] if name in r.metrics)
             if first.direction == "info":
                 continue
-            sa = [s for r in a[key] if name in r.metrics for s in r.metrics[name].samples]
-            sb = [s for r in b[key] if name in r.metrics for s in r.metrics[name].samples]
+            sa, sb = replicates(a[key], name), replicates(b[key], name)
             if sa and sb:
                 rows.append(compare_samples(cell_label(b[key][0]), name, first.unit,
                                             first.direction, sa, sb, min_effect=min_effect,

@@ -8,6 +8,9 @@ plotly.js is embedded in the page, so it opens with no network. What it shows:
 * the distribution of each cell's headline figure (ops_per_s, boot time);
 * from the hyperkernel statistics of the runs: stall-time histograms, the
   hottest pages and the bytes moved by message type;
+* a timeline of each suite run: every cell run and boot as a bar in time, with
+  the pages received and vCPUs moved by each run below it
+  (``testbed.report_timeline``);
 * the failed runs with their reasons, and behind every cell the records it
   is made of: dimensions, artifact hashes, commit, host, run directory.
 
@@ -28,6 +31,7 @@ from typing import Any
 import plotly.graph_objects as go
 import plotly.offline
 
+from testbed import report_timeline
 from testbed.compare import Comparison, compare_records, geometric_mean_change
 from testbed.hkdelta import hist_summary
 from testbed.metrics import PRIMARY_METRIC
@@ -100,13 +104,13 @@ class _Page:
     def add(self, text: str) -> None:
         self.parts.append(text)
 
-    def figure(self, fig: go.Figure, height: int = 420) -> None:
+    def figure(self, fig: go.Figure, height: int = 420, div_id: str | None = None) -> None:
         self.figures += 1
         fig.update_layout(height=height, margin={"l": 60, "r": 20, "t": 50, "b": 60},
                           template="plotly_white")
         self.parts.append(fig.to_html(full_html=False, include_plotlyjs=False,
                                       config={"displaylogo": False},
-                                      div_id=f"figure-{self.figures}"))
+                                      div_id=div_id or f"figure-{self.figures}"))
 
     def html(self) -> str:
         return "\n".join([
@@ -300,8 +304,6 @@ def _hk_section(page: _Page, new: list[RunRecord]) -> None:
         fig.update_layout(title="Bytes sent by message type (mean per run)", barmode="stack",
                           yaxis_title="bytes", xaxis={"automargin": True})
         page.figure(fig)
-    page.add("<p class=\"note\">A timeline of vCPU migrations and page transfers needs "
-             "per-event data the records do not hold yet; the figures above are totals per run.</p>")
 
 
 def _failures_section(page: _Page, records: list[RunRecord]) -> None:
@@ -357,6 +359,7 @@ def write_report(path: Path, *, new: list[RunRecord], base: list[RunRecord] | No
         _change_section(page, rows)
     _distribution_section(page, new, base)
     _hk_section(page, new)
+    report_timeline.section(page, new)
     _failures_section(page, base + new)
     _records_section(page, new, base)
     if not page.figures:

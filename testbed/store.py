@@ -331,12 +331,15 @@ class Store:
                                  (suite_run,)).fetchall()
         return {(str(c), int(r)) for c, r in rows if c is not None and r is not None}
 
-    def cell_durations(self, suite: str) -> dict[str, float]:
-        """Median wall time of each cell of a suite in earlier runs: for estimates."""
+    def cell_durations(self, suite: str | None) -> dict[str, float]:
+        """Median wall time of each cell (and boot) of a suite in earlier runs, or of
+        every suite's cells (``None``; a cell's id names its workload, parameters and
+        shape whatever suite ran it): for estimates."""
         out: dict[str, list[float]] = {}
+        where, args = ("suite = ? AND ", (suite,)) if suite is not None else ("", ())
         for cell, text in self.conn.execute(
                 "SELECT cell, json_extract(json, '$.labels.cell_seconds') FROM records"
-                " WHERE suite = ? AND cell IS NOT NULL", (suite,)):
+                f" WHERE {where}cell IS NOT NULL", args):
             if text is not None:
                 out.setdefault(str(cell), []).append(float(text))
         return {k: sorted(v)[len(v) // 2] for k, v in out.items()}

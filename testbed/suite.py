@@ -30,6 +30,7 @@ from pathlib import Path
 
 from testbed import workloads
 from testbed.cluster import Artifacts, Cluster, default_run_dir
+from testbed.compare import coefficient_of_variation, replicates
 from testbed.errors import ConfigError, GuestError
 from testbed.hkdelta import delta
 from testbed.metrics import PRIMARY_METRIC
@@ -117,7 +118,8 @@ class SuiteRunner:
         self.run = self._begin(resume)
         self.run_root = run_root or default_run_dir(f"suite-{suite.name}")
         self.done = store.done_cells(self.run.id)
-        self.history = store.cell_durations(suite.name)
+        # Earlier runs of this suite first; the same cell in another suite is next best.
+        self.history = {**store.cell_durations(None), **store.cell_durations(suite.name)}
         self.total = sum(len(u.cells) for u in self.units)
         self.count = 0
         self.t0 = time.monotonic()
@@ -159,8 +161,8 @@ class SuiteRunner:
         mean = statistics.fmean(self.spent) if self.spent else None
         boot_mean = statistics.fmean(self.boots_spent) if self.boots_spent else None
         total = 0.0
-        for cell, _ in remaining:
-            total += self.history.get(cell.id) or mean or self.suite.cell_timeout / 10
+        for cell, _ in remaining:  # history and means are of one run of a cell
+            total += (self.history.get(cell.id) or mean or self.suite.cell_timeout / 10) * self.suite.runs
         for _ in range(boots_left):
             total += boot_mean or 60.0
         return total
@@ -210,36 +212,47 @@ class SuiteRunner:
                                    f"{unit.repetition}: elapsed "
                                    f"{_fmt_duration(time.monotonic() - self.t0)}, about "
                                    f"{_fmt_duration(eta)} left")
-                t0 = time.monotonic()
                 if cluster is None and not boot_error:
                     boots += 1
                     cluster, boot_error = self._boot(unit, boots)
-                if cluster is None:
-                    record = self._not_run(cell, unit, f"boot failed: {boot_error}")
-                else:
-                    record, broken = self._run_cell(cluster, cell)
-                    if broken:  # the guest broke or hangs: the next cell needs a fresh boot
-                        cluster.shutdown()
-                        cluster = None
-                seconds = time.monotonic() - t0
-                self.spent.append(seconds)
-                record.labels = self._labels(cell.id, unit.repetition, seconds)
-                if record.run_dir:
-                    record.write_to_run_dir()
-                self.store.add(record)
+                for run in range(1, self.suite.runs + 1):
+                    t0 = time.monotonic()
+                    if cluster is None:
+                        record = self._not_run(cell, unit, f"boot failed: {boot_error}")
+                    else:
+                        record, broken = self._run_cell(cluster, cell)
+                        if broken:  # the guest broke or hangs: the next cell needs a fresh boot
+                            cluster.shutdown()
+                            cluster = None
+                    self._finish(record, cell, unit, run, time.monotonic() - t0, outcome)
+                    if not record.ok:
+                        break  # a failed run fails the cell; its other runs would tell no more
                 self.done.add((cell.id, unit.repetition))
-                if record.ok:
-                    outcome.cells_ok += 1
-                    figure = record.metrics.get(PRIMARY_METRIC)
-                    self.progress.step(self.step, f"  ok in {seconds:.1f}s"
-                                       + (f": {PRIMARY_METRIC} {figure.value:.4g}" if figure else ""))
-                else:
-                    outcome.cells_failed.append((cell.id, unit.repetition, record.reason or "",
-                                                 record.run_dir))
-                    self.progress.step(self.step, f"  FAILED: {record.reason} (logs: {record.run_dir})")
         finally:
             if cluster is not None:
                 cluster.shutdown()
+
+    def _finish(self, record: RunRecord, cell: Cell, unit: Unit, run: int, seconds: float,
+                outcome: Outcome) -> None:
+        """Label, write and store one run of a cell, and say how it went."""
+        self.spent.append(seconds)
+        record.labels = self._labels(cell.id, unit.repetition, seconds)
+        if self.suite.runs > 1:
+            record.labels["run"] = run
+        if record.run_dir:
+            record.write_to_run_dir()
+        self.store.add(record)
+        what = f"  run {run}/{self.suite.runs}" if self.suite.runs > 1 else " "
+        if record.ok:
+            if run == self.suite.runs:
+                outcome.cells_ok += 1
+            figure = record.metrics.get(PRIMARY_METRIC)
+            self.progress.step(self.step, f"{what} ok in {seconds:.1f}s"
+                               + (f": {PRIMARY_METRIC} {figure.value:.4g}" if figure else ""))
+        else:
+            outcome.cells_failed.append((cell.id, unit.repetition, record.reason or "",
+                                         record.run_dir))
+            self.progress.step(self.step, f"{what} FAILED: {record.reason} (logs: {record.run_dir})")
 
     def _boot(self, unit: Unit, attempt: int) -> tuple[Cluster | None, str]:
         """Boot the unit's cluster; the boot itself is recorded. (cluster, error)."""
@@ -304,30 +317,81 @@ class SuiteRunner:
         if limit is None:
             return []
         records = self.store.records(Filters(suite_run=self.run.id, kind="workload"))
-        by_cell: dict[str, list[RunRecord]] = {}
-        for r in records:
-            by_cell.setdefault(str(r.labels.get("cell")), []).append(r)
-        units: dict[tuple[int, str, int], Unit] = {}
         planned = {c.id: c for u in self.units for c in u.cells}
-        for cell_id, recs in by_cell.items():
+        units: dict[tuple[int, str, int], Unit] = {}
+        for cell_id, reps, cv in noisy_cells(records, limit):
             cell = planned.get(cell_id)
-            if cell is None:
+            if cell is None or reps >= self.suite.max_repetitions:
                 continue
-            values = [r.metrics[PRIMARY_METRIC].value for r in recs
-                      if r.ok and PRIMARY_METRIC in r.metrics]
-            reps = max(int(r.labels.get("repetition", 0)) for r in recs)
-            if len(values) < 2 or reps >= self.suite.max_repetitions:
-                continue
-            mean = statistics.fmean(values)
-            cv = statistics.stdev(values) / mean if mean else 0.0
-            if cv > limit:
-                self.progress.step(self.step, f"{cell_id}: coefficient of variation {cv:.1%} > "
-                                   f"{limit:.1%} after {reps} repetitions; one more")
-                key = (cell.nodes, cell.policy, reps + 1)
-                units.setdefault(key, Unit(cell.nodes, cell.policy, reps + 1, [])).cells.append(cell)
+            self.progress.step(self.step, f"{cell_id}: coefficient of variation {cv:.1%} > "
+                               f"{limit:.1%} after {reps} repetitions; one more")
+            key = (cell.nodes, cell.policy, reps + 1)
+            units.setdefault(key, Unit(cell.nodes, cell.policy, reps + 1, [])).cells.append(cell)
         more = list(units.values())
         self.total += sum(len(u.cells) for u in more)
         return more
+
+
+def noisy_cells(records: list[RunRecord], limit: float) -> list[tuple[str, int, float]]:
+    """(cell, repetitions so far, CV) of each suite cell whose primary figure, one value
+    per boot (``compare.replicates``), varies more than ``limit`` (a coefficient of
+    variation); cells with fewer than two good boots are not judged yet."""
+    by_cell: dict[str, list[RunRecord]] = {}
+    for r in records:
+        by_cell.setdefault(str(r.labels.get("cell")), []).append(r)
+    out = []
+    for cell_id, recs in by_cell.items():
+        values = replicates([r for r in recs if r.ok], PRIMARY_METRIC)
+        reps = max(int(r.labels.get("repetition", 0)) for r in recs)
+        cv = coefficient_of_variation(values)
+        if len(values) >= 2 and cv > limit:
+            out.append((cell_id, reps, cv))
+    return out
+
+
+@dataclass(frozen=True)
+class Estimate:
+    seconds: float  # the planned repetitions
+    worst_seconds: float  # every cell rerun up to max_repetitions (rerun_cv)
+    untimed: list[str]  # cells and boots with no earlier run to go by
+    cell_default: float
+    boot_default: float
+
+    def text(self) -> str:
+        out = f"estimate: about {_fmt_duration(self.seconds)}"
+        if self.worst_seconds > self.seconds:
+            out += f", {_fmt_duration(self.worst_seconds)} if every cell is rerun (rerun_cv)"
+        if self.untimed:
+            out += (f"; {len(self.untimed)} cell(s)/boot(s) never ran before, counted at "
+                    f"{self.cell_default:.0f}s a cell run and {self.boot_default:.0f}s a boot")
+        else:
+            out += "; every cell timed by earlier runs in the store"
+        return out
+
+
+BOOT_DEFAULT_S = 60.0
+
+
+def estimate(suite: Suite, units: list[Unit], history: dict[str, float]) -> Estimate:
+    """How long these units take, from earlier runs' wall times (``Store.cell_durations``:
+    cell id or ``boot@nN/policy`` -> seconds); cells never run count as the runner's
+    own estimate does (a tenth of the cell timeout)."""
+    cell_default = suite.cell_timeout / 10
+    total = 0.0
+    untimed: set[str] = set()
+    for unit in units:
+        boot = history.get(unit.boot_cell)
+        if boot is None:
+            untimed.add(unit.boot_cell)
+        total += boot if boot is not None else BOOT_DEFAULT_S
+        for cell in unit.cells:
+            seconds = history.get(cell.id)
+            if seconds is None:
+                untimed.add(cell.id)
+            total += (seconds if seconds is not None else cell_default) * suite.runs
+    worst = total * suite.max_repetitions / suite.repetitions if suite.rerun_cv is not None \
+        else total
+    return Estimate(total, worst, sorted(untimed), cell_default, BOOT_DEFAULT_S)
 
 
 def suite_summary(outcome: Outcome) -> str:

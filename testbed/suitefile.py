@@ -8,6 +8,8 @@
     nodes = [1, 2]                 # node counts
     policies = ["page"]            # stall policies for multi-node cells (page, vcpu)
     repetitions = 2                # fresh boots per (nodes, policy): samples of each cell
+    runs = 1                       # runs of each cell in one boot; their median is the
+                                   #   boot's sample (transient load spikes fall out)
     vcpus = 2
     mem = "512M"
     boot_timeout = 300             # seconds
@@ -47,6 +49,7 @@ SUITE_KEYS = {
     "nodes": "list of node counts, e.g. [1, 2, 4]",
     "policies": f"list of policies, from {list(POLICIES)}",
     "repetitions": "fresh boots per node count and policy (samples per cell)",
+    "runs": "runs of each cell in one boot (their median is that boot's sample)",
     "vcpus": "guest vCPUs",
     "mem": "guest RAM, e.g. \"512M\"",
     "boot_timeout": "seconds a boot may take",
@@ -102,6 +105,7 @@ class Suite:
     rerun_cv: float | None
     max_repetitions: int
     cells: tuple[Cell, ...] = field(default=())
+    runs: int = 1
 
     def spec(self, nodes: int, policy: str) -> ClusterSpec:
         return ClusterSpec(nodes=nodes, vcpus=self.vcpus, mem_mib=self.mem_mib,
@@ -227,6 +231,7 @@ def load_suite(path: Path) -> Suite:
                         "valid policies: " + ", ".join(POLICIES))
     repetitions = int(_number(top.get("repetitions", 1), path, lines, (*at, "repetitions"),
                               minimum=1, integer=True))
+    runs = int(_number(top.get("runs", 1), path, lines, (*at, "runs"), minimum=1, integer=True))
     vcpus = int(_number(top.get("vcpus", 2), path, lines, (*at, "vcpus"), minimum=1, integer=True))
     mem = top.get("mem", "512M")
     try:
@@ -272,7 +277,7 @@ def load_suite(path: Path) -> Suite:
                  sha256=hashlib.sha256(data_bytes).hexdigest(), nodes=tuple(nodes),
                  policies=tuple(policies), repetitions=repetitions, vcpus=vcpus,
                  mem_mib=mem_mib, boot_timeout=boot_timeout, cell_timeout=cell_timeout,
-                 rerun_cv=rerun_cv, max_repetitions=max_reps, cells=tuple(cells))
+                 rerun_cv=rerun_cv, max_repetitions=max_reps, cells=tuple(cells), runs=runs)
 
 
 def _workload_cells(entry: Any, i: int, path: Path, lines: _Lines, nodes: list[int],

@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from testbed.record import RunRecord
+from testbed.store import open_store
+
 TESTBED = [sys.executable, "-m", "testbed.cli"]
 
 
@@ -69,9 +72,52 @@ def test_run_prints_output_and_exits_with_its_status(tmp_path: Path) -> None:
     assert r.stdout == "2\n"
 
 
+def _store_records(store: Path) -> list[RunRecord]:
+    with open_store(store) as s:
+        return s.records()
+
+
 @pytest.mark.boot
 def test_up_hands_over_the_console(tmp_path: Path) -> None:
-    r = _run("-q", "up", "--vcpus", "1", "--run-dir", str(tmp_path / "b"),
+    store = tmp_path / "s.sqlite"
+    r = _run("-q", "up", "--vcpus", "1", "--run-dir", str(tmp_path / "b"), "--store", str(store),
              stdin="echo console-$((6*7))\npoweroff -f\n", timeout=300)
     assert r.returncode == 0, r.stderr
     assert "console-42" in r.stdout
+    # The session has a record like every other command: in the store and beside its logs.
+    [record] = _store_records(store)
+    assert (record.kind, record.name, record.ok) == ("run", "up", True)
+    assert record.params == {"interactive": True}
+    assert 0 < record.metrics["boot_seconds"].value < 300
+    assert record.metrics["session_seconds"].value > 0
+    assert [p.name for p in (tmp_path / "b").glob("record-run-up-*.json")] != []
+
+
+@pytest.mark.boot
+def test_up_detached_records_what_the_session_cost_the_hyperkernel(tmp_path: Path) -> None:
+    store = tmp_path / "s.sqlite"
+    # Ctrl-] detaches with the guest still up: the statistics are read before shutdown.
+    r = _run("-q", "up", "--hyperkernel", "--vcpus", "1", "--run-dir", str(tmp_path / "c"),
+             "--store", str(store), stdin="cat /proc/meminfo > /dev/null; sleep 1\n\x1d",
+             timeout=300)
+    assert r.returncode == 0, r.stderr
+    [record] = _store_records(store)
+    assert record.ok and record.dimensions["hyperkernel"] is True
+    assert record.hk_stats, "no hyperkernel statistics in the record of a detached session"
+
+
+@pytest.mark.boot
+@pytest.mark.parametrize("args,kind,name,metric", [
+    (["workload", "pingpong", "--vcpus", "2", "--param", "rounds=50"], "workload", "pingpong",
+     "ops_per_s"),
+    (["bench", "migrate", "--migrations", "2"], "bench", "migrate", "migration_latency_us"),
+])
+def test_every_command_stores_its_record(tmp_path: Path, args: list[str], kind: str, name: str,
+                                         metric: str) -> None:
+    store, run_dir = tmp_path / "s.sqlite", tmp_path / "r"
+    r = _run("-q", *args, "--run-dir", str(run_dir), "--store", str(store), timeout=600)
+    assert r.returncode == 0, r.stderr
+    [record] = _store_records(store)
+    assert (record.kind, record.name, record.ok) == (kind, name, True)
+    assert record.metrics[metric].samples, record.metrics
+    assert list(run_dir.glob(f"record-{kind}-{name}-*.json")) != []

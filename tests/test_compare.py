@@ -14,6 +14,7 @@ from testbed.compare import (
     lkp_table,
     min_p_value,
     permutation_p,
+    replicates,
     samples_needed,
     summarize,
 )
@@ -36,6 +37,8 @@ def test_exact_permutation_p_value() -> None:
     assert permutation_p([1, 2, 3], [4, 5, 6]) == pytest.approx(2 / 20)
     assert permutation_p([1, 2, 3], [1, 2, 3]) == 1.0
     assert min_p_value(3, 3) == pytest.approx(0.1)
+    # Five against five: both extreme labellings of C(10, 5) = 252, so 2/252 < 0.01.
+    assert min_p_value(5, 5) == pytest.approx(2 / 252)
     assert samples_needed(0.01) == 5
 
 
@@ -113,3 +116,42 @@ def test_records_are_compared_cell_by_cell() -> None:
     for r in failed:
         r.ok = False
     assert compare_records(base, failed) == []  # failed runs are no samples
+
+
+def _boot_records(boots: list[float], runs: int, seed: int, suite_run: str) -> list[RunRecord]:
+    """Suite records: each boot's value shared by its runs, plus 1% run-to-run noise."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for rep, value in enumerate(boots, start=1):
+        for run in range(1, runs + 1):
+            [r] = _records([value * (1 + rng.normal(0, 0.01))])
+            r.labels = {"suite_run": suite_run, "repetition": rep, "run": run}
+            out.append(r)
+    return out
+
+
+def test_the_runs_of_one_boot_are_one_sample() -> None:
+    records = _boot_records([100.0, 200.0], 3, 0, "s1")
+    values = replicates(records, "ops_per_s")
+    assert len(values) == 2 and sorted(round(v, -1) for v in values) == [100, 200]
+    loose = _records([1.0, 2.0, 3.0])  # outside a suite: every sample counts
+    assert sorted(replicates(loose, "ops_per_s")) == [1.0, 2.0, 3.0]
+
+
+def test_runs_inside_a_boot_do_not_make_the_same_version_look_different() -> None:
+    # The boot matters (20% between boots), the run hardly (1%): pooling the runs as
+    # if independent flags versions that do not differ; one sample per boot does not.
+    pooled, per_boot = 0, 0
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        a = _boot_records(list(rng.normal(100, 20, 6)), 3, seed, "a")
+        b = _boot_records(list(rng.normal(100, 20, 6)), 3, seed + 1000, "b")
+        [row] = compare_records(a, b)
+        assert row.base.n == 6 and row.new.n == 6
+        per_boot += row.verdict in ("regression", "improvement")
+        flat = compare_samples("c", "ops_per_s", "ops/s", "higher",
+                               [s for r in a for s in r.metrics["ops_per_s"].samples],
+                               [s for r in b for s in r.metrics["ops_per_s"].samples])
+        pooled += flat.verdict in ("regression", "improvement")
+    assert per_boot <= 2  # about alpha of 40 (seeded: 1)
+    assert pooled >= 5  # what the pooled comparison would have claimed

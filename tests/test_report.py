@@ -4,6 +4,7 @@ no JavaScript error, no empty figure, a screenshot with something on it."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -52,6 +53,16 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     yield path
 
 
+def _figure_dom(dom: str, div_id: str) -> str:
+    """The rendered DOM of one plotly figure: from its div to the next figure's."""
+    divs = [(m.start(), m.group(0)) for m in
+            re.finditer(r'<div[^>]*class="[^"]*plotly-graph-div[^"]*"[^>]*>', dom)]
+    at = [k for k, (_, tag) in enumerate(divs) if f'id="{div_id}"' in tag]
+    assert at, f"no figure {div_id} in the page"
+    k = at[0]
+    return dom[divs[k][0]:divs[k + 1][0] if k + 1 < len(divs) else len(dom)]
+
+
 @pytest.mark.boot
 def test_the_comparison_report_renders_in_a_real_browser(store: Path, tmp_path: Path) -> None:
     with open_store(store) as s:
@@ -64,14 +75,19 @@ def test_the_comparison_report_renders_in_a_real_browser(store: Path, tmp_path: 
     page = open_page(out)
     assert page.body.get("data-js-errors") == "" and page.console_errors == []
     assert page.body.get("data-report-status") == "ok", page.body
-    # change per cell, ops_per_s, boot time, stall histogram, hottest pages, bytes by type
-    assert int(page.body["data-figures"]) >= 6
+    # change per cell, ops_per_s, boot time, stall histogram, hottest pages, bytes by type,
+    # the timeline
+    assert int(page.body["data-figures"]) >= 7
     assert page.body["data-figures-drawn"] == page.body["data-figures"]
     assert "<b>geometric mean</b>" in page.dom
     for record in records:  # the provenance behind every number
         assert record.id[:12] in page.dom
         assert record.dimensions["artifacts"]["qemu"][:12] in page.dom
     assert "falseshare n2 page iters=20000" in page.dom
+    # The timeline of the new run: one bar per record (cell runs and boots), drawn.
+    timeline = _figure_dom(page.dom, f"timeline-{new_run.id[:12]}")
+    assert timeline.count('class="point"') >= len(records), "timeline bars missing"
+    assert "pages received (per run)" in timeline  # the lower panel: 2-node runs moved pages
     shot = screenshot(out, tmp_path / "report.png")
     assert png_ink(shot) > 0.01
     assert os.path.getsize(out) > 3_000_000  # plotly.js is inside: readable offline

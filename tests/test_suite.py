@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from testbed.errors import ConfigError
+from testbed.record import RunRecord
 from testbed.store import Filters, SuiteRun, open_store
 from testbed.suite import plan
 from testbed.suitefile import SuiteError, load_suite, parse_shard
@@ -67,6 +68,7 @@ def test_the_matrix_expands_and_one_node_has_no_policy(tmp_path: Path) -> None:
     ('nodes = [1, 2]', 'nodes = [1, 2]\ncolour = "blue"', 4, "unknown [suite] key 'colour'"),
     ('name = "pingpong"', 'name = "pingpong"\nrepeat = 3', 8, "unknown [[workload]] key 'repeat'"),
     ('nodes = [1, 2]', 'nodes = [1, 99]', 3, "node count 99 is out of range"),
+    ('nodes = [1, 2]', 'nodes = [1, 2]\nruns = 0', 4, "runs must be a whole number >= 1"),
     ("rounds = 500", "rounds = = 500", 8, "not valid TOML"),
     ('[suite]', '[suit]', 1, "unknown top-level key 'suit'"),
 ])
@@ -90,6 +92,31 @@ def test_a_bad_suite_stops_the_cli_before_anything_boots(tmp_path: Path) -> None
     assert r.returncode == 125
     assert f"{path}:8: rounds=-1 is out of range" in r.stderr
     assert not runs.exists() and not (tmp_path / "s.sqlite").exists()
+
+
+def test_a_dry_run_lists_the_cells_and_estimates_from_earlier_runs(tmp_path: Path) -> None:
+    path = tmp_path / "t.toml"
+    path.write_text(GOOD.replace('nodes = [1, 2]', 'nodes = [1]\nrepetitions = 2'))
+    store = tmp_path / "s.sqlite"
+    r = _cli("suite", "run", str(path), "--dry-run", "--store", str(store))
+    assert r.returncode == 0, r.stderr
+    assert "rep 2  pingpong[rounds=500]@n1/none" in r.stdout
+    assert "6 cell(s) in 2 boot(s)" in r.stdout
+    # Nothing ran before: a tenth of the cell timeout (600 s) a cell, 60 s a boot.
+    assert "estimate: about 8m00s; 4 cell(s)/boot(s) never ran before, counted at 60s" in r.stdout
+    assert not store.exists()  # a dry run creates no store
+    with open_store(store) as s:  # earlier runs, of another suite, timed every cell
+        for cell, seconds in (("boot@n1/none", 5.0), ("pingpong[rounds=500]@n1/none", 10.0),
+                              ("lock[threads=2 kind=spin]@n1/none", 20.0),
+                              ("lock[threads=2 kind=mutex]@n1/none", 30.0)):
+            record = RunRecord(kind="workload", name="x", ok=True, dimensions={"nodes": 1},
+                               labels={"suite": "other", "suite_run": "r", "cell": cell,
+                                       "repetition": 1, "cell_seconds": seconds})
+            s.add(record)
+    r = _cli("suite", "run", str(path), "--dry-run", "--store", str(store))
+    assert r.returncode == 0, r.stderr
+    # Two boots of 5 s, each running 10 + 20 + 30 s of cells.
+    assert "estimate: about 2m10s; every cell timed by earlier runs in the store" in r.stdout
 
 
 def test_shards_split_the_boots_between_machines(tmp_path: Path) -> None:
@@ -236,6 +263,7 @@ NOISY = """\
 name = "noisy"
 nodes = [1]
 repetitions = 2
+runs = 2              # two runs per boot: their median is the boot's sample
 rerun_cv = 0.000001   # any variation at all counts as noise here
 max_repetitions = 3
 cell_timeout = 120
@@ -255,5 +283,7 @@ def test_a_noisy_cell_gets_more_repetitions(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert "coefficient of variation" in r.stderr and "after 2 repetitions; one more" in r.stderr
     with open_store(store) as s:
-        reps = sorted(rec.labels["repetition"] for rec in s.records(Filters(kind="workload")))
-    assert reps == [1, 2, 3]  # and no more than max_repetitions
+        runs = sorted((rec.labels["repetition"], rec.labels["run"])
+                      for rec in s.records(Filters(kind="workload")))
+    # Two runs in each boot, and no more boots than max_repetitions.
+    assert runs == [(1, 1), (1, 2), (2, 1), (2, 2), (3, 1), (3, 2)]
