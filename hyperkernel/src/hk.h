@@ -405,6 +405,7 @@ struct hk_page {
 	uint32_t last_use; /* budget clock */
 	uint32_t evicting; /* tick of the last eviction request */
 	uint64_t t_req, t_data, t_left; /* stage clocks: REQ sent, data arrived, ack held */
+	bool ahead;        /* req_pending is a read-ahead nobody waits for yet */
 	struct hk_waiter *waiters;
 	bool zmap;         /* home page premapped as the zero page, not counted
 			      in resident (the home may have written it since) */
@@ -452,6 +453,7 @@ struct hk_node {
 	uint32_t outstanding;     /* requests of ours not yet finished */
 	uint64_t req_sent_ns, ewma_reply_ns, last_serve_ns;
 	uint64_t ra_last; /* read-ahead: the last page a read faulted on */
+	uint64_t ahead_outstanding; /* read-aheads in flight that no thread waits for */
 	int8_t ra_dir;    /* and the direction it goes in, 0: none */
 	struct hk_tuning tuning;
 	bool event_rt;  /* the event thread runs SCHED_FIFO */

@@ -305,7 +305,7 @@ void *hk_coherence_thread(void *arg)
 		 * whoever is runnable here (e.g. the peer we wait for when both
 		 * share one CPU), so spinning never delays the reply it awaits. */
 		if (n->spin_cap_ns && !atomic_load(&n->failed)) {
-			if (n->outstanding) {
+			if (n->outstanding > n->ahead_outstanding) {
 				uint64_t b = 2 * n->ewma_reply_ns;
 				if (b > n->spin_cap_ns)
 					b = n->spin_cap_ns;

@@ -44,6 +44,18 @@ static void complete_waiters(struct hk_node *n, uint64_t page)
 	}
 }
 
+/* A read-ahead request that a thread now waits for (or that ended) counts
+ * as an ordinary one: the event thread busy-polls only for replies that a
+ * stalled thread waits for, since under SCHED_FIFO its polling keeps the
+ * node's vCPU threads off the CPU. */
+static void not_ahead(struct hk_node *n, struct hk_page *p)
+{
+	if (p->ahead) {
+		p->ahead = false;
+		n->ahead_outstanding--;
+	}
+}
+
 /* Re-examine a page whose state may now satisfy, or need, its waiters. */
 /* The vCPU a thread runs (hk_thread_set_vcpu), or -1. */
 static int vcpu_of(struct hk_node *n, pid_t tid)
@@ -149,7 +161,9 @@ static void read_ahead(struct hk_node *n, uint64_t page)
 		p->req_pending = true;
 		p->req_mode = HK_MODE_SHARED;
 		p->move_asked = false;
+		p->ahead = true;
 		n->outstanding++;
+		n->ahead_outstanding++;
 		n->stats.node.readaheads++;
 		hk_send_page(n, hk_home_of(n, q), HK_MSG_REQ, q, n->self, HK_MODE_SHARED, 0, NULL);
 	}
@@ -177,6 +191,7 @@ void hk_requester_fault(struct hk_node *n, uint64_t page, bool write, pid_t tid)
 	w->t0 = hk_now_ns();
 	w->next = p->waiters;
 	p->waiters = w;
+	not_ahead(n, p);
 	hk_requester_evaluate(n, page);
 	if (!write)
 		read_ahead(n, page);
@@ -187,6 +202,7 @@ static void finish_request(struct hk_node *n, uint64_t page)
 	struct hk_page *p = &n->pages[page];
 	p->req_pending = false;
 	p->t_req = 0;
+	not_ahead(n, p);
 	hk_budget_release(n, page); /* not used: the page was here already */
 	if (n->outstanding) {
 		n->outstanding--;
