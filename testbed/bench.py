@@ -61,7 +61,8 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def bench_boot(arts: Artifacts, run_dir: Path, node_counts: list[int], vcpus: int, mem_mib: int,
-               repeat: int, progress: Progress) -> tuple[dict[str, Any], list[RunRecord]]:
+               repeat: int, progress: Progress, cpu_affinity: str = "node"
+               ) -> tuple[dict[str, Any], list[RunRecord]]:
     """Boot-to-shell for each node count, interleaved (1,2,4,1,2,4,...) against drift.
 
     Ratios are to the 1-node boot, so ``node_counts`` must start with 1. Returns
@@ -83,7 +84,7 @@ def bench_boot(arts: Artifacts, run_dir: Path, node_counts: list[int], vcpus: in
         for n in node_counts:
             if n in errors:
                 continue
-            spec = ClusterSpec(nodes=n, vcpus=vcpus, mem_mib=mem_mib,
+            spec = ClusterSpec(nodes=n, vcpus=vcpus, mem_mib=mem_mib, cpu_affinity=cpu_affinity,
                                boot_timeout=max(120.0, 100.0 * n))
             progress.step("bench", f"boot {r + 1}/{repeat}: {n} node(s), {vcpus} vCPU(s)")
             cluster = Cluster(spec, arts, run_dir / f"boot-n{n}-r{r}")
@@ -106,7 +107,7 @@ def bench_boot(arts: Artifacts, run_dir: Path, node_counts: list[int], vcpus: in
                               "baseline_nodes": 1, "nodes": {}, "ok": not errors}
     records: list[RunRecord] = []
     for n in node_counts:
-        spec = ClusterSpec(nodes=n, vcpus=vcpus, mem_mib=mem_mib)
+        spec = ClusterSpec(nodes=n, vcpus=vcpus, mem_mib=mem_mib, cpu_affinity=cpu_affinity)
         record = RunRecord(kind="bench", name="boot", ok=n not in errors and bool(samples[n]),
                            dimensions=dimensions(spec, arts, {"repeat": repeat}),
                            reason=errors.get(n), failure=failures.get(n, ""),
@@ -136,12 +137,13 @@ def bench_boot(arts: Artifacts, run_dir: Path, node_counts: list[int], vcpus: in
 
 
 def bench_migrate(arts: Artifacts, run_dir: Path, nodes: int, vcpus: int, mem_mib: int,
-                  migrations: int, progress: Progress) -> tuple[dict[str, Any], list[RunRecord]]:
+                  migrations: int, progress: Progress, cpu_affinity: str = "node"
+                  ) -> tuple[dict[str, Any], list[RunRecord]]:
     """Migrate vCPUs round-robin between nodes while a self-checking workload runs."""
     if migrations < 1:
         raise ConfigError(f"migrations {migrations} is out of range", "use 1 or more")
     floor = raw_rtt_us()
-    spec = ClusterSpec(nodes=nodes, vcpus=vcpus, mem_mib=mem_mib)
+    spec = ClusterSpec(nodes=nodes, vcpus=vcpus, mem_mib=mem_mib, cpu_affinity=cpu_affinity)
     latencies_us: list[float] = []
     wall_us: list[float] = []
     sizes: list[int] = []
@@ -264,7 +266,7 @@ def _target(name: str, value: float | None, limit: float, higher: bool) -> bool 
 
 
 def bench_stall(arts: Artifacts, run_dir: Path, policy: str, mem_mib: int, rounds: int,
-                pages: int, stream_mb: int, progress: Progress
+                pages: int, stream_mb: int, progress: Progress, cpu_affinity: str = "node"
                 ) -> tuple[dict[str, Any], list[RunRecord]]:
     """Stall costs inside the guest on 2 nodes, against the raw round trip of the same run.
 
@@ -275,6 +277,7 @@ def bench_stall(arts: Artifacts, run_dir: Path, policy: str, mem_mib: int, round
     """
     params = stall_params(rounds, pages, stream_mb, mem_mib)
     spec = ClusterSpec(nodes=STALL_NODES, vcpus=STALL_NODES, mem_mib=mem_mib,
+                       cpu_affinity=cpu_affinity,
                        policy=policy).validate()
     progress.step("bench", "raw 4 KiB socket round trip")
     floor = raw_rtt_us()

@@ -218,6 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="region read through for the streaming rate (default 64)")
     for b in bench_sub.choices.values():
         b.add_argument("--run-dir", type=Path, help="where logs go; must be new or empty")
+        b.add_argument("--cpu-affinity", default="node", choices=["node", "none"],
+                       help="node: each node on host CPUs of its own (default); none: anywhere")
         add_store_arg(b, optional=True)
 
     p = sub.add_parser("demo", help="the main job: boot, run the self-check, show results")
@@ -486,13 +488,13 @@ def cmd_bench(args: argparse.Namespace, progress: Progress) -> int:
         arts = ensure_artifacts(progress)
         if args.bench == "boot":
             result, records = bench_boot(arts, run_dir, counts, args.vcpus, args.mem, args.repeat,
-                                         progress)
+                                         progress, args.cpu_affinity)
         elif args.bench == "stall":
             result, records = bench_stall(arts, run_dir, args.policy, args.mem, args.rounds,
-                                          args.pages, args.stream_mb, progress)
+                                          args.pages, args.stream_mb, progress, args.cpu_affinity)
         else:
             result, records = bench_migrate(arts, run_dir, args.nodes, args.vcpus, args.mem,
-                                            args.migrations, progress)
+                                            args.migrations, progress, args.cpu_affinity)
         _save(records, store, progress)
     print(json.dumps(result, sort_keys=True))
     return exitcodes.OK if all(r.ok for r in records) else exitcodes.FAILED
