@@ -100,8 +100,18 @@ static int hk_cpu_load(CPUState *cs, const void *blob, size_t len,
     }
     *why = reason;
     vclock = qemu_get_be64(f);
-    /* never let the vCPU see time go backwards (one host: never waits) */
-    while (qemu_clock_get_ns(QEMU_CLOCK_VIRTUAL) < vclock) {
+    /*
+     * Never let the vCPU see time go backwards: wait for our virtual clock to
+     * reach the sender's (one host: microseconds at most).  Only while the VM
+     * runs: a stopped VM's virtual clock stands still, and this runs with the
+     * BQL held, so waiting then stopped the main loop for good.  (A node hung
+     * at exit this way: a vCPU arrived as the guest powered off, after
+     * vm_shutdown had stopped the clock; its stacks showed this loop and the
+     * main thread's exit notifiers waiting for the BQL.)  Bounded as well.
+     */
+    int64_t give_up = get_clock() + 100 * SCALE_MS;
+    while (runstate_is_running() && qemu_clock_get_ns(QEMU_CLOCK_VIRTUAL) < vclock &&
+           get_clock() < give_up) {
         g_usleep(10);
     }
     ret = vmstate_load_state(f, &hk_vmstate_cpu_lite, cs, 1);
