@@ -363,3 +363,32 @@ def test_a_misconfigured_cluster_is_refused_before_the_guest_starts(
         assert node.returncode() == 1, node.death_summary()
         assert re.search(logs[node.index], log, re.M), f"node{node.index} log:\n{log}"
         assert _never_ran(node), f"node{node.index} ran the guest"
+
+
+# A tuning knob out of its range stops the node at once, in one line naming it and its range.
+BAD_KNOBS = {
+    "readahead": ("HK_READAHEAD", "99",
+                  r"^\[hk\] warning: HK_READAHEAD=99 is out of range: use 0\.\.64 "
+                  r"\(pages, 0 = off\)$"),
+    "event-sched": ("HK_EVENT_SCHED", "rr",
+                    r"^\[hk\] warning: HK_EVENT_SCHED=rr is not a scheduling class: "
+                    r"use fifo or normal$"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_KNOBS)
+def test_an_out_of_range_knob_stops_the_node_and_names_the_knob(
+        cluster_factory: ClusterFactory, monkeypatch: pytest.MonkeyPatch, case: str) -> None:
+    knob, value, line = BAD_KNOBS[case]
+    monkeypatch.setenv(knob, value)  # the nodes inherit the harness's environment
+    cluster = cluster_factory(nodes=2, vcpus=2, boot_timeout=120)
+    with pytest.raises(NodeDied):
+        cluster.boot()
+    deadline = time.monotonic() + 30
+    while any(n.alive() for n in cluster.live_nodes) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for node in cluster.live_nodes:
+        log = node.qemu_log_text()
+        assert node.returncode() == 1, node.death_summary()
+        assert re.search(line, log, re.M), f"node{node.index} log:\n{log}"
+        assert _never_ran(node), f"node{node.index} ran the guest"
