@@ -53,15 +53,20 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
 
 
-def _positive_float(text: str) -> float:
-    """A finite number above zero (days, say)."""
+def _positive_number(text: str, what: str = "number") -> float:
+    """A finite number above zero (not nan, inf or negative); ``what`` names it in errors."""
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        raise argparse.ArgumentTypeError(f"{text!r} is not a {what}") from None
     if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive, finite number")
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive, finite {what}")
     return value
+
+
+def _positive_float(text: str) -> float:
+    """A finite number above zero (days, say)."""
+    return _positive_number(text)
 
 
 def _count(text: str) -> int:
@@ -73,14 +78,8 @@ def _count(text: str) -> int:
 
 
 def _seconds(text: str) -> float:
-    """A time limit: a finite number of seconds above zero (not nan, inf or negative)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive, finite number of seconds")
-    return value
+    """A time limit: a finite number of seconds above zero."""
+    return _positive_number(text, "number of seconds")
 
 
 def _size(text: str) -> int:

@@ -41,6 +41,13 @@ def artifacts() -> Artifacts:
     return ensure_artifacts(Progress(quiet=True))
 
 
+@pytest.fixture(scope="session")
+def needs_hyperkernel(artifacts: Artifacts) -> None:
+    """For modules that test the hyperkernel itself (``usefixtures``): skipped without it."""
+    if not artifacts.supports_hyperkernel():
+        pytest.skip("this QEMU build lacks the hyperkernel patches (-object hyperkernel)")
+
+
 @pytest.fixture
 def cluster_factory(artifacts: Artifacts, tmp_path: Path,
                     request: pytest.FixtureRequest) -> Iterator[ClusterFactory]:

@@ -8,7 +8,6 @@ import pytest
 from conftest import ClusterFactory
 
 from testbed.affinity import host_cpus, node_cpus
-from testbed.cluster import Artifacts
 from testbed.config import ClusterSpec
 from testbed.errors import ConfigError
 
@@ -31,10 +30,9 @@ def test_an_unknown_affinity_is_refused() -> None:
 
 
 @pytest.mark.boot
+@pytest.mark.usefixtures("needs_hyperkernel")
 def test_each_node_runs_on_its_own_cpus_with_a_realtime_event_thread(
-        cluster_factory: ClusterFactory, artifacts: Artifacts) -> None:
-    if not artifacts.supports_hyperkernel():
-        pytest.skip("this QEMU build lacks the hyperkernel patches")
+        cluster_factory: ClusterFactory) -> None:
     cluster = cluster_factory(nodes=2, vcpus=2)
     cluster.boot()
     host = host_cpus()

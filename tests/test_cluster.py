@@ -24,16 +24,10 @@ from testbed.qmp import QmpError
 from testbed.stats import node_counters, vcpu_stalls
 from testbed.workloads import WorkloadResult, parse_result
 
-pytestmark = pytest.mark.boot
+pytestmark = [pytest.mark.boot, pytest.mark.usefixtures("needs_hyperkernel")]
 
 PAGE = 4096
 MIB_PAGES = (1 << 20) // PAGE
-
-
-@pytest.fixture(autouse=True)
-def needs_hyperkernel(artifacts: Artifacts) -> None:
-    if not artifacts.supports_hyperkernel():
-        pytest.skip("this QEMU build lacks the hyperkernel patches (-object hyperkernel)")
 
 
 def _meminfo_kib(cluster: Cluster) -> int:

@@ -11,16 +11,12 @@ from __future__ import annotations
 import pytest
 from conftest import ClusterFactory
 
-from testbed.cluster import Artifacts
-
-pytestmark = [pytest.mark.nightly, pytest.mark.boot]
+pytestmark = [pytest.mark.nightly, pytest.mark.boot, pytest.mark.usefixtures("needs_hyperkernel")]
 EVERY_NODE = ",".join(str(c) for c in range(8))  # vCPU k starts on node k
 
 
 def test_eight_nodes_boot_and_verify_with_a_thread_on_every_node(
-        cluster_factory: ClusterFactory, artifacts: Artifacts) -> None:
-    if not artifacts.supports_hyperkernel():
-        pytest.skip("this QEMU build lacks the hyperkernel patches")
+        cluster_factory: ClusterFactory) -> None:
     cluster = cluster_factory(nodes=8, vcpus=8, mem_mib=1024, boot_timeout=900)
     cluster.boot()
     for name in ("sqlite", "lock"):

@@ -9,20 +9,14 @@ from typing import Any
 
 import pytest
 
-from testbed.cluster import Artifacts, Cluster
+from testbed.cluster import Cluster
 from testbed.errors import ConfigError
 from testbed.qmp import QmpError
 
-pytestmark = pytest.mark.boot
+pytestmark = [pytest.mark.boot, pytest.mark.usefixtures("needs_hyperkernel")]
 
 CLUSTER_SPEC = {"nodes": 3, "vcpus": 3, "mem_mib": 512, "boot_timeout": 400}
 MIGRATED, STAYS = "HYPERKERNEL_VCPU_MIGRATED", "HYPERKERNEL_VCPU_STAYS"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def needs_hyperkernel(artifacts: Artifacts) -> None:
-    if not artifacts.supports_hyperkernel():
-        pytest.skip("this QEMU build lacks the hyperkernel patches (-object hyperkernel)")
 
 
 def _glue(cluster: Cluster, node: int) -> dict[str, int]:

@@ -11,18 +11,10 @@ import time
 import pytest
 from conftest import ClusterFactory
 
-from testbed.cluster import Artifacts
-
-pytestmark = pytest.mark.boot
+pytestmark = [pytest.mark.boot, pytest.mark.usefixtures("needs_hyperkernel")]
 
 # Status of a node that stopped because a peer died (hw/i386/hyperkernel/peer-loss.c).
 LOST_PEER_EXIT = 3
-
-
-@pytest.fixture(autouse=True)
-def needs_hyperkernel(artifacts: Artifacts) -> None:
-    if not artifacts.supports_hyperkernel():
-        pytest.skip("this QEMU build lacks the hyperkernel patches (-object hyperkernel)")
 
 
 def test_survivors_of_a_killed_node_exit_3_even_when_a_vcpu_touches_a_lost_page(

@@ -10,17 +10,11 @@ import time
 import pytest
 from conftest import ClusterFactory
 
-from testbed.cluster import Artifacts, Cluster
+from testbed.cluster import Cluster
 
-pytestmark = pytest.mark.boot
+pytestmark = [pytest.mark.boot, pytest.mark.usefixtures("needs_hyperkernel")]
 
 ROUNDS = 100
-
-
-@pytest.fixture(autouse=True)
-def needs_hyperkernel(artifacts: Artifacts) -> None:
-    if not artifacts.supports_hyperkernel():
-        pytest.skip("this QEMU build lacks the hyperkernel (-object hyperkernel)")
 
 
 def _wait_for_placement(cluster: Cluster, want: list[int]) -> None:

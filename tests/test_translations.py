@@ -9,15 +9,7 @@ import time
 import pytest
 from conftest import ClusterFactory
 
-from testbed.cluster import Artifacts
-
-pytestmark = pytest.mark.boot
-
-
-@pytest.fixture(autouse=True)
-def needs_hyperkernel(artifacts: Artifacts) -> None:
-    if not artifacts.supports_hyperkernel():
-        pytest.skip("this QEMU build lacks the hyperkernel patches (-object hyperkernel)")
+pytestmark = [pytest.mark.boot, pytest.mark.usefixtures("needs_hyperkernel")]
 
 
 def test_a_guest_runs_right_when_every_page_left_ack_waits_for_the_invalidation(
