@@ -21,7 +21,7 @@ from testbed.cli_results import COMMANDS as RESULTS_COMMANDS
 from testbed.cli_results import add_commands as add_results_commands
 from testbed.cli_results import add_store_arg
 from testbed.cluster import Cluster, default_run_dir
-from testbed.config import ClusterSpec, parse_placement, parse_size_mib
+from testbed.config import POLICIES, ClusterSpec, parse_placement, parse_size_mib
 from testbed.errors import (
     ConfigError,
     GuestError,
@@ -110,8 +110,9 @@ def _add_cluster_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget", type=_budgets, metavar="SIZE[,SIZE...]",
                    help="guest memory each node may hold (one for all, or one per node; "
                    "default: all of --mem)")
-    p.add_argument("--policy", default="page", choices=["page", "vcpu"],
-                   help="on a stall: bring the page (page) or send the vCPU (vcpu)")
+    p.add_argument("--policy", default="page", choices=list(POLICIES),
+                   help="on a stall: bring the page (page), send the vCPU to it (vcpu), or whichever "
+                   "measured costs say is cheaper (cost)")
     p.add_argument("--hyperkernel", action="store_true",
                    help="run a single node through the hyperkernel too (multi-node always does)")
     p.add_argument("--cpu-affinity", default="node", choices=["node", "none"],
@@ -206,8 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--migrations", type=_count, default=200)
     b = bench_sub.add_parser("stall", help="a remote page's cost inside the guest, 2 nodes: "
                              "hand-off, first read, streaming, vs the raw round trip")
-    b.add_argument("--policy", default="page", choices=["page", "vcpu"],
-                   help="on a stall: bring the page (page, default) or send the vCPU (vcpu)")
+    b.add_argument("--policy", default="page", choices=list(POLICIES),
+                   help="on a stall: bring the page (page, default), send the vCPU (vcpu), "
+                   "or the cheaper (cost)")
     b.add_argument("--mem", type=_size, default=512, metavar="SIZE")
     b.add_argument("--rounds", type=_positive_int, default=2000,
                    help="pingpong round trips, two hand-offs each (default 2000, at least 100)")

@@ -153,6 +153,9 @@ def _node_delta(after: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]
     return {
         "node": _num(after.get("node", a.get("node", 0))),
         "counters": counters,
+        # the policy's decisions by reason, and the glue's moves and pulls
+        "decisions": _sub_counters(a.get("decisions", {}), b.get("decisions", {})),
+        "glue": _sub_counters(a.get("glue", {}), b.get("glue", {})),
         "malformed_messages": _num(a.get("malformed_messages")) - _num(b.get("malformed_messages")),
         "read_stall": hist_summary(*hist["read_stall"]),
         "write_stall": hist_summary(*hist["write_stall"]),
@@ -180,6 +183,8 @@ def delta(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> dict[str
     nodes = [_node_delta(n, earlier.get(_num(n.get("node", n.get("stats", {}).get("node", i))), {}))
              for i, n in enumerate(after)]
     totals: dict[str, int] = {}
+    decisions: dict[str, int] = {}
+    glue: dict[str, int] = {}
     messages: dict[str, dict[str, int]] = {}
     hottest: dict[int, int] = {}
     hists: dict[str, tuple[list[int], float]] = {}
@@ -191,6 +196,10 @@ def delta(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> dict[str
                 mine_s[k] = mine_s.get(k, 0) + v
         for k, v in node["counters"].items():
             totals[k] = totals.get(k, 0) + v
+        for k, v in node["decisions"].items():
+            decisions[k] = decisions.get(k, 0) + v
+        for k, v in node["glue"].items():
+            glue[k] = glue.get(k, 0) + v
         for kind, fields in node["messages"].items():
             mine = messages.setdefault(kind, {})
             for k, v in fields.items():
@@ -209,6 +218,8 @@ def delta(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> dict[str
     ranked = sorted(hottest.items(), key=lambda kv: -kv[1])[:TOP_PAGES]
     return {
         "totals": totals,
+        "decisions": decisions,
+        "glue": glue,
         "messages": messages,
         "read_stall": hist_summary(*hists["read_stall"]),
         "write_stall": hist_summary(*hists["write_stall"]),

@@ -28,7 +28,7 @@
 extern "C" {
 #endif
 
-#define HK_PROTOCOL_VERSION 2
+#define HK_PROTOCOL_VERSION 3
 #define HK_PAGE_SIZE 4096u
 #define HK_MAX_NODES 64
 #define HK_MAX_REGIONS 8
@@ -47,6 +47,11 @@ enum hk_decision_kind {
 struct hk_decision {
 	enum hk_decision_kind kind;
 	int target_node;
+	unsigned reason;  /* why (the library's counters name it); set by the policy */
+	/* HK_MOVE_VCPU to a node whose CPUs are all taken: this vCPU of that
+	 * node's comes here in exchange (the library asks for it once the
+	 * embedder has accepted the move); -1: none */
+	int swap_vcpu;
 };
 
 /* What the event thread knows about a stall when it asks the policy. */
@@ -57,6 +62,8 @@ struct hk_stall {
 	bool is_write;
 	int home_node;      /* the node that keeps this page's directory */
 	int likely_owner;   /* best local guess of who holds it (home if unknown) */
+	uint64_t wake_generation; /* hk_wake_generation() when the policy decided */
+	uint64_t id;        /* this stall, for hk_stall_left() */
 };
 
 /* A run of lost pages [first, first + count) as byte offsets / page counts. */
@@ -139,7 +146,11 @@ struct hk_config {
 	const char *const *peers;
 	const char *secret;          /* cluster secret; never sent on the wire */
 	uint64_t budget_bytes;       /* 0 = unlimited */
-	const char *policy;          /* "page" (default) or "vcpu" */
+	const char *policy;          /* "page" (default), "vcpu" or "cost" (hk_policy_names) */
+	/* Physical CPUs of this node: no policy moves a vCPU to a node whose
+	 * vCPUs already fill them.  0: the guest's vCPUs / nodes, rounded up. */
+	uint32_t cpu_capacity;
+	uint64_t fixed_vcpus;        /* vCPUs that no policy moves or swaps (bit per vCPU) */
 	uint32_t home_chunk_pages;   /* home(pfn) = (pfn / chunk) % node_count */
 	uint32_t link_latency_us;    /* shaping: added one-way latency per message */
 	uint64_t link_bandwidth;     /* shaping: bytes/s per link, 0 = unlimited */
@@ -155,6 +166,10 @@ struct hk_config {
 	int protocol_version;        /* 0 = HK_PROTOCOL_VERSION (tests override it) */
 	struct hk_callbacks cb;
 };
+
+/* The policies hk_config.policy accepts, comma-separated ("page,vcpu,..."). */
+const char *hk_policy_names(void);
+bool hk_policy_known(const char *name);
 
 /* Fill *cfg with defaults (everything but node id/count/peers/secret). */
 void hk_config_init(struct hk_config *cfg);
@@ -178,6 +193,28 @@ int hk_thread_set_vcpu(struct hk_node *node, pid_t tid, int vcpu);
 /* Send an opaque vCPU state blob (<= HK_VCPU_BLOB_MAX) to another node. */
 int hk_vcpu_send(struct hk_node *node, int target, uint32_t vcpu_id,
 		 const void *blob, size_t len);
+
+/*
+ * Pulling a stalled thread out of its fault (HK_MOVE_VCPU).  A thread blocked
+ * in a userfault leaves it when a signal arrives (the fault is retried after
+ * the handler), so an embedder that can unwind the faulting access (TCG can,
+ * for an access made by translated code) can move the vCPU instead:
+ *  - hk_wake_generation() changes before the library does anything that can
+ *    wake a faulting thread.  If it is the same in the signal handler as it
+ *    was when hk_thread_in_fault() saw the thread blocked, the thread was
+ *    still blocked when the signal came, so the handler interrupted the
+ *    faulting access itself.  Async-signal-safe.
+ *  - hk_thread_in_fault(): the thread is blocked in a userfault now
+ *    (/proc/self/task/TID/wchan).  Any thread.
+ *  - hk_stall_left(): the pulled thread left the stall (offset, stall->id)
+ *    without the page; the library forgets that stall instead of fetching
+ *    the page (unless the thread has faulted on it again meanwhile).  Any
+ *    thread but a signal handler.
+ * A thread that is not pulled out re-faults and gets its page.
+ */
+uint64_t hk_wake_generation(struct hk_node *node);
+bool hk_thread_in_fault(pid_t tid);
+int hk_stall_left(struct hk_node *node, uint64_t offset, uint64_t stall_id);
 
 /* Any thread: the translations of a page whose on_page_left returned
  * HK_DEFER are gone; the held acknowledgement goes out. */

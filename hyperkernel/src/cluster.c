@@ -107,8 +107,10 @@ int hk_cluster_agree(struct hk_node *n, const struct hk_machine *mach, char *why
 	uint64_t ram = n->mem.npages * HK_PAGE_SIZE;
 	if (!mach || mach->vcpus == 0 || mach->vcpus > HK_MAX_VCPUS)
 		return refuse(why, whylen, "the guest must have 1 to %d vCPUs", HK_MAX_VCPUS);
+	uint32_t cpus = n->cfg.cpu_capacity ? n->cfg.cpu_capacity
+					     : (mach->vcpus + (uint32_t)n->count - 1) / (uint32_t)n->count;
 	struct hk_msg m = { .type = HK_MSG_CONFIG, .count = mach->vcpus, .a = mach->vcpu_mask,
-			    .b = n->cfg.budget_bytes, .page = ram };
+			    .b = n->cfg.budget_bytes, .page = ram, .arg = { (int32_t)cpus } };
 	memcpy(m.mac, mach->hash, HK_SHA256_LEN);
 
 	/* Our vCPUs are ours before any peer can ask about them. */
@@ -117,6 +119,7 @@ int hk_cluster_agree(struct hk_node *n, const struct hk_machine *mach, char *why
 						    .budget = n->cfg.budget_bytes, .ram = ram };
 	memcpy(c->peer[n->self].hash, mach->hash, HK_SHA256_LEN);
 	c->config_seen[n->self] = true;
+	c->capacity[n->self] = cpus;
 	place_initial(c, n->self, mach->vcpu_mask);
 	pthread_mutex_unlock(&c->lock);
 	broadcast(n, &m);
@@ -191,6 +194,49 @@ int hk_vcpu_location(struct hk_node *n, int vcpu)
 	return r;
 }
 
+uint32_t hk_cluster_capacity(struct hk_node *n, int node)
+{
+	pthread_mutex_lock(&n->cluster.lock);
+	uint32_t cpus = node >= 0 && node < n->count ? n->cluster.capacity[node] : 0;
+	pthread_mutex_unlock(&n->cluster.lock);
+	return cpus;
+}
+
+uint32_t hk_cluster_vcpus_homed(struct hk_node *n, int node)
+{
+	struct hk_cluster *c = &n->cluster;
+	uint32_t k = 0;
+	pthread_mutex_lock(&c->lock);
+	for (uint32_t v = 0; v < c->vcpus; v++)
+		k += (c->home[v] >= 0 ? c->home[v] : c->location[v]) == node;
+	pthread_mutex_unlock(&c->lock);
+	return k;
+}
+
+int hk_cluster_swap_candidate(struct hk_node *n, int node, int except, uint64_t fixed,
+			      uint64_t settled_ns)
+{
+	struct hk_cluster *c = &n->cluster;
+	int best = -1;
+	uint64_t best_seq = UINT64_MAX, now = hk_now_ns();
+	pthread_mutex_lock(&c->lock);
+	for (uint32_t v = 0; v < c->vcpus && v < 64; v++) {
+		int at = c->home[v] >= 0 ? c->home[v] : c->location[v];
+		/* one that just moved there stays (no swap chases another) */
+		if (at != node || (int)v == except || (fixed >> v & 1) ||
+		    (c->moved_ns[v] && now - c->moved_ns[v] < settled_ns))
+			continue;
+		/* the fewest moves so far: a vCPU that settled there, not one
+		 * that keeps moving (a move count is all every node knows) */
+		if (c->seq[v] < best_seq) {
+			best_seq = c->seq[v];
+			best = (int)v;
+		}
+	}
+	pthread_mutex_unlock(&c->lock);
+	return best;
+}
+
 int hk_vcpu_home(struct hk_node *n, int vcpu)
 {
 	if (vcpu < 0 || vcpu >= HK_MAX_VCPUS)
@@ -217,6 +263,10 @@ uint64_t hk_cluster_vcpu_leaving(struct hk_node *n, uint32_t vcpu, int target, i
 	pthread_mutex_lock(&c->lock);
 	uint64_t seq = ++c->seq[vcpu];
 	c->location[vcpu] = (int8_t)target;
+	c->sent_ns[vcpu] = hk_now_ns();
+	c->moved_ns[vcpu] = c->sent_ns[vcpu];
+	c->sent_seq[vcpu] = seq;
+	c->sent_to[vcpu] = (int8_t)target;
 	*home = c->home[vcpu] >= 0 ? c->home[vcpu] : target;
 	pthread_mutex_unlock(&c->lock);
 	return seq;
@@ -239,6 +289,7 @@ void hk_cluster_vcpu_arrived(struct hk_node *n, uint32_t vcpu, uint64_t seq, int
 		c->seq[vcpu] = seq;
 	c->location[vcpu] = (int8_t)n->self;
 	c->home[vcpu] = (int8_t)home;
+	c->arrived_ns[vcpu] = c->moved_ns[vcpu] = hk_now_ns();
 	pthread_mutex_unlock(&c->lock);
 	struct hk_msg m = { .type = HK_MSG_VCPU_AT, .vcpu = vcpu, .node = (uint32_t)n->self, .a = seq };
 	broadcast(n, &m);
@@ -250,7 +301,13 @@ static void on_vcpu_at(struct hk_node *n, const struct hk_msg *m)
 	pthread_mutex_lock(&c->lock);
 	/* Updates come over different links and may overtake each other: only
 	 * a newer move count moves the entry. */
+	/* our own send arrived: what a move to that node costs, for "cost" */
+	if (c->sent_seq[m->vcpu] == m->a && c->sent_to[m->vcpu] == (int)m->node && c->sent_ns[m->vcpu]) {
+		hk_policy_vcpu_cost(n, (int)m->node, hk_now_ns() - c->sent_ns[m->vcpu]);
+		c->sent_ns[m->vcpu] = 0;
+	}
 	if (m->a > c->seq[m->vcpu]) {
+		c->moved_ns[m->vcpu] = hk_now_ns();
 		c->seq[m->vcpu] = m->a;
 		c->location[m->vcpu] = (int8_t)m->node;
 		count(&n->stats.node.location_updates);
@@ -399,6 +456,7 @@ void hk_cluster_deliver(struct hk_node *n, int from, const struct hk_msg *m)
 							 .budget = m->b, .ram = m->page };
 		memcpy(c->peer[from].hash, m->mac, HK_SHA256_LEN);
 		c->config_seen[from] = true;
+		c->capacity[from] = m->arg[0] > 0 ? (uint32_t)m->arg[0] : 0;
 		place_initial(c, from, m->a);
 		pthread_cond_broadcast(&c->cond);
 		pthread_mutex_unlock(&c->lock);

@@ -161,7 +161,7 @@ struct hk_counters {
 		vcpu_blobs_received, vcpu_move_decisions, evictions;
 	uint64_t irqs_forwarded, irqs_received, migrate_requests_forwarded,
 		migrate_requests_lost, location_updates, deferred_acks, pushes_refused,
-		shared_drops, readaheads;
+		shared_drops, readaheads, vcpu_pulls, vcpu_swaps;
 };
 
 struct hk_thread_stats {
@@ -187,9 +187,28 @@ enum hk_stage {
 };
 const char *hk_stage_name(unsigned s);
 
+/* Why a stall went the way it did; each decision is counted by its reason. */
+enum hk_reason {
+	HK_WHY_PAGE_ALWAYS = 0, /* "page" brings every page */
+	HK_WHY_NOT_A_VCPU,      /* the thread runs no vCPU (device emulation, tests) */
+	HK_WHY_OWNER_HERE,      /* no other node to send the vCPU to */
+	HK_WHY_TARGET_FULL,     /* every CPU of the owner's node is taken */
+	HK_WHY_HOLD_DOWN,       /* the vCPU arrived too recently to move again */
+	HK_WHY_PAGE_CHEAPER,    /* "cost": bringing the page costs less */
+	HK_WHY_TO_OWNER,        /* "vcpu": the vCPU goes to the owner */
+	HK_WHY_VCPU_CHEAPER,    /* "cost": moving the vCPU costs less */
+	HK_WHY_EMBEDDER,        /* the embedder turned a move into a fetch */
+	HK_WHY_MOVE_TIMEOUT,    /* a move was asked for and did not happen */
+	HK_WHY_FIXED_VCPU,      /* the embedder keeps this vCPU where it is */
+	HK_WHY_SWAP,            /* to a full node, one of its vCPUs coming back */
+	HK_WHY_COUNT
+};
+const char *hk_reason_name(unsigned r);
+
 struct hk_stats {
 	pthread_mutex_t lock; /* per-thread table and histograms */
 	struct hk_hist stage[HK_STAGE_COUNT];
+	uint64_t decisions[HK_WHY_COUNT]; /* the policy's, by reason */
 	pid_t event_tid;      /* for its scheduler statistics */
 	struct hk_counters node;
 	struct hk_hist read_stall, write_stall;
@@ -219,6 +238,9 @@ struct hk_tuning {
 	bool event_rt; /* the event thread asks for SCHED_FIFO */
 	bool serve_spin_set; /* HK_FAULT_SPIN_US or HK_PEER_SPIN_US given */
 	uint32_t readahead;  /* pages asked for ahead of a sequential reader */
+	uint64_t hold_down_ns;   /* "cost": a vCPU stays this long after it arrives */
+	uint32_t hysteresis_pct; /* "cost": a move must win by this margin */
+	uint64_t vcpu_prior_ns;  /* "cost": a vCPU move's cost until one is measured */
 };
 /* From the environment (event_rt: the embedder's default class), each knob checked against its range: -EINVAL (after
  * one line naming the knob and its range) if one is out of it. */
@@ -290,7 +312,17 @@ struct hk_memory {
 	uint64_t npages;
 	int pagemap_fd;    /* /proc/self/pagemap, opened on first use (-1: not yet) */
 	uint64_t zero_pfn; /* PFN of the shared zero page, 0 if not visible */
+	/* Bumped before every operation that can wake a thread blocked in a
+	 * fault (hk_wake_generation: the embedder's proof that a thread it
+	 * signals is still in its fault). */
+	_Atomic uint64_t wake_gen;
 };
+/* Both implementations (memory.c, the simulation's) call this first in
+ * every operation that wakes faulting threads. */
+static inline void hk_memory_waking(struct hk_memory *mem)
+{
+	atomic_fetch_add_explicit(&mem->wake_gen, 1, memory_order_seq_cst);
+}
 int hk_memory_open(struct hk_memory *mem);
 void hk_memory_close(struct hk_memory *mem);
 int hk_memory_add_region(struct hk_memory *mem, void *host, size_t len);
@@ -346,11 +378,52 @@ void hk_directory_enqueue(struct hk_dir_entry *e, struct hk_dir_req *r);
 struct hk_dir_req *hk_directory_dequeue(struct hk_dir_entry *e);
 int hk_directory_home(uint64_t page, uint32_t chunk, int count);
 
-/* ---------------- policy.c ---------------- */
-enum hk_policy_kind { HK_POLICY_PAGE = 0, HK_POLICY_VCPU = 1 };
+/* ---------------- policy.c, policy_cost.c ---------------- */
+enum hk_policy_kind { HK_POLICY_PAGE = 0, HK_POLICY_VCPU, HK_POLICY_COST, HK_POLICY_COUNT };
+
+
+/* What every policy sees: the stall, the directory's view of the page,
+ * measured costs, and recent history.  Built by hk_policy_view(); the
+ * policies themselves are pure functions of it, so they are unit-tested
+ * without a cluster. */
+struct hk_policy_view {
+	const struct hk_stall *stall;
+	int self;
+	int owner;              /* where the page is: the directory's owner when this
+				   node is its home, else who last sent it; -1 unknown */
+	bool owner_exact;       /* owner comes from the directory */
+	uint64_t copyset;       /* the directory's sharers (0 away from the home) */
+	uint64_t page_ns;       /* measured: a page from owner, request to data (0: none yet) */
+	uint64_t vcpu_ns;       /* measured: a vCPU to owner, sent to running there (0: none) */
+	uint32_t target_vcpus;  /* vCPUs whose home is the owner's node */
+	uint32_t target_capacity; /* and its CPUs */
+	int swap_vcpu;          /* a vCPU homed there that could come here instead (-1) */
+	bool vcpu_fixed;        /* the stalled vCPU may not move */
+	uint64_t since_moved_ns; /* since this vCPU arrived here (UINT64_MAX: never moved) */
+	uint32_t page_bounces;  /* how often the page recently left and came back */
+	/* tuning */
+	uint64_t hold_down_ns, vcpu_prior_ns;
+	uint32_t hysteresis_pct;
+};
+
+struct hk_policy {
+	const char *name;
+	void (*decide)(const struct hk_policy_view *v, struct hk_decision *d);
+};
+extern const struct hk_policy hk_policy_page, hk_policy_vcpu, hk_policy_cost;
+/* The checks every moving policy makes first (a vCPU, another node, room
+ * there); false with *d set to bring the page and why. */
+bool hk_policy_may_move(const struct hk_policy_view *v, struct hk_decision *d);
+
 int hk_policy_parse(const char *name, enum hk_policy_kind *out);
 const char *hk_policy_name(enum hk_policy_kind p);
-void hk_policy_decide(enum hk_policy_kind p, const struct hk_stall *s, struct hk_decision *d);
+const struct hk_policy *hk_policy_of(enum hk_policy_kind p);
+/* Event thread: build the view of a stall, ask the node's policy, count. */
+void hk_policy_decide(struct hk_node *n, const struct hk_stall *s, struct hk_decision *d);
+void hk_policy_count(struct hk_node *n, unsigned reason);
+/* Measured costs, per link (EWMA, one eighth per sample). */
+void hk_policy_page_cost(struct hk_node *n, int from, uint64_t ns);
+void hk_policy_vcpu_cost(struct hk_node *n, int to, uint64_t ns);
 
 /* ---------------- cluster.c ---------------- */
 struct hk_peer_config {
@@ -358,6 +431,14 @@ struct hk_peer_config {
 	uint32_t vcpus;
 	uint64_t vcpu_mask, budget, ram;
 };
+/* The CPUs of a node (0 if its CONFIG has not come) and the vCPUs whose
+ * home it is (they run there but for I/O visits). */
+uint32_t hk_cluster_capacity(struct hk_node *n, int node);
+uint32_t hk_cluster_vcpus_homed(struct hk_node *n, int node);
+/* A vCPU homed at node that may be swapped out of it (not fixed, not
+ * except, not moved within settled_ns), the one with the fewest moves; -1. */
+int hk_cluster_swap_candidate(struct hk_node *n, int node, int except, uint64_t fixed,
+			      uint64_t settled_ns);
 
 struct hk_cluster {
 	pthread_mutex_t lock; /* everything below: vCPU threads, QMP and the event thread */
@@ -370,6 +451,13 @@ struct hk_cluster {
 	int8_t location[HK_MAX_VCPUS];  /* -1: unknown */
 	int8_t home[HK_MAX_VCPUS];
 	uint64_t seq[HK_MAX_VCPUS];     /* moves of each vCPU: the newest location wins */
+	uint32_t capacity[HK_MAX_NODES]; /* each node's CPUs (its CONFIG) */
+	/* the policies' measured vCPU cost: a send, until its VCPU_AT comes back */
+	uint64_t sent_ns[HK_MAX_VCPUS], sent_seq[HK_MAX_VCPUS];
+	int8_t sent_to[HK_MAX_VCPUS];
+	uint64_t arrived_ns[HK_MAX_VCPUS]; /* when it last arrived here (hold-down) */
+	uint64_t vcpu_cost_ns[HK_MAX_NODES]; /* hk_policy_vcpu_cost */
+	uint64_t moved_ns[HK_MAX_VCPUS]; /* when we last heard it moved (swap choice) */
 };
 /* ---------------- node state (node.c, loop.c and the roles) ---------------- */
 enum hk_page_state {
@@ -384,6 +472,8 @@ struct hk_waiter {
 	struct hk_waiter *next;
 	pid_t tid;
 	bool write;
+	bool pulling;  /* asked to move: hk_stall_left may forget it (a re-fault clears it) */
+	uint64_t id;   /* hk_stall.id */
 	uint64_t t0;
 };
 
@@ -406,6 +496,8 @@ struct hk_page {
 	uint32_t evicting; /* tick of the last eviction request */
 	uint64_t t_req, t_data, t_left; /* stage clocks: REQ sent, data arrived, ack held */
 	bool ahead;        /* req_pending is a read-ahead nobody waits for yet */
+	uint8_t bounces;   /* policy history: left and came back soon after, decayed */
+	uint32_t left_ms;  /* when it last left (ms, 0: never) */
 	struct hk_waiter *waiters;
 	bool zmap;         /* home page premapped as the zero page, not counted
 			      in resident (the home may have written it since) */
@@ -467,6 +559,12 @@ struct hk_node {
 #define HK_MOVING_MAX 256
 	uint64_t moving[HK_MOVING_MAX];
 	int nmoving;
+	/* threads pulled out of their faults (hk_stall_left, any thread) */
+	struct { uint64_t page, id; } left[HK_MOVING_MAX];
+	int nleft;
+	uint64_t stall_ids; /* the last hk_waiter.id given */
+	/* the policies' measured page cost per link (hk_policy_page_cost) */
+	uint64_t page_cost_ns[HK_MAX_NODES];
 	struct hk_cluster cluster;
 	/* pages whose translations are gone (hk_page_left_done, any thread) */
 	pthread_mutex_t deferred_lock;
@@ -509,6 +607,8 @@ void hk_requester_fault(struct hk_node *n, uint64_t page, bool write, pid_t tid)
 void hk_requester_evaluate(struct hk_node *n, uint64_t page);
 /* Bring the pages whose waiters were not moved within the bound. */
 void hk_requester_check_moves(struct hk_node *n);
+/* A thread asked to move left its fault without the page (hk_stall_left). */
+void hk_requester_thread_left(struct hk_node *n, uint64_t page, uint64_t stall_id);
 void hk_requester_on_data(struct hk_node *n, int from, const struct hk_msg *m);
 void hk_requester_on_xfer_dropped(struct hk_node *n, int from, const struct hk_msg *m);
 void hk_requester_on_grant(struct hk_node *n, int from, const struct hk_msg *m);

@@ -108,6 +108,7 @@ int hk_memory_add_region(struct hk_memory *mem, void *host, size_t len)
  * us (e.g. fork), retry. */
 int hk_memory_install(struct hk_memory *mem, uint64_t page, const void *src, bool wp)
 {
+	hk_memory_waking(mem);
 	uint8_t *dst = hk_memory_page_addr(mem, page);
 	if (!dst)
 		return -ERANGE;
@@ -139,6 +140,8 @@ int hk_memory_install_zero(struct hk_memory *mem, uint64_t page, bool wp)
 
 int hk_memory_protect(struct hk_memory *mem, uint64_t page, bool wp)
 {
+	if (!wp)
+		hk_memory_waking(mem);
 	uint8_t *dst = hk_memory_page_addr(mem, page);
 	if (!dst)
 		return -ERANGE;
@@ -161,6 +164,7 @@ int hk_memory_drop(struct hk_memory *mem, uint64_t page)
 
 int hk_memory_wake(struct hk_memory *mem, uint64_t page)
 {
+	hk_memory_waking(mem);
 	uint8_t *dst = hk_memory_page_addr(mem, page);
 	if (!dst)
 		return -ERANGE;
@@ -172,6 +176,7 @@ int hk_memory_wake(struct hk_memory *mem, uint64_t page)
  * forever for a page that no longer exists. */
 int hk_memory_poison(struct hk_memory *mem, uint64_t page)
 {
+	hk_memory_waking(mem);
 	uint8_t *dst = hk_memory_page_addr(mem, page);
 	if (!dst)
 		return -ERANGE;

@@ -72,7 +72,7 @@ static long fixed_len(unsigned t)
 	case HK_MSG_DATA: return PAGE_PAYLOAD + HK_PAGE_SIZE;
 	case HK_MSG_HEARTBEAT: return 16;
 	case HK_MSG_BYE: return 0;
-	case HK_MSG_CONFIG: return HK_SHA256_LEN + 4 + 8 + 8 + 8;
+	case HK_MSG_CONFIG: return HK_SHA256_LEN + 4 + 8 + 8 + 8 + 4;
 	case HK_MSG_VCPU_AT: return 4 + 4 + 8;
 	case HK_MSG_IRQ: return 4 + 12;
 	case HK_MSG_APIC_ADDR: return 4 + 12 + 8;
@@ -140,6 +140,7 @@ size_t hk_msg_encode(const struct hk_msg *m, uint8_t *buf, size_t cap)
 		put64(p + 36, m->a);
 		put64(p + 44, m->b);
 		put64(p + 52, m->page);
+		put32(p + 60, (uint32_t)m->arg[0]); /* the node's CPUs */
 		break;
 	case HK_MSG_VCPU_AT:
 		put32(p, m->vcpu);
@@ -261,8 +262,9 @@ int hk_msg_decode(const uint8_t *buf, size_t len, struct hk_msg *m)
 		m->a = get64(p + 36);
 		m->b = get64(p + 44);
 		m->page = get64(p + 52);
+		m->arg[0] = (int32_t)get32(p + 60);
 		if (m->count == 0 || m->count > HK_MAX_VCPUS || m->page == 0 ||
-		    m->page % HK_PAGE_SIZE)
+		    m->page % HK_PAGE_SIZE || m->arg[0] < 1 || m->arg[0] > HK_MAX_VCPUS)
 			return -EBADMSG;
 		break;
 	case HK_MSG_VCPU_AT:

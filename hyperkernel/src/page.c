@@ -4,6 +4,8 @@
  * count, the embedder's arrival/departure callbacks and the invariants. */
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <unistd.h>
 
 #include "hk.h"
@@ -56,14 +58,23 @@ void hk_page_arrived(struct hk_node *n, uint64_t page, int from)
 	n->resident++;
 	if (n->resident > n->peak_resident)
 		n->peak_resident = n->resident;
-	n->pages[page].last_use = (uint32_t)++n->clock;
-	n->pages[page].hint = (int8_t)from;
+	struct hk_page *p = &n->pages[page];
+	p->last_use = (uint32_t)++n->clock;
+	p->hint = (int8_t)from;
+	/* policy history: back within 100 ms of leaving is a bounce (two nodes
+	 * taking the page in turn); otherwise the count decays */
+	uint32_t now_ms = (uint32_t)(hk_now_ns() / 1000000);
+	if (from != n->self && p->left_ms && now_ms - p->left_ms < 100)
+		p->bounces = p->bounces < 255 ? p->bounces + 1 : 255;
+	else
+		p->bounces /= 2;
 	if (n->cfg.cb.on_page_arrived)
 		n->cfg.cb.on_page_arrived(n->cfg.cb.opaque, page * HK_PAGE_SIZE);
 }
 
 bool hk_page_left(struct hk_node *n, uint64_t page)
 {
+	n->pages[page].left_ms = (uint32_t)(hk_now_ns() / 1000000) | 1;
 	if (n->pages[page].zmap) {
 		n->pages[page].zmap = false; /* premapped, never counted */
 	} else {
@@ -120,12 +131,18 @@ int hk_page_left_done(struct hk_node *n, uint64_t offset)
 /* Event thread: send the acknowledgements whose translations are gone. */
 void hk_page_flush_deferred(struct hk_node *n)
 {
+	struct { uint64_t page, id; } left[HK_MOVING_MAX];
 	pthread_mutex_lock(&n->deferred_lock);
 	size_t cnt = n->ndeferred;
 	uint64_t *d = n->deferred;
 	n->deferred = NULL;
 	n->ndeferred = n->cap_deferred = 0;
+	int nleft = n->nleft;
+	memcpy(left, n->left, (size_t)nleft * sizeof(left[0]));
+	n->nleft = 0;
 	pthread_mutex_unlock(&n->deferred_lock);
+	for (int i = 0; i < nleft; i++)
+		hk_requester_thread_left(n, left[i].page, left[i].id);
 	for (size_t i = 0; i < cnt; i++) {
 		struct hk_page *p = &n->pages[d[i]];
 		if (!p->ack_type) {
@@ -176,4 +193,43 @@ void hk_coherence_check_invariants(struct hk_node *n, uint64_t page)
 	(void)n;
 	(void)page;
 #endif
+}
+
+/* ---- pulling a thread out of its fault (see hyperkernel.h) ---- */
+
+uint64_t hk_wake_generation(struct hk_node *n)
+{
+	return atomic_load(&n->mem.wake_gen);
+}
+
+bool hk_thread_in_fault(pid_t tid)
+{
+	char path[64], buf[64];
+	snprintf(path, sizeof(path), "/proc/self/task/%d/wchan", (int)tid);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	ssize_t r = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (r <= 0)
+		return false;
+	buf[r] = 0;
+	return !strcmp(buf, "handle_userfault");
+}
+
+int hk_stall_left(struct hk_node *n, uint64_t offset, uint64_t stall_id)
+{
+	if (!n || offset / HK_PAGE_SIZE >= n->mem.npages)
+		return -EINVAL;
+	pthread_mutex_lock(&n->deferred_lock);
+	int r = n->nleft < HK_MOVING_MAX ? 0 : -ENOSPC;
+	if (!r) {
+		n->left[n->nleft].id = stall_id;
+		n->left[n->nleft++].page = offset / HK_PAGE_SIZE;
+	}
+	pthread_mutex_unlock(&n->deferred_lock);
+	uint64_t one = 1;
+	if (!r && n->evfd >= 0 && write(n->evfd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+		return -errno;
+	return r;
 }

@@ -89,17 +89,31 @@ void hk_requester_evaluate(struct hk_node *n, uint64_t page)
 		.is_write = write,
 		.home_node = hk_home_of(n, page),
 		.likely_owner = p->hint >= 0 ? p->hint : hk_home_of(n, page),
+		.wake_generation = hk_wake_generation(n),
+		.id = p->waiters->id,
 	};
 	struct hk_decision d;
-	hk_policy_decide(n->policy, &st, &d);
-	if (n->cfg.cb.on_stall)
-		n->cfg.cb.on_stall(n->cfg.cb.opaque, &st, &d);
-	/* A move is asked for once per stall: if the embedder has not pulled
-	 * the thread out by the time it is asked again (a re-fault, or the
-	 * tick's check), the page comes after all, so no thread waits for
-	 * a move that does not happen. */
-	if (d.kind == HK_MOVE_VCPU && !p->move_asked) {
+	if (p->move_asked) {
+		/* A move is asked for once per stall: if the embedder has not
+		 * pulled the thread out by the time it is asked again (a
+		 * re-fault, or the tick's check), the page comes after all, so
+		 * no thread waits for a move that does not happen. */
+		d = (struct hk_decision){ HK_BRING_PAGE, -1, HK_WHY_MOVE_TIMEOUT, -1 };
+	} else {
+		hk_policy_decide(n, &st, &d);
+		bool move = d.kind == HK_MOVE_VCPU;
+		if (n->cfg.cb.on_stall)
+			n->cfg.cb.on_stall(n->cfg.cb.opaque, &st, &d);
+		if (move && d.kind != HK_MOVE_VCPU)
+			d.reason = HK_WHY_EMBEDDER;
+	}
+	hk_policy_count(n, d.reason);
+	if (d.kind == HK_MOVE_VCPU) {
 		n->stats.node.vcpu_move_decisions++;
+		p->waiters->pulling = true; /* the stall st describes */
+		/* a full target: one of its vCPUs comes here in exchange */
+		if (d.swap_vcpu >= 0 && hk_vcpu_migrate_request(n, d.swap_vcpu, n->self) >= 0)
+			n->stats.node.vcpu_swaps++;
 		p->move_asked = true;
 		p->move_ns = hk_now_ns();
 		if (n->nmoving < HK_MOVING_MAX)
@@ -179,6 +193,7 @@ void hk_requester_fault(struct hk_node *n, uint64_t page, bool write, pid_t tid)
 	for (struct hk_waiter *w = p->waiters; w; w = w->next) {
 		if (w->tid == tid) { /* woken, still unsatisfied, faulted again */
 			w->write |= write;
+			w->pulling = false; /* it is in this fault, whatever was asked */
 			hk_requester_evaluate(n, page);
 			return;
 		}
@@ -188,6 +203,8 @@ void hk_requester_fault(struct hk_node *n, uint64_t page, bool write, pid_t tid)
 		hk_die("out of memory for a stall record");
 	w->tid = tid;
 	w->write = write;
+	w->pulling = false;
+	w->id = ++n->stall_ids;
 	w->t0 = hk_now_ns();
 	w->next = p->waiters;
 	p->waiters = w;
@@ -251,8 +268,11 @@ void hk_requester_on_data(struct hk_node *n, int from, const struct hk_msg *m)
 	}
 	/* Read-only first either way: an exclusive copy becomes writable only
 	 * once the giver has dropped its own. */
-	if (!m->aux)
+	if (!m->aux) {
 		hk_stats_stage(&n->stats, HK_STAGE_REMOTE, p->t_req);
+		if (p->t_req && !p->ahead)
+			hk_policy_page_cost(n, from, arrived - p->t_req);
+	}
 	hk_must(hk_memory_install(&n->mem, m->page, m->data, true), "install", m->page);
 	hk_stats_stage(&n->stats, HK_STAGE_INSTALL, arrived);
 	p->t_data = hk_now_ns();
@@ -344,6 +364,24 @@ void hk_requester_check_moves(struct hk_node *n)
 		hk_requester_evaluate(n, pg);
 	}
 	n->nmoving = kept;
+}
+
+void hk_requester_thread_left(struct hk_node *n, uint64_t page, uint64_t stall_id)
+{
+	struct hk_page *p = &n->pages[page];
+	for (struct hk_waiter **pw = &p->waiters; *pw; pw = &(*pw)->next) {
+		struct hk_waiter *w = *pw;
+		/* the same stall, and no re-fault since the move was asked */
+		if (w->id != stall_id || !w->pulling)
+			continue;
+		*pw = w->next;
+		free(w);
+		n->stats.node.vcpu_pulls++;
+		/* the others, if any, get a decision of their own */
+		p->move_asked = false;
+		hk_requester_evaluate(n, page);
+		return;
+	}
 }
 
 /* The home's answer to our DROP_REQ: 1, drop the shared copy now (its

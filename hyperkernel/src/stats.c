@@ -185,11 +185,13 @@ static void json_counters(struct sbuf *s, const struct hk_counters *c)
 		  "\"vcpu_move_decisions\":%lu,\"evictions\":%lu,\"irqs_forwarded\":%lu,"
 		  "\"irqs_received\":%lu,\"migrate_requests_forwarded\":%lu,"
 		  "\"migrate_requests_lost\":%lu,\"location_updates\":%lu,\"deferred_acks\":%lu,"
-		  "\"pushes_refused\":%lu,\"shared_drops\":%lu,\"readaheads\":%lu",
+		  "\"pushes_refused\":%lu,\"shared_drops\":%lu,\"readaheads\":%lu,"
+		  "\"vcpu_pulls\":%lu,\"vcpu_swaps\":%lu",
 		  c->read_stalls, c->write_stalls, c->pages_received, c->pages_sent, c->inval_sent,
 		  c->inval_received, c->zero_fills, c->vcpu_blobs_sent, c->vcpu_blobs_received,
 		  c->vcpu_move_decisions, c->evictions, c->irqs_forwarded, c->irqs_received,
-		  c->migrate_requests_forwarded, c->migrate_requests_lost, c->location_updates, c->deferred_acks, c->pushes_refused, c->shared_drops, c->readaheads);
+		  c->migrate_requests_forwarded, c->migrate_requests_lost, c->location_updates, c->deferred_acks, c->pushes_refused, c->shared_drops, c->readaheads,
+		  c->vcpu_pulls, c->vcpu_swaps);
 }
 
 static void json_hist(struct sbuf *s, const struct hk_hist *h)
@@ -252,6 +254,10 @@ char *hk_stats_to_json(struct hk_stats *st, int node_id, uint64_t resident, uint
 		sb_printf(&s, "%s\"%s\":", k ? "," : "", stage_names[k]);
 		json_hist(&s, &st->stage[k]);
 	}
+	/* the policy's decisions by reason ("page.*": brought, "vcpu.*": moved) */
+	sb_printf(&s, "},\"decisions\":{");
+	for (unsigned k = 0; k < HK_WHY_COUNT; k++)
+		sb_printf(&s, "%s\"%s\":%lu", k ? "," : "", hk_reason_name(k), st->decisions[k]);
 	sb_printf(&s, "},\"sched\":{\"event_thread\":");
 	json_sched(&s, st->event_tid);
 	sb_printf(&s, "}");

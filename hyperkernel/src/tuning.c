@@ -39,6 +39,13 @@ int hk_tuning_load(struct hk_tuning *t, bool event_rt)
 	static const struct knob fault = { "HK_FAULT_SPIN_US", 0, 100000, 20, "microseconds" };
 	static const struct knob peer = { "HK_PEER_SPIN_US", 0, 100000, 50, "microseconds" };
 	static const struct knob ra = { "HK_READAHEAD", 0, 64, 16, "pages, 0 = off" };
+	/* the "cost" policy */
+	static const struct knob hold = { "HK_HOLD_DOWN_US", 0, 10000000, 10000,
+					  "microseconds a vCPU stays after it arrives" };
+	static const struct knob hyst = { "HK_COST_HYSTERESIS_PCT", 0, 1000, 25,
+					  "percent a move must win by" };
+	static const struct knob prior = { "HK_VCPU_COST_US", 1, 1000000, 500,
+					   "microseconds, a vCPU move until one is measured" };
 	uint64_t v;
 	if (number(&spin, &v))
 		return -EINVAL;
@@ -53,6 +60,15 @@ int hk_tuning_load(struct hk_tuning *t, bool event_rt)
 	if (number(&ra, &v))
 		return -EINVAL;
 	t->readahead = (uint32_t)v;
+	if (number(&hold, &v))
+		return -EINVAL;
+	t->hold_down_ns = v * 1000;
+	if (number(&hyst, &v))
+		return -EINVAL;
+	t->hysteresis_pct = (uint32_t)v;
+	if (number(&prior, &v))
+		return -EINVAL;
+	t->vcpu_prior_ns = v * 1000;
 	const char *s = getenv("HK_EVENT_SCHED");
 	if (!s) {
 		t->event_rt = event_rt;

@@ -85,7 +85,7 @@ static void test_wrong_version_is_refused(void)
 {
 	tn_init_dir(2);
 	struct hk_node *n = node0("s3cret", 1500);
-	pid_t p = spawn_node1("s3cret", 3);
+	pid_t p = spawn_node1("s3cret", HK_PROTOCOL_VERSION + 1);
 	CHECK(hk_node_start(n) == -ETIMEDOUT);
 	CHECK(child_status(p) == ECONNREFUSED);
 	CHECK(malformed_counted(n));

@@ -43,7 +43,7 @@ static void test_roundtrip_all_types(void)
 			      !memcmp(d.data, page, 1000));
 		if (t == HK_MSG_CONFIG)
 			CHECK(d.mac[31] == 0xa5 && d.count == 4 && d.a == 11 && d.b == 22 &&
-			      d.page == 1u << 20);
+			      d.page == 1u << 20 && d.arg[0] == 1);
 		if (t == HK_MSG_IRQ)
 			CHECK(d.vcpu == 5 && d.arg[0] == 1 && d.arg[1] == 0x31 && d.arg[2] == 1);
 		if (t == HK_MSG_APIC_ADDR)
@@ -77,8 +77,9 @@ static void test_cluster_messages_with_fields_out_of_range_are_refused(void)
 		{ .type = HK_MSG_VCPU_AT, .vcpu = HK_MAX_VCPUS },
 		{ .type = HK_MSG_VCPU_AT, .vcpu = 1, .node = HK_MAX_NODES },
 		{ .type = HK_MSG_MIGRATE, .vcpu = 1, .node = HK_MAX_NODES },
-		{ .type = HK_MSG_CONFIG, .count = 0, .page = 4096 },           /* no vCPUs */
-		{ .type = HK_MSG_CONFIG, .count = 1, .page = 4097 },           /* not pages */
+		{ .type = HK_MSG_CONFIG, .count = 0, .page = 4096, .arg = { 1 } }, /* no vCPUs */
+		{ .type = HK_MSG_CONFIG, .count = 1, .page = 4097, .arg = { 1 } }, /* not pages */
+		{ .type = HK_MSG_CONFIG, .count = 1, .page = 4096 },           /* no CPUs */
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		size_t n = hk_msg_encode(&bad[i], buf, sizeof(buf));

@@ -1,24 +1,170 @@
-/* test_policy.c - "page" brings the page, "vcpu" moves to the likely owner. */
+/* test_policy.c - each policy is a pure function of its view: "page" always
+ * brings, "vcpu" goes to the owner, "cost" compares measured costs with
+ * hysteresis and a hold-down; none moves a vCPU to a full node, to itself,
+ * or a thread that runs no vCPU. */
+#include <string.h>
+
 #include "hk.h"
 #include "hk_test.h"
 
-static void test_policies(void)
+static struct hk_stall stall = { .vcpu = 1, .likely_owner = 2, .home_node = 1 };
+
+/* A stall on node 0 for a page node 2 owns; room there; nothing measured. */
+static struct hk_policy_view view(void)
+{
+	return (struct hk_policy_view){
+		.stall = &stall, .self = 0, .owner = 2, .target_vcpus = 0, .target_capacity = 1,
+		.since_moved_ns = UINT64_MAX, .hold_down_ns = 10000000, .vcpu_prior_ns = 500000,
+		.hysteresis_pct = 25, .swap_vcpu = -1,
+	};
+}
+
+static struct hk_decision decide(const struct hk_policy *p, const struct hk_policy_view *v)
+{
+	struct hk_decision d = { HK_MOVE_VCPU, 7, 99, 5 };
+	p->decide(v, &d);
+	return d;
+}
+
+static void test_parse(void)
 {
 	enum hk_policy_kind p;
-	struct hk_stall s = { .likely_owner = 2, .home_node = 1 };
-	struct hk_decision d;
 	CHECK(hk_policy_parse("page", &p) == 0 && p == HK_POLICY_PAGE);
-	hk_policy_decide(p, &s, &d);
-	CHECK(d.kind == HK_BRING_PAGE);
 	CHECK(hk_policy_parse("vcpu", &p) == 0 && p == HK_POLICY_VCPU);
-	hk_policy_decide(p, &s, &d);
-	CHECK(d.kind == HK_MOVE_VCPU && d.target_node == 2);
+	CHECK(hk_policy_parse("cost", &p) == 0 && p == HK_POLICY_COST);
 	CHECK(hk_policy_parse("nonsense", &p) == -EINVAL);
 	CHECK(hk_policy_parse(NULL, &p) == 0 && p == HK_POLICY_PAGE);
+	for (int k = 0; k < HK_POLICY_COUNT; k++)
+		CHECK(strstr(hk_policy_names(), hk_policy_name((enum hk_policy_kind)k)));
+	for (unsigned r = 0; r < HK_WHY_COUNT; r++)
+		CHECK(strcmp(hk_reason_name(r), "?") != 0);
+}
+
+static void test_page_and_vcpu(void)
+{
+	struct hk_policy_view v = view();
+	struct hk_decision d = decide(&hk_policy_page, &v);
+	CHECK(d.kind == HK_BRING_PAGE && d.reason == HK_WHY_PAGE_ALWAYS);
+	d = decide(&hk_policy_vcpu, &v);
+	CHECK(d.kind == HK_MOVE_VCPU && d.target_node == 2 && d.reason == HK_WHY_TO_OWNER &&
+	      d.swap_vcpu == -1);
+}
+
+/* What every moving policy refuses. */
+static void test_moves_refused(void)
+{
+	const struct hk_policy *movers[] = { &hk_policy_vcpu, &hk_policy_cost };
+	for (unsigned i = 0; i < 2; i++) {
+		struct hk_policy_view v = view();
+		v.vcpu_ns = 1; /* a move would be cheap */
+		v.page_ns = 1000000;
+		v.target_vcpus = 1; /* node 2's one CPU is taken */
+		struct hk_decision d = decide(movers[i], &v);
+		CHECK(d.kind == HK_BRING_PAGE && d.reason == HK_WHY_TARGET_FULL && d.swap_vcpu == -1);
+		/* full, but one of its vCPUs can come here in exchange */
+		v.swap_vcpu = 3;
+		d = decide(movers[i], &v);
+		CHECK(d.kind == HK_MOVE_VCPU && d.target_node == 2 && d.swap_vcpu == 3 &&
+		      d.reason == HK_WHY_SWAP);
+		v.swap_vcpu = -1;
+		v.target_vcpus = 0;
+		v.vcpu_fixed = true; /* e.g. vCPU 0 with the legacy PIC */
+		d = decide(movers[i], &v);
+		CHECK(d.kind == HK_BRING_PAGE && d.reason == HK_WHY_FIXED_VCPU);
+		v.vcpu_fixed = false;
+		v.owner = 0; /* here */
+		d = decide(movers[i], &v);
+		CHECK(d.kind == HK_BRING_PAGE && d.reason == HK_WHY_OWNER_HERE);
+		v.owner = -1;
+		d = decide(movers[i], &v);
+		CHECK(d.kind == HK_BRING_PAGE && d.reason == HK_WHY_OWNER_HERE);
+		v.owner = 2;
+		struct hk_stall io = stall;
+		io.vcpu = -1;
+		v.stall = &io;
+		d = decide(movers[i], &v);
+		CHECK(d.kind == HK_BRING_PAGE && d.reason == HK_WHY_NOT_A_VCPU);
+	}
+}
+
+static void test_cost(void)
+{
+	struct hk_policy_view v = view();
+	/* a page at 60 us against a move at 500 us: bring */
+	v.page_ns = 60000;
+	v.vcpu_ns = 500000;
+	struct hk_decision d = decide(&hk_policy_cost, &v);
+	CHECK(d.kind == HK_BRING_PAGE && d.reason == HK_WHY_PAGE_CHEAPER);
+	/* the same page bouncing between the nodes: it will come again and
+	 * again, so the vCPU goes to it */
+	v.page_bounces = 15;
+	d = decide(&hk_policy_cost, &v);
+	CHECK(d.kind == HK_MOVE_VCPU && d.target_node == 2 && d.reason == HK_WHY_VCPU_CHEAPER);
+	/* hysteresis: a move that wins by less than 25% does not happen */
+	v.page_bounces = 0;
+	v.page_ns = 550000;
+	d = decide(&hk_policy_cost, &v);
+	CHECK(d.kind == HK_BRING_PAGE && d.reason == HK_WHY_PAGE_CHEAPER);
+	v.page_ns = 700000;
+	d = decide(&hk_policy_cost, &v);
+	CHECK(d.kind == HK_MOVE_VCPU);
+	/* hold-down: a vCPU that just arrived stays, however cheap the move */
+	v.since_moved_ns = 1000000;
+	d = decide(&hk_policy_cost, &v);
+	CHECK(d.kind == HK_BRING_PAGE && d.reason == HK_WHY_HOLD_DOWN);
+	/* nothing measured: the prior for a move, a quarter of it for a page */
+	v = view();
+	d = decide(&hk_policy_cost, &v);
+	CHECK(d.kind == HK_BRING_PAGE && d.reason == HK_WHY_PAGE_CHEAPER);
+}
+
+/* No chase: under "cost", a vCPU moves at most once per hold-down, whatever
+ * the page does.  An adversary hands the page to a random one of 4 nodes
+ * every 10 us, and the page looks as hot as it can (bouncing, a move far
+ * cheaper than a fetch); vCPU k stalls on it whenever it is elsewhere.  In
+ * 100 ms, with a 10 ms hold-down, each vCPU moves at most 100 / 10 + 1
+ * times, and without the hold-down it would move thousands of times. */
+static void test_cost_never_chases(void)
+{
+	uint64_t now = 0, arrived[2] = { 0, 0 }, rng = 88172645463325252ull;
+	int node[2] = { 0, 1 }, moves[2] = { 0, 0 }, owner = 0;
+	for (int step = 0; step < 10000; step++, now += 10000) {
+		rng ^= rng << 13;
+		rng ^= rng >> 7;
+		rng ^= rng << 17;
+		owner = (int)(rng % 4);
+		int k = step & 1;
+		if (node[k] == owner)
+			continue;
+		struct hk_stall s = { .vcpu = k, .likely_owner = owner };
+		struct hk_policy_view v = view();
+		v.stall = &s;
+		v.self = node[k];
+		v.owner = owner;
+		v.target_capacity = 2;
+		v.target_vcpus = node[!k] == owner;
+		v.page_ns = 60000;
+		v.vcpu_ns = 20000;
+		v.page_bounces = 200;
+		v.since_moved_ns = arrived[k] ? now - arrived[k] : UINT64_MAX;
+		struct hk_decision d = decide(&hk_policy_cost, &v);
+		if (d.kind == HK_MOVE_VCPU) {
+			CHECK(d.target_node == owner);
+			node[k] = d.target_node;
+			arrived[k] = now;
+			moves[k]++;
+		}
+	}
+	for (int k = 0; k < 2; k++)
+		CHECK(moves[k] >= 5 && moves[k] <= 100 / 10 + 1);
 }
 
 int main(void)
 {
-	RUN(test_policies);
+	RUN(test_parse);
+	RUN(test_page_and_vcpu);
+	RUN(test_moves_refused);
+	RUN(test_cost);
+	RUN(test_cost_never_chases);
 	TEST_DONE();
 }

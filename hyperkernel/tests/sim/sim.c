@@ -66,6 +66,7 @@ static uint64_t steps;
 static int kill_at_step = -1;   /* -1: no node dies in this seed */
 static int killed = -1;
 static int sim_hot_pages;       /* accesses favour the first few pages */
+uint64_t sim_moves;             /* threads the policy moved to another node */
 /* TCG's translations: a node that ran a page's code may keep running it
  * until the embedder's invalidation is done; the embedder defers some. */
 static uint8_t *translated[SIM_MAX_NODES];
@@ -122,6 +123,36 @@ static int on_page_left(void *opaque, uint64_t offset)
 	return 0;
 }
 
+/* The policy's move: pull the thread out of its fault and run it on the
+ * target node (a vCPU's move), or bring the page after all, or leave the
+ * thread in its fault (an embedder that cannot pull it out). */
+static void on_stall(void *opaque, const struct hk_stall *s, struct hk_decision *d)
+{
+	int k = (int)(intptr_t)opaque;
+	if (d->kind != HK_MOVE_VCPU)
+		return;
+	if (d->target_node == k || d->target_node < 0 || d->target_node >= sim.nodes ||
+	    !sim.node[d->target_node].alive)
+		violation("node %d: a move to node %d", k, d->target_node);
+	uint64_t r = sim_below(4);
+	if (r == 0) {
+		d->kind = HK_BRING_PAGE;
+		return;
+	}
+	if (r == 1 || !sim.node[d->target_node].alive)
+		return;
+	for (int i = 0; i < nthreads; i++) {
+		struct sim_thread *th = &threads[i];
+		if (th->tid != s->tid || th->node != k || th->state != T_BLOCKED)
+			continue;
+		th->node = d->target_node;
+		th->state = T_READY; /* retries its access there */
+		sim.node[th->node].hk->vcpu_tid[s->vcpu] = th->tid;
+		hk_stall_left(sim.node[k].hk, s->offset, s->id);
+		sim_moves++;
+	}
+}
+
 static void on_peer_lost(void *opaque, int node, const struct hk_page_range *ranges,
 			 size_t nranges, uint64_t lost_pages)
 {
@@ -154,9 +185,12 @@ static void build_world(uint64_t seed)
 		budget = sim.pages / (uint64_t)sim.nodes + 1 + sim_below(2);
 	}
 	uint32_t chunk = 1 + (uint32_t)sim_below(4);
-	/* "vcpu" asks for moves that this embedder never makes: every stall
-	 * must still end (the library brings the page after its bound) */
-	const char *policy = sim_below(4) == 0 ? "vcpu" : "page";
+	/* "vcpu" and "cost" ask for moves: this embedder makes some (the
+	 * thread moves to the target node and retries there), turns some
+	 * into fetches and ignores the rest, so every stall must still end
+	 * (the library brings the page after its bound) */
+	static const char *const policies[] = { "page", "page", "vcpu", "cost" };
+	const char *policy = policies[sim_below(4)];
 	if (sim_below(8) == 0)
 		kill_at_step = 200 + (int)sim_below(3000);
 
@@ -180,6 +214,7 @@ static void build_world(uint64_t seed)
 		cfg.peer_timeout_ms = 1000000; /* death comes from the driver, not silence */
 		cfg.cb.on_peer_lost = on_peer_lost;
 		cfg.cb.on_page_left = on_page_left;
+		cfg.cb.on_stall = on_stall;
 		cfg.cb.opaque = (void *)(intptr_t)k;
 		sn->alive = true;
 		/* registered before the node exists, so the memory can be found */
@@ -228,6 +263,7 @@ static void build_world(uint64_t seed)
 			th->streams = ((seed * 0x9e3779b97f4a7c15ull) ^ (uint64_t)th->tid * 0xbf58476d1ce4e5b9ull)
 					      % 5 == 0;
 			th->last = (uint64_t)th->tid % sim.pages;
+			sim.node[k].hk->vcpu_tid[nthreads - 1] = th->tid; /* thread i runs vCPU i */
 		}
 	}
 	if (sim.verbose)
@@ -489,6 +525,7 @@ static void do_action(const struct action *a)
 		break;
 	case A_TICK:
 		next_tick[a->a] = sim.now_ns + TICK_NS;
+		hk_page_flush_deferred(sim.node[a->a].hk); /* e.g. threads moved away */
 		hk_tick(sim.node[a->a].hk);
 		break;
 	case A_INVALIDATED: {
@@ -590,9 +627,21 @@ static int run_seed(uint64_t seed)
 		}
 		for (int i = 0; i < nthreads; i++)
 			if (threads[i].state != T_DONE)
-				fprintf(stdout, "  thread %d on node %d: %s page %lu\n", threads[i].tid,
+			{
+				fprintf(stdout, "  thread %d on node %d: %s page %lu", threads[i].tid,
 					threads[i].node, threads[i].state == T_BLOCKED ? "blocked on" : "ready,",
 					threads[i].page);
+				if (threads[i].page < sim.pages) {
+					struct hk_page *p = &sim.node[threads[i].node].hk->pages[threads[i].page];
+					int nw = 0;
+					for (struct hk_waiter *w = p->waiters; w; w = w->next)
+						nw++;
+					fprintf(stdout, " (state %d, %d waiters, req %d, move asked %d, "
+						"awaits room %d, dropping %d)", p->state, nw, p->req_pending,
+						p->move_asked, p->await_room, p->dropping);
+				}
+				fputc('\n', stdout);
+			}
 		return 2;
 	}
 	for (int i = 0; i < nthreads; i++) {
@@ -611,8 +660,8 @@ static int run_seed(uint64_t seed)
 			ev += sim.node[k].hk->stats.node.evictions;
 		}
 		fprintf(stdout, "sim seed %lu: steps=%lu frames=%lu writes=%lu readaheads=%lu "
-			"evictions=%lu violations=%lu\n", seed, steps, sim.frames_delivered, version, ra,
-			ev, violations);
+			"evictions=%lu vcpu_moves=%lu violations=%lu\n", seed, steps, sim.frames_delivered,
+			version, ra, ev, sim_moves, violations);
 	}
 	return violations ? 1 : 0;
 }

@@ -57,6 +57,7 @@ static uint8_t *map_of(struct hk_memory *mem, uint64_t page)
 
 int hk_memory_install(struct hk_memory *mem, uint64_t page, const void *src, bool wp)
 {
+	hk_memory_waking(mem);
 	uint8_t *m = map_of(mem, page);
 	if (*m != SIM_NONE)
 		return -EEXIST;
@@ -74,6 +75,8 @@ int hk_memory_install_zero(struct hk_memory *mem, uint64_t page, bool wp)
 
 int hk_memory_protect(struct hk_memory *mem, uint64_t page, bool wp)
 {
+	if (!wp)
+		hk_memory_waking(mem);
 	uint8_t *m = map_of(mem, page);
 	switch (*m) {
 	case SIM_RO:
@@ -102,6 +105,7 @@ int hk_memory_drop(struct hk_memory *mem, uint64_t page)
 
 int hk_memory_wake(struct hk_memory *mem, uint64_t page)
 {
+	hk_memory_waking(mem);
 	map_of(mem, page);
 	sim_wake((int)(sim_node_of_memory(mem) - sim.node), page);
 	return 0;
@@ -109,6 +113,7 @@ int hk_memory_wake(struct hk_memory *mem, uint64_t page)
 
 int hk_memory_poison(struct hk_memory *mem, uint64_t page)
 {
+	hk_memory_waking(mem);
 	/* as memory.c: a present page makes UFFDIO_POISON fail with EEXIST,
 	 * which it ignores, and nobody is woken */
 	uint8_t *m = map_of(mem, page);

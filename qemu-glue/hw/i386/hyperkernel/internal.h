@@ -14,6 +14,7 @@
  *                 shutdown
  *   vcpu-state.c  a vCPU's state: save/load, export/import
  *   moves.c       why a vCPU moves: I/O visits and back, policy, requests
+ *   pull.c        pulling a vCPU out of a stall so that it moves instead
  *   interrupts.c  APIC hooks: forwarding, addressing, EOI, inert devices
  *   tb.c          dropping translations of pages that move
  *   qmp.c         query-hyperkernel, hyperkernel-migrate-vcpu
@@ -48,6 +49,15 @@ typedef struct HkRegion {
     uint64_t len;
 } HkRegion;
 
+/* pull.c: one vCPU's pull out of a stall */
+typedef struct HkPull {
+    int armed;                  /* the signal is on its way */
+    int left;                   /* unwound: tell the library at the loop exit */
+    uint64_t generation;        /* hk_wake_generation() while it was blocked */
+    uint64_t offset;            /* the page it was blocked on */
+    uint64_t stall_id;          /* and the library's number for that stall */
+} HkPull;
+
 struct HyperkernelState {
     Object parent_obj;
 
@@ -73,6 +83,7 @@ struct HyperkernelState {
     int export_to[HK_MAX_VCPUS];     /* move there at the next loop exit, or -1 */
     int64_t io_arrival[HK_MAX_VCPUS];
     int64_t last_move_ns[HK_MAX_VCPUS]; /* policy moves: at most one per 20 ms */
+    HkPull pull[HK_MAX_VCPUS];          /* pull.c */
 
     /* util.c: work for the main loop, in arrival order (BHs are LIFO) */
     GAsyncQueue *main_queue;
@@ -87,6 +98,7 @@ struct HyperkernelState {
     uint64_t tbinval_acks_released;
     uint64_t tbinval_ack_early_stall, tbinval_ack_early_timeout;
     uint64_t policy_moves, requests_stayed, requests_followed;
+    uint64_t pulls, pulls_raced, pulls_outside_tb, pulls_not_in_fault;
 };
 
 /* The one hyperkernel object of this process, NULL without one. */
@@ -119,6 +131,12 @@ bool hk_move_request(int cpu, int target, Error **errp);
 void hk_cb_migrate_request(void *opaque, int from, uint32_t vcpu, int target);
 void hk_cb_stall(void *opaque, const struct hk_stall *stall,
                  struct hk_decision *decision);
+
+/* pull.c */
+void hk_pull_init(void);
+void hk_pull_thread_init(void);
+bool hk_pull_start(CPUState *cs, pid_t tid, const struct hk_stall *stall);
+void hk_pull_left(CPUState *cs);
 
 /* interrupts.c */
 void hk_irq_init(void);

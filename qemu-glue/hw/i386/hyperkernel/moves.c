@@ -7,11 +7,13 @@
  *   instruction (the hooks' callers do that) and moves to the io-node, where
  *   the instruction runs again against the real devices.  It goes back to its
  *   home node once it has been there 2 ms.
- * - Policy moves.  With policy=vcpu the library asks, on a stall, for the
- *   vCPU to move to the node that likely owns the page.  Pulling a vCPU out
- *   of a userfaultfd fault is not implemented, so the page is fetched anyway
- *   and the vCPU moves at its next exit from the execution loop.  Its home
- *   becomes that node.
+ * - Policy moves.  When the library's policy (vcpu, cost) asks, on a stall,
+ *   for the vCPU to move to the node that holds the page, the vCPU's thread
+ *   is pulled out of its fault (pull.c) and the vCPU moves without the page;
+ *   if it cannot be pulled out, the page is fetched and the vCPU moves at its
+ *   next exit from the execution loop anyway.  Its home becomes that node.
+ *   vCPU 0 never moves (it alone receives the legacy PIC's interrupts), and
+ *   a vCPU moves at most once per 20 ms.
  * - Requests (hyperkernel-migrate-vcpu, sent to any node).  The library sends
  *   a request to the node that runs the vCPU, following it if it is moving;
  *   that node moves it and makes the target its home, so it stays there.  A
@@ -50,6 +52,7 @@ static void hk_cpu_loop(CPUState *cs)
     if (cs->hk_parked) {
         return;
     }
+    hk_pull_left(cs);
     if (exp >= 0) {
         hk_vcpu_export(cs, exp & 0xff, exp >> 8);
         return;
@@ -147,6 +150,9 @@ void hk_cb_stall(void *opaque, const struct hk_stall *stall,
             hk_vcpu_set_home(hks->hk, k, decision->target_node);
             qatomic_inc(&hks->policy_moves);
             cpu_exit(cs);
+            if (hk_pull_start(cs, stall->tid, stall)) {
+                return;             /* it moves without the page */
+            }
         }
     }
     decision->kind = HK_BRING_PAGE;

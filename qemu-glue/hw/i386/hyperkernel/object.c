@@ -2,7 +2,7 @@
  * Software-defined server glue: the hyperkernel object and the machine set-up.
  *
  * "-object hyperkernel,node=I,nodes=N,peers=A0;A1;...,secret=ID,vcpus=L,
- * budget=SIZE,policy=page|vcpu,epoch=NS" makes this QEMU process node I of a
+ * budget=SIZE,policy=page|vcpu|cost,epoch=NS" makes this QEMU process node I of a
  * software-defined server.
  *
  * The object is created before the machine (object_create_early), so
@@ -170,6 +170,7 @@ static void hk_vcpu_thread_init(CPUState *cpu)
         hks->thread_ids[cpu->cpu_index] = cpu->thread_id;
     }
     hk_peer_loss_thread_init();
+    hk_pull_thread_init();
 }
 
 static void hk_machine_init_done(Notifier *n, void *data)
@@ -207,6 +208,7 @@ static void hk_machine_init_done(Notifier *n, void *data)
     }
     hks->started = true;
     hk_irq_init();
+    hk_pull_init();
     hk_moves_init();
     qapi_event_send_hyperkernel_node_state(hks->node, "up", "joined the cluster");
 }
@@ -331,8 +333,9 @@ static void hk_complete(UserCreatable *uc, Error **errp)
     if (!hk_parse_vcpus(s->vcpus, &s->local_mask, errp)) {
         return;
     }
-    if (s->policy && strcmp(s->policy, "page") && strcmp(s->policy, "vcpu")) {
-        error_setg(errp, "hyperkernel: policy must be 'page' or 'vcpu'");
+    if (s->policy && !hk_policy_known(s->policy)) {
+        error_setg(errp, "hyperkernel: unknown policy '%s': use one of %s", s->policy,
+                   hk_policy_names());
         return;
     }
     if (!hk_parse_peers(s, errp)) {
@@ -356,6 +359,9 @@ static void hk_complete(UserCreatable *uc, Error **errp)
     cfg.policy = s->policy ? s->policy : "page";
     /* our vCPU threads spin in guest code on the same host CPUs */
     cfg.event_realtime = true;
+    /* vCPU 0 alone receives the legacy PIC's interrupts (node 0 has the
+     * devices): no policy moves it, nor swaps it out */
+    cfg.fixed_vcpus = 1;
     cfg.cb.opaque = s;
     cfg.cb.on_stall = hk_cb_stall;
     cfg.cb.on_page_arrived = hk_cb_page_arrived;

@@ -31,6 +31,10 @@ static QDict *hk_glue_stats(void)
     qdict_put_int(glue, "io-exits", hks->io_moves_pio + hks->io_moves_mmio);
     qdict_put_int(glue, "io-returns", hks->io_returns);
     qdict_put_int(glue, "policy-moves", hks->policy_moves);
+    qdict_put_int(glue, "pulls", hks->pulls);
+    qdict_put_int(glue, "pulls-raced", hks->pulls_raced);
+    qdict_put_int(glue, "pulls-outside-tb", hks->pulls_outside_tb);
+    qdict_put_int(glue, "pulls-not-in-fault", hks->pulls_not_in_fault);
     qdict_put_int(glue, "requests-stayed", hks->requests_stayed);
     qdict_put_int(glue, "requests-followed", hks->requests_followed);
     qdict_put_int(glue, "tb-invalidate-immediate", hks->tbinval_try_ok);

@@ -1,0 +1,85 @@
+"""The wandering vCPU on real nodes: a stalled vCPU is pulled out of its fault
+and moves to the page, every policy keeps the guest's programs correct, and
+an unknown policy is refused before anything starts.
+
+Each node holds as many vCPUs as it has CPUs (4 vCPUs on 2 nodes: 2 each), so
+a vCPU moves to a full node only by swapping with one of its vCPUs there.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from conftest import ClusterFactory
+
+from testbed.cluster import Cluster
+from testbed.config import POLICIES, ClusterSpec
+from testbed.errors import ConfigError
+from testbed.workloads import ParamValue
+
+pytestmark = [pytest.mark.boot, pytest.mark.usefixtures("needs_hyperkernel")]
+
+SPEC: dict[str, Any] = {"nodes": 2, "vcpus": 4, "mem_mib": 512, "boot_timeout": 400}
+# ping on vCPU 0 (node 0, which no policy moves), pong on vCPU 2 (node 1)
+PINGPONG: dict[str, ParamValue] = {"rounds": 2000, "cpus": "0,2", "timeout_s": 120}
+
+
+def _booted(cluster_factory: ClusterFactory, policy: str) -> Cluster:
+    cluster = cluster_factory(**SPEC, policy=policy)
+    cluster.boot()
+    return cluster
+
+
+def test_a_stalled_vcpu_is_pulled_out_and_moves_to_the_page(
+        cluster_factory: ClusterFactory) -> None:
+    cluster = _booted(cluster_factory, "vcpu")
+    record = cluster.run_workload("pingpong", PINGPONG, guest_timeout=300)
+    assert record.ok, record.raw
+    stats = record.hk_stats
+    # The library forgot stalls whose thread left without the page: the
+    # glue unwound them out of translated code (its own count agrees) and
+    # their vCPUs went to the page's node instead.
+    assert stats["totals"]["vcpu_pulls"] > 0, stats["glue"]
+    assert stats["glue"]["pulls"] == stats["totals"]["vcpu_pulls"], stats["glue"]
+    assert stats["glue"]["policy-moves"] > 0
+    moved = stats["decisions"]["vcpu.to_owner"] + stats["decisions"]["vcpu.swap"]
+    assert moved > 0, stats["decisions"]
+    # vCPU 0 never moves (the legacy PIC reaches only node 0)
+    assert stats["decisions"]["page.fixed_vcpu"] > 0
+    assert cluster.vcpu_location(0) == 0
+    # no node runs more vCPUs than its CPUs once the moves have settled
+    where = cluster.vcpu_locations()
+    assert all(where.count(node) <= 2 for node in range(2)), where
+    for name, params in SHARING.items():
+        record = cluster.run_workload(name, params, guest_timeout=300)
+        assert record.ok, record.raw
+
+
+# Every moving policy runs the programs that share data across nodes, each
+# verifying its own result (the "page" policy runs them in test_workloads_guest).
+SHARING: dict[str, dict[str, ParamValue]] = {
+    "lock": {"threads": 4, "iters": 2000, "kind": "spin", "timeout_s": 120},
+    "sqlite": {"rows": 500, "lookups": 500, "updates": 200, "timeout_s": 120},
+}
+
+
+def test_cost_policy_keeps_programs_correct(cluster_factory: ClusterFactory) -> None:
+    cluster = _booted(cluster_factory, "cost")
+    decisions: dict[str, int] = {}
+    for name, params in {"pingpong": PINGPONG, **SHARING}.items():
+        record = cluster.run_workload(name, params, guest_timeout=300)
+        assert record.ok, record.raw
+        for why, count in record.hk_stats["decisions"].items():
+            decisions[why] = decisions.get(why, 0) + count
+    # it weighed costs (and none of its choices came from another policy)
+    assert decisions["page.cheaper"] + decisions["vcpu.cheaper"] + decisions["vcpu.swap"] > 0
+    assert decisions["page.policy"] == decisions["vcpu.to_owner"] == 0
+
+
+def test_an_unknown_policy_is_refused_with_the_choices() -> None:
+    with pytest.raises(ConfigError) as err:
+        ClusterSpec(nodes=2, vcpus=2, policy="learnt").validate()
+    message = f"{err.value} {err.value.hint}"
+    for name in POLICIES:
+        assert name in message
