@@ -13,6 +13,9 @@ static void clear(void)
 	unsetenv("HK_FAULT_SPIN_US");
 	unsetenv("HK_PEER_SPIN_US");
 	unsetenv("HK_EVENT_SCHED");
+	unsetenv("HK_HOLD_DOWN_US");
+	unsetenv("HK_COST_HYSTERESIS_PCT");
+	unsetenv("HK_VCPU_COST_US");
 }
 
 static void test_defaults_and_the_embedders_class(void)
@@ -22,6 +25,7 @@ static void test_defaults_and_the_embedders_class(void)
 	CHECK(hk_tuning_load(&t, false) == 0);
 	CHECK(t.spin_cap_ns == 200000 && t.fault_spin_ns == 20000 && t.peer_spin_ns == 50000);
 	CHECK(!t.event_rt && !t.serve_spin_set);
+	CHECK(t.hold_down_ns == 10000000 && t.hysteresis_pct == 25 && t.vcpu_prior_ns == 500000);
 	CHECK(hk_tuning_load(&t, true) == 0 && t.event_rt);
 	setenv("HK_EVENT_SCHED", "normal", 1);
 	CHECK(hk_tuning_load(&t, true) == 0 && !t.event_rt);
@@ -36,6 +40,9 @@ static void test_values_in_range_are_taken(void)
 	clear();
 	setenv("HK_FAULT_SPIN_US", "7", 1);
 	CHECK(hk_tuning_load(&t, true) == 0 && t.fault_spin_ns == 7000 && t.serve_spin_set);
+	setenv("HK_HOLD_DOWN_US", "0", 1); /* "cost" without a hold-down */
+	setenv("HK_COST_HYSTERESIS_PCT", "100", 1);
+	CHECK(hk_tuning_load(&t, true) == 0 && t.hold_down_ns == 0 && t.hysteresis_pct == 100);
 	setenv("HK_ADAPTIVE_SPIN", "0", 1); /* off: nothing spins */
 	CHECK(hk_tuning_load(&t, true) == 0 && t.spin_cap_ns == 0 && t.fault_spin_ns == 0);
 	clear();
@@ -47,6 +54,8 @@ static void test_bad_values_are_refused(void)
 		{ "HK_ADAPTIVE_SPIN", "100001" }, { "HK_ADAPTIVE_SPIN", "-1" },
 		{ "HK_FAULT_SPIN_US", "abc" },    { "HK_PEER_SPIN_US", "" },
 		{ "HK_PEER_SPIN_US", "5us" },     { "HK_EVENT_SCHED", "rr" },
+		{ "HK_HOLD_DOWN_US", "10000001" }, { "HK_COST_HYSTERESIS_PCT", "1001" },
+		{ "HK_VCPU_COST_US", "0" },
 	};
 	struct hk_tuning t;
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
