@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from testbed.config import POLICIES
 from testbed.errors import ConfigError
 from testbed.record import RunRecord
 from testbed.store import Filters, SuiteRun, open_store
@@ -137,7 +138,7 @@ def test_the_shipped_suites_are_valid() -> None:
     assert {c.nodes for c in smoke.cells} == {1, 2}
     nightly = load_suite(REPO / "suites" / "nightly.toml")
     assert {c.nodes for c in nightly.cells} == {1, 2, 4}
-    assert {c.policy for c in nightly.cells} == {"none", "page", "vcpu"}
+    assert {c.policy for c in nightly.cells} == {"none", *POLICIES}
     from testbed.workloads import WORKLOADS
     assert {c.workload for c in nightly.cells} == set(WORKLOADS)
 
