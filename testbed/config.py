@@ -29,7 +29,7 @@ def parse_size_mib(text: str) -> int:
     return mib
 
 
-POLICIES = ("page", "vcpu", "cost")
+POLICIES = ("page", "vcpu", "cost", "learned")
 
 
 def parse_cpu_set(text: str) -> list[int]:

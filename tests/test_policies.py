@@ -64,8 +64,10 @@ SHARING: dict[str, dict[str, ParamValue]] = {
 }
 
 
-def test_cost_policy_keeps_programs_correct(cluster_factory: ClusterFactory) -> None:
-    cluster = _booted(cluster_factory, "cost")
+@pytest.mark.parametrize("policy", ["cost", "learned"])
+def test_cost_and_learned_keep_programs_correct(cluster_factory: ClusterFactory,
+                                                policy: str) -> None:
+    cluster = _booted(cluster_factory, policy)
     decisions: dict[str, int] = {}
     for name, params in {"pingpong": PINGPONG, **SHARING}.items():
         record = cluster.run_workload(name, params, guest_timeout=300)
@@ -73,8 +75,16 @@ def test_cost_policy_keeps_programs_correct(cluster_factory: ClusterFactory) -> 
         for why, count in record.hk_stats["decisions"].items():
             decisions[why] = decisions.get(why, 0) + count
     # it weighed costs (and none of its choices came from another policy)
-    assert decisions["page.cheaper"] + decisions["vcpu.cheaper"] + decisions["vcpu.swap"] > 0
+    weighed = {"cost": ("page.cheaper", "vcpu.cheaper"),
+               "learned": ("page.learned", "vcpu.learned")}[policy]
+    assert sum(decisions[why] for why in weighed) > 0, decisions
     assert decisions["page.policy"] == decisions["vcpu.to_owner"] == 0
+    others = {"cost": ("page.learned", "vcpu.learned"),
+              "learned": ("page.cheaper", "vcpu.cheaper")}[policy]
+    assert sum(decisions[why] for why in others) == 0, decisions
+    if policy == "learned":  # what it learned is in the statistics
+        learned = cluster.nodes[1].qmp.command("query-hyperkernel")["stats"]["learned"]
+        assert learned["threads_seen"] > 0 and learned["threads"], learned
 
 
 def test_an_unknown_policy_is_refused_with_the_choices() -> None:

@@ -64,6 +64,7 @@ struct hk_stall {
 	int likely_owner;   /* best local guess of who holds it (home if unknown) */
 	uint64_t wake_generation; /* hk_wake_generation() when the policy decided */
 	uint64_t id;        /* this stall, for hk_stall_left() */
+	uint64_t guest_thread; /* cb.guest_thread(), or the tid without it */
 };
 
 /* A run of lost pages [first, first + count) as byte offsets / page counts. */
@@ -137,6 +138,10 @@ struct hk_callbacks {
 	void (*on_shutdown)(void *opaque, int from_node);
 	/* Move vCPU vcpu, which runs here as far as the library knows, to target. */
 	void (*on_migrate_request)(void *opaque, int from_node, uint32_t vcpu, int target);
+	/* Optional, for policy "learned": which guest thread the stalled vCPU
+	 * runs (any stable number, e.g. its page-table root and thread pointer;
+	 * 0: unknown).  The vCPU is blocked in its fault while this is asked. */
+	uint64_t (*guest_thread)(void *opaque, int vcpu);
 };
 
 struct hk_config {
@@ -146,7 +151,7 @@ struct hk_config {
 	const char *const *peers;
 	const char *secret;          /* cluster secret; never sent on the wire */
 	uint64_t budget_bytes;       /* 0 = unlimited */
-	const char *policy;          /* "page" (default), "vcpu" or "cost" (hk_policy_names) */
+	const char *policy;          /* "page" (default), "vcpu", "cost", "learned" (hk_policy_names) */
 	/* Physical CPUs of this node: no policy moves a vCPU to a node whose
 	 * vCPUs already fill them.  0: the guest's vCPUs / nodes, rounded up. */
 	uint32_t cpu_capacity;

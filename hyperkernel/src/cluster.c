@@ -291,6 +291,7 @@ void hk_cluster_vcpu_arrived(struct hk_node *n, uint32_t vcpu, uint64_t seq, int
 	c->home[vcpu] = (int8_t)home;
 	c->arrived_ns[vcpu] = c->moved_ns[vcpu] = hk_now_ns();
 	pthread_mutex_unlock(&c->lock);
+	hk_learned_relocated(n, (int)vcpu, n->self);
 	struct hk_msg m = { .type = HK_MSG_VCPU_AT, .vcpu = vcpu, .node = (uint32_t)n->self, .a = seq };
 	broadcast(n, &m);
 }
@@ -307,6 +308,7 @@ static void on_vcpu_at(struct hk_node *n, const struct hk_msg *m)
 		c->sent_ns[m->vcpu] = 0;
 	}
 	if (m->a > c->seq[m->vcpu]) {
+		hk_learned_relocated(n, (int)m->vcpu, (int)m->node);
 		c->moved_ns[m->vcpu] = hk_now_ns();
 		c->seq[m->vcpu] = m->a;
 		c->location[m->vcpu] = (int8_t)m->node;

@@ -201,6 +201,9 @@ enum hk_reason {
 	HK_WHY_MOVE_TIMEOUT,    /* a move was asked for and did not happen */
 	HK_WHY_FIXED_VCPU,      /* the embedder keeps this vCPU where it is */
 	HK_WHY_SWAP,            /* to a full node, one of its vCPUs coming back */
+	HK_WHY_LEARNED_PAGE,    /* "learned": the thread's history says bring */
+	HK_WHY_LEARNED_VCPU,    /* "learned": the thread's data is mostly there */
+	HK_WHY_TARGET_BUSY,     /* the owner's host CPUs are busy running its vCPUs */
 	HK_WHY_COUNT
 };
 const char *hk_reason_name(unsigned r);
@@ -272,6 +275,7 @@ struct hk_link {
 	uint64_t last_rx_ns;
 	struct hk_stats *stats;
 	uint64_t resident, budget; /* peer's last heartbeat */
+	uint32_t busy_pct, cpus;   /* and its load (load.c) */
 };
 
 int hk_addr_listen(const char *addr);
@@ -379,7 +383,8 @@ struct hk_dir_req *hk_directory_dequeue(struct hk_dir_entry *e);
 int hk_directory_home(uint64_t page, uint32_t chunk, int count);
 
 /* ---------------- policy.c, policy_cost.c ---------------- */
-enum hk_policy_kind { HK_POLICY_PAGE = 0, HK_POLICY_VCPU, HK_POLICY_COST, HK_POLICY_COUNT };
+enum hk_policy_kind { HK_POLICY_PAGE = 0, HK_POLICY_VCPU, HK_POLICY_COST, HK_POLICY_LEARNED,
+		       HK_POLICY_COUNT };
 
 
 /* What every policy sees: the stall, the directory's view of the page,
@@ -398,9 +403,14 @@ struct hk_policy_view {
 	uint32_t target_vcpus;  /* vCPUs whose home is the owner's node */
 	uint32_t target_capacity; /* and its CPUs */
 	int swap_vcpu;          /* a vCPU homed there that could come here instead (-1) */
+	uint32_t target_busy_pct, target_cpus; /* the owner's load and host CPUs (0: unknown) */
 	bool vcpu_fixed;        /* the stalled vCPU may not move */
 	uint64_t since_moved_ns; /* since this vCPU arrived here (UINT64_MAX: never moved) */
 	uint32_t page_bounces;  /* how often the page recently left and came back */
+	/* learned (learned.c): the stalled guest thread's recent history here */
+	uint32_t thread_stalls;    /* its stalls in the last 10 ms */
+	uint32_t thread_share_pct; /* of its recent stalls, the share for data at owner */
+	uint32_t weight_pct;       /* how far this node trusts that history (outcomes) */
 	/* tuning */
 	uint64_t hold_down_ns, vcpu_prior_ns;
 	uint32_t hysteresis_pct;
@@ -410,7 +420,29 @@ struct hk_policy {
 	const char *name;
 	void (*decide)(const struct hk_policy_view *v, struct hk_decision *d);
 };
-extern const struct hk_policy hk_policy_page, hk_policy_vcpu, hk_policy_cost;
+extern const struct hk_policy hk_policy_page, hk_policy_vcpu, hk_policy_cost,
+	hk_policy_learned;
+void hk_policy_compare(const struct hk_policy_view *v, struct hk_decision *d,
+		       uint64_t repeats_x16, unsigned move_why, unsigned page_why);
+
+/* ---------------- load.c ---------------- */
+void hk_load_sample(struct hk_node *n);
+
+/* ---------------- learned.c ---------------- */
+struct hk_learned;
+struct hk_learned *hk_learned_new(void);
+void hk_learned_free(struct hk_learned *l);
+/* A stall of guest thread id (vCPU vcpu) on a page held at owner: fills the
+ * view's learned features, then records the stall. */
+void hk_learned_observe(struct hk_node *n, uint64_t id, int vcpu, int owner,
+			struct hk_policy_view *v);
+/* The embedder accepted a move of vcpu away from here to target: judged
+ * later, bad if it moves on within the judging window, good if not. */
+void hk_learned_moved(struct hk_node *n, int vcpu, int target);
+/* Anyone's news of where a vCPU now runs (its VCPU_AT, or its arrival here). */
+void hk_learned_relocated(struct hk_node *n, int vcpu, int node);
+void hk_learned_tick(struct hk_node *n);
+char *hk_learned_json(struct hk_node *n);
 /* The checks every moving policy makes first (a vCPU, another node, room
  * there); false with *d set to bring the page and why. */
 bool hk_policy_may_move(const struct hk_policy_view *v, struct hk_decision *d);
@@ -563,6 +595,10 @@ struct hk_node {
 	struct { uint64_t page, id; } left[HK_MOVING_MAX];
 	int nleft;
 	uint64_t stall_ids; /* the last hk_waiter.id given */
+	struct hk_learned *learned; /* learned.c */
+	/* load.c: this node's CPUs, and how busy its vCPU threads keep them */
+	uint64_t load_prev_ns, load_prev_run[HK_MAX_VCPUS];
+	uint32_t busy_pct, host_cpus;
 	/* the policies' measured page cost per link (hk_policy_page_cost) */
 	uint64_t page_cost_ns[HK_MAX_NODES];
 	struct hk_cluster cluster;

@@ -57,6 +57,8 @@ void hk_dispatch(struct hk_node *n, int from, const struct hk_msg *m)
 	case HK_MSG_HEARTBEAT:
 		n->links[from].resident = m->a;
 		n->links[from].budget = m->b;
+		n->links[from].busy_pct = (uint32_t)m->arg[0];
+		n->links[from].cpus = (uint32_t)m->arg[1];
 		break;
 	case HK_MSG_BYE:
 		n->links[from].bye = true;
@@ -226,6 +228,8 @@ static void read_faults(struct hk_node *n)
 void hk_tick(struct hk_node *n)
 {
 	uint64_t now = hk_now_ns();
+	hk_learned_tick(n);
+	hk_load_sample(n);
 	for (int k = 0; k < n->count; k++) {
 		struct hk_link *l = &n->links[k];
 		if (k == n->self || !l->up)
@@ -238,7 +242,8 @@ void hk_tick(struct hk_node *n)
 		/* used = resident + slots held or wanted: a push target needs room */
 		struct hk_msg m = { .type = HK_MSG_HEARTBEAT,
 				    .a = n->resident + n->reserved + n->nroom_wait,
-				    .b = n->budget_pages };
+				    .b = n->budget_pages,
+				    .arg = { (int32_t)n->busy_pct, (int32_t)n->host_cpus } };
 		hk_node_send(n, k, &m);
 	}
 	n->clock_ticks++;

@@ -70,7 +70,7 @@ static long fixed_len(unsigned t)
 	case HK_MSG_AUTH_OK: return 0;
 	case HK_MSG_REFUSE: return 4;
 	case HK_MSG_DATA: return PAGE_PAYLOAD + HK_PAGE_SIZE;
-	case HK_MSG_HEARTBEAT: return 16;
+	case HK_MSG_HEARTBEAT: return 24;
 	case HK_MSG_BYE: return 0;
 	case HK_MSG_CONFIG: return HK_SHA256_LEN + 4 + 8 + 8 + 8 + 4;
 	case HK_MSG_VCPU_AT: return 4 + 4 + 8;
@@ -126,6 +126,8 @@ size_t hk_msg_encode(const struct hk_msg *m, uint8_t *buf, size_t cap)
 	case HK_MSG_HEARTBEAT:
 		put64(p, m->a);
 		put64(p + 8, m->b);
+		put32(p + 16, (uint32_t)m->arg[0]); /* busy, % of one CPU */
+		put32(p + 20, (uint32_t)m->arg[1]); /* host CPUs */
 		break;
 	case HK_MSG_VCPU:
 		put32(p, m->vcpu);
@@ -246,6 +248,10 @@ int hk_msg_decode(const uint8_t *buf, size_t len, struct hk_msg *m)
 	case HK_MSG_HEARTBEAT:
 		m->a = get64(p);
 		m->b = get64(p + 8);
+		m->arg[0] = (int32_t)get32(p + 16);
+		m->arg[1] = (int32_t)get32(p + 20);
+		if (m->arg[0] < 0 || m->arg[1] < 0 || m->arg[1] > 4096)
+			return -EBADMSG;
 		break;
 	case HK_MSG_VCPU:
 		m->vcpu = get32(p);

@@ -69,7 +69,8 @@ int hk_node_new(const struct hk_config *cfg, struct hk_node **out)
 	n->epfd = n->evfd = n->timerfd = -1;
 	for (int k = 0; k < HK_MAX_NODES; k++)
 		n->links[k].fd = -1;
-	r = hk_memory_open(&n->mem);
+	n->learned = hk_learned_new();
+	r = n->learned ? hk_memory_open(&n->mem) : -ENOMEM;
 	if (r) {
 		hk_node_free(n);
 		return r;
@@ -224,6 +225,7 @@ void hk_node_free(struct hk_node *n)
 		free((void *)n->peers[k]);
 	free(n->peers);
 	free(n->secret);
+	hk_learned_free(n->learned);
 	free(n);
 }
 
@@ -241,6 +243,18 @@ char *hk_stats_json(struct hk_node *n)
 {
 	char *s = hk_stats_to_json(&n->stats, n->self, n->resident, n->peak_resident, n->budget_pages,
 				   hk_policy_name(n->policy));
+	/* what "learned" learned, as one more member */
+	char *l = n->policy == HK_POLICY_LEARNED ? hk_learned_json(n) : NULL;
+	size_t len = s ? strlen(s) : 0;
+	if (l && len && s[len - 1] == '}') {
+		char *both = malloc(len + strlen(l) + 16);
+		if (both) {
+			sprintf(both, "%.*s,\"learned\":%s}", (int)(len - 1), s, l);
+			free(s);
+			s = both;
+		}
+	}
+	free(l);
 	return s;
 }
 

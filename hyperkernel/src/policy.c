@@ -8,7 +8,8 @@
  *
  *   page: always bring the page (IVY-style DSM).
  *   vcpu: send the vCPU to where the page is.
- *   cost: policy_cost.c. */
+ *   cost: policy_cost.c.
+ *   learned: learned.c. */
 #include <string.h>
 
 #include "hk.h"
@@ -20,6 +21,8 @@ static const char *const reason_names[HK_WHY_COUNT] = {
 	[HK_WHY_TO_OWNER] = "vcpu.to_owner",      [HK_WHY_VCPU_CHEAPER] = "vcpu.cheaper",
 	[HK_WHY_EMBEDDER] = "page.embedder",      [HK_WHY_MOVE_TIMEOUT] = "page.move_timeout",
 	[HK_WHY_FIXED_VCPU] = "page.fixed_vcpu",  [HK_WHY_SWAP] = "vcpu.swap",
+	[HK_WHY_LEARNED_PAGE] = "page.learned",   [HK_WHY_LEARNED_VCPU] = "vcpu.learned",
+	[HK_WHY_TARGET_BUSY] = "page.target_busy",
 };
 
 const char *hk_reason_name(unsigned r)
@@ -85,11 +88,12 @@ static const struct hk_policy *const policies[HK_POLICY_COUNT] = {
 	[HK_POLICY_PAGE] = &hk_policy_page,
 	[HK_POLICY_VCPU] = &hk_policy_vcpu,
 	[HK_POLICY_COST] = &hk_policy_cost,
+	[HK_POLICY_LEARNED] = &hk_policy_learned,
 };
 
 const char *hk_policy_names(void)
 {
-	return "page,vcpu,cost";
+	return "page,vcpu,cost,learned";
 }
 
 bool hk_policy_known(const char *name)
@@ -166,6 +170,8 @@ static void build_view(struct hk_node *n, const struct hk_stall *s, struct hk_po
 		pthread_mutex_unlock(&n->cluster.lock);
 		v->target_vcpus = hk_cluster_vcpus_homed(n, v->owner);
 		v->target_capacity = hk_cluster_capacity(n, v->owner);
+		v->target_busy_pct = n->links[v->owner].busy_pct;
+		v->target_cpus = n->links[v->owner].cpus;
 	}
 	v->swap_vcpu = -1;
 	if (v->target_capacity && v->target_vcpus >= v->target_capacity)
@@ -190,6 +196,8 @@ void hk_policy_decide(struct hk_node *n, const struct hk_stall *s, struct hk_dec
 {
 	struct hk_policy_view v;
 	build_view(n, s, &v);
+	if (n->policy == HK_POLICY_LEARNED)
+		hk_learned_observe(n, s->guest_thread, s->vcpu, v.owner, &v);
 	d->swap_vcpu = -1;
 	hk_policy_of(n->policy)->decide(&v, d);
 }

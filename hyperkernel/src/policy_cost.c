@@ -12,10 +12,11 @@
  * chase each other: each vCPU moves at most once per hold-down. */
 #include "hk.h"
 
-static void cost_decide(const struct hk_policy_view *v, struct hk_decision *d)
+/* Move if the vCPU's cost, plus hysteresis, beats the page's cost times
+ * repeats_x16 / 16 (the fetches expected: this one and those to come). */
+void hk_policy_compare(const struct hk_policy_view *v, struct hk_decision *d,
+		       uint64_t repeats_x16, unsigned move_why, unsigned page_why)
 {
-	if (!hk_policy_may_move(v, d))
-		return;
 	d->kind = HK_BRING_PAGE;
 	d->target_node = -1;
 	if (v->since_moved_ns < v->hold_down_ns) {
@@ -23,17 +24,33 @@ static void cost_decide(const struct hk_policy_view *v, struct hk_decision *d)
 		d->swap_vcpu = -1;
 		return;
 	}
+	/* Its host CPUs run its own vCPUs all the time: ours would wait for
+	 * one, or take it from one of them, a cost no link figure shows (three
+	 * quarters of a CPU must be free). */
+	if (v->target_cpus && v->target_busy_pct + 75 > 100 * v->target_cpus) {
+		d->reason = HK_WHY_TARGET_BUSY;
+		d->swap_vcpu = -1;
+		return;
+	}
 	uint64_t fetch = v->page_ns ? v->page_ns : v->vcpu_prior_ns / 4;
-	uint64_t page_cost = fetch * (1 + (uint64_t)v->page_bounces);
+	uint64_t page_cost = fetch * repeats_x16 / 16;
 	uint64_t vcpu_cost = v->vcpu_ns ? v->vcpu_ns : v->vcpu_prior_ns;
 	if (vcpu_cost * (100 + (uint64_t)v->hysteresis_pct) / 100 < page_cost) {
 		d->kind = HK_MOVE_VCPU;
 		d->target_node = v->owner;
-		d->reason = d->swap_vcpu >= 0 ? HK_WHY_SWAP : HK_WHY_VCPU_CHEAPER;
+		d->reason = d->swap_vcpu >= 0 ? HK_WHY_SWAP : move_why;
 		return;
 	}
-	d->reason = HK_WHY_PAGE_CHEAPER;
+	d->reason = page_why;
 	d->swap_vcpu = -1;
+}
+
+static void cost_decide(const struct hk_policy_view *v, struct hk_decision *d)
+{
+	if (!hk_policy_may_move(v, d))
+		return;
+	hk_policy_compare(v, d, 16 * (1 + (uint64_t)v->page_bounces), HK_WHY_VCPU_CHEAPER,
+			  HK_WHY_PAGE_CHEAPER);
 }
 
 const struct hk_policy hk_policy_cost = { "cost", cost_decide };

@@ -92,6 +92,10 @@ void hk_requester_evaluate(struct hk_node *n, uint64_t page)
 		.wake_generation = hk_wake_generation(n),
 		.id = p->waiters->id,
 	};
+	if (n->policy == HK_POLICY_LEARNED && st.vcpu >= 0)
+		st.guest_thread = n->cfg.cb.guest_thread ?
+					  n->cfg.cb.guest_thread(n->cfg.cb.opaque, st.vcpu) :
+					  (uint64_t)st.tid;
 	struct hk_decision d;
 	if (p->move_asked) {
 		/* A move is asked for once per stall: if the embedder has not
@@ -111,6 +115,7 @@ void hk_requester_evaluate(struct hk_node *n, uint64_t page)
 	if (d.kind == HK_MOVE_VCPU) {
 		n->stats.node.vcpu_move_decisions++;
 		p->waiters->pulling = true; /* the stall st describes */
+		hk_learned_moved(n, st.vcpu, d.target_node);
 		/* a full target: one of its vCPUs comes here in exchange */
 		if (d.swap_vcpu >= 0 && hk_vcpu_migrate_request(n, d.swap_vcpu, n->self) >= 0)
 			n->stats.node.vcpu_swaps++;

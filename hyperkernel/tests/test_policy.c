@@ -2,6 +2,7 @@
  * brings, "vcpu" goes to the owner, "cost" compares measured costs with
  * hysteresis and a hold-down; none moves a vCPU to a full node, to itself,
  * or a thread that runs no vCPU. */
+#include <stdlib.h>
 #include <string.h>
 
 #include "hk.h"
@@ -32,6 +33,7 @@ static void test_parse(void)
 	CHECK(hk_policy_parse("page", &p) == 0 && p == HK_POLICY_PAGE);
 	CHECK(hk_policy_parse("vcpu", &p) == 0 && p == HK_POLICY_VCPU);
 	CHECK(hk_policy_parse("cost", &p) == 0 && p == HK_POLICY_COST);
+	CHECK(hk_policy_parse("learned", &p) == 0 && p == HK_POLICY_LEARNED);
 	CHECK(hk_policy_parse("nonsense", &p) == -EINVAL);
 	CHECK(hk_policy_parse(NULL, &p) == 0 && p == HK_POLICY_PAGE);
 	for (int k = 0; k < HK_POLICY_COUNT; k++)
@@ -53,8 +55,8 @@ static void test_page_and_vcpu(void)
 /* What every moving policy refuses. */
 static void test_moves_refused(void)
 {
-	const struct hk_policy *movers[] = { &hk_policy_vcpu, &hk_policy_cost };
-	for (unsigned i = 0; i < 2; i++) {
+	const struct hk_policy *movers[] = { &hk_policy_vcpu, &hk_policy_cost, &hk_policy_learned };
+	for (unsigned i = 0; i < 3; i++) {
 		struct hk_policy_view v = view();
 		v.vcpu_ns = 1; /* a move would be cheap */
 		v.page_ns = 1000000;
@@ -118,13 +120,13 @@ static void test_cost(void)
 	CHECK(d.kind == HK_BRING_PAGE && d.reason == HK_WHY_PAGE_CHEAPER);
 }
 
-/* No chase: under "cost", a vCPU moves at most once per hold-down, whatever
+/* No chase: under "cost" and "learned", a vCPU moves at most once per hold-down, whatever
  * the page does.  An adversary hands the page to a random one of 4 nodes
  * every 10 us, and the page looks as hot as it can (bouncing, a move far
  * cheaper than a fetch); vCPU k stalls on it whenever it is elsewhere.  In
  * 100 ms, with a 10 ms hold-down, each vCPU moves at most 100 / 10 + 1
  * times, and without the hold-down it would move thousands of times. */
-static void test_cost_never_chases(void)
+static void never_chases(const struct hk_policy *policy)
 {
 	uint64_t now = 0, arrived[2] = { 0, 0 }, rng = 88172645463325252ull;
 	int node[2] = { 0, 1 }, moves[2] = { 0, 0 }, owner = 0;
@@ -147,7 +149,10 @@ static void test_cost_never_chases(void)
 		v.vcpu_ns = 20000;
 		v.page_bounces = 200;
 		v.since_moved_ns = arrived[k] ? now - arrived[k] : UINT64_MAX;
-		struct hk_decision d = decide(&hk_policy_cost, &v);
+		v.thread_stalls = 32; /* learned: as hot a history as there is */
+		v.thread_share_pct = 100;
+		v.weight_pct = 400;
+		struct hk_decision d = decide(policy, &v);
 		if (d.kind == HK_MOVE_VCPU) {
 			CHECK(d.target_node == owner);
 			node[k] = d.target_node;
@@ -159,12 +164,92 @@ static void test_cost_never_chases(void)
 		CHECK(moves[k] >= 5 && moves[k] <= 100 / 10 + 1);
 }
 
+static void test_cost_and_learned_never_chase(void)
+{
+	never_chases(&hk_policy_cost);
+	never_chases(&hk_policy_learned);
+}
+
+/* "learned": a thread that stalls often, mostly for one node's data, goes
+ * there, where "cost" (one fetch against one move) brings the page; a
+ * thread with no such history is left alone; the weight follows outcomes. */
+static void test_learned(void)
+{
+	struct hk_policy_view v = view();
+	v.page_ns = 60000;
+	v.vcpu_ns = 500000;
+	v.weight_pct = 100;
+	v.thread_stalls = 20;
+	v.thread_share_pct = 90;
+	struct hk_decision d = decide(&hk_policy_cost, &v);
+	CHECK(d.kind == HK_BRING_PAGE && d.reason == HK_WHY_PAGE_CHEAPER);
+	d = decide(&hk_policy_learned, &v);
+	CHECK(d.kind == HK_MOVE_VCPU && d.target_node == 2 && d.reason == HK_WHY_LEARNED_VCPU);
+	v.thread_share_pct = 10; /* its data is elsewhere */
+	d = decide(&hk_policy_learned, &v);
+	CHECK(d.kind == HK_BRING_PAGE && d.reason == HK_WHY_LEARNED_PAGE);
+	v.thread_share_pct = 90;
+	v.weight_pct = 10; /* its moves kept failing: history counts for little */
+	d = decide(&hk_policy_learned, &v);
+	CHECK(d.kind == HK_BRING_PAGE && d.reason == HK_WHY_LEARNED_PAGE);
+	v.weight_pct = 100;
+	v.target_cpus = 1; /* its one host CPU is busy with its own vCPU */
+	v.target_busy_pct = 95;
+	d = decide(&hk_policy_learned, &v);
+	CHECK(d.kind == HK_BRING_PAGE && d.reason == HK_WHY_TARGET_BUSY);
+	d = decide(&hk_policy_cost, &v);
+	CHECK(d.kind == HK_BRING_PAGE && d.reason == HK_WHY_TARGET_BUSY);
+	d = decide(&hk_policy_vcpu, &v); /* the naive policy goes anyway */
+	CHECK(d.kind == HK_MOVE_VCPU);
+	v.target_busy_pct = 20; /* mostly idle: room */
+	d = decide(&hk_policy_learned, &v);
+	CHECK(d.kind == HK_MOVE_VCPU);
+	v.target_cpus = 0;
+	v.since_moved_ns = 1000; /* hold-down */
+	d = decide(&hk_policy_learned, &v);
+	CHECK(d.kind == HK_BRING_PAGE && d.reason == HK_WHY_HOLD_DOWN);
+}
+
+/* What a node learns: the features come from the thread's own stalls, and a
+ * move whose vCPU comes straight back lowers the weight. */
+static void test_learned_history(void)
+{
+	static struct hk_node n; /* only the learned state and the count are used */
+	n.count = 3;
+	n.learned = hk_learned_new();
+	CHECK(n.learned != NULL);
+	struct hk_policy_view v = view();
+	for (int i = 0; i < 10; i++)
+		hk_learned_observe(&n, 77, 1, 2, &v); /* thread 77's data is at node 2 */
+	hk_learned_observe(&n, 77, 1, 2, &v);
+	CHECK(v.thread_stalls == 10 && v.thread_share_pct == 100 && v.weight_pct == 100);
+	hk_learned_observe(&n, 77, 1, 1, &v); /* one stall for node 1's data */
+	CHECK(v.thread_stalls == 11 && v.thread_share_pct == 0);
+	hk_learned_observe(&n, 77, 1, 2, &v);
+	CHECK(v.thread_stalls == 12 && v.thread_share_pct == 91);
+	hk_learned_observe(&n, 78, 2, 2, &v); /* another thread: no history yet */
+	CHECK(v.thread_stalls == 0 && v.thread_share_pct == 0);
+	hk_learned_moved(&n, 1, 2);
+	hk_learned_relocated(&n, 1, 2); /* it arrived there: not judged yet */
+	hk_learned_observe(&n, 77, 1, 2, &v);
+	CHECK(v.weight_pct == 100);
+	hk_learned_relocated(&n, 1, 0); /* and moved on at once: a chase */
+	hk_learned_observe(&n, 77, 1, 2, &v);
+	CHECK(v.weight_pct == 60);
+	char *js = hk_learned_json(&n);
+	CHECK(js && strstr(js, "\"moves_bad\":1") && strstr(js, "\"threads_seen\":2"));
+	free(js);
+	hk_learned_free(n.learned);
+}
+
 int main(void)
 {
 	RUN(test_parse);
 	RUN(test_page_and_vcpu);
 	RUN(test_moves_refused);
 	RUN(test_cost);
-	RUN(test_cost_never_chases);
+	RUN(test_cost_and_learned_never_chase);
+	RUN(test_learned);
+	RUN(test_learned_history);
 	TEST_DONE();
 }

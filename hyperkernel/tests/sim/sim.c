@@ -46,6 +46,7 @@ struct sim_thread {
 	int ops_left;
 	bool streams;        /* reads through the pages in order (read-ahead) */
 	uint64_t last;
+	uint64_t moved_ns;   /* the policy last moved it (0: never) */
 };
 
 struct sim_fault {
@@ -67,6 +68,8 @@ static int kill_at_step = -1;   /* -1: no node dies in this seed */
 static int killed = -1;
 static int sim_hot_pages;       /* accesses favour the first few pages */
 uint64_t sim_moves;             /* threads the policy moved to another node */
+static uint64_t move_seq;       /* their move counts, for the location directory */
+static const char *policy_name; /* this seed's policy */
 /* TCG's translations: a node that ran a page's code may keep running it
  * until the embedder's invalidation is done; the embedder defers some. */
 static uint8_t *translated[SIM_MAX_NODES];
@@ -145,9 +148,20 @@ static void on_stall(void *opaque, const struct hk_stall *s, struct hk_decision 
 		struct sim_thread *th = &threads[i];
 		if (th->tid != s->tid || th->node != k || th->state != T_BLOCKED)
 			continue;
+		/* The bound on chases: "cost" and "learned" move a vCPU at most
+		 * once per hold-down (10 ms), whatever its pages do. */
+		if (strcmp(policy_name, "cost") == 0 || strcmp(policy_name, "learned") == 0) {
+			if (th->moved_ns && sim.now_ns - th->moved_ns < 10000000ull)
+				violation("thread %d moved again %lu ns after its last move (%s)",
+					  th->tid, sim.now_ns - th->moved_ns, policy_name);
+		}
+		th->moved_ns = sim.now_ns;
 		th->node = d->target_node;
 		th->state = T_READY; /* retries its access there */
 		sim.node[th->node].hk->vcpu_tid[s->vcpu] = th->tid;
+		/* as hk_vcpu_deliver does: the target knows when it arrived */
+		hk_cluster_vcpu_arrived(sim.node[th->node].hk, (uint32_t)s->vcpu, ++move_seq,
+					th->node);
 		hk_stall_left(sim.node[k].hk, s->offset, s->id);
 		sim_moves++;
 	}
@@ -185,12 +199,13 @@ static void build_world(uint64_t seed)
 		budget = sim.pages / (uint64_t)sim.nodes + 1 + sim_below(2);
 	}
 	uint32_t chunk = 1 + (uint32_t)sim_below(4);
-	/* "vcpu" and "cost" ask for moves: this embedder makes some (the
+	/* "vcpu", "cost" and "learned" ask for moves: this embedder makes some (the
 	 * thread moves to the target node and retries there), turns some
 	 * into fetches and ignores the rest, so every stall must still end
 	 * (the library brings the page after its bound) */
-	static const char *const policies[] = { "page", "page", "vcpu", "cost" };
-	const char *policy = policies[sim_below(4)];
+	static const char *const policies[] = { "page", "page", "vcpu", "cost", "learned" };
+	const char *policy = policies[sim_below(5)];
+	policy_name = policy;
 	if (sim_below(8) == 0)
 		kill_at_step = 200 + (int)sim_below(3000);
 

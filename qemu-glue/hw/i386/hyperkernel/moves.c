@@ -158,6 +158,25 @@ void hk_cb_stall(void *opaque, const struct hk_stall *stall,
     decision->kind = HK_BRING_PAGE;
 }
 
+/*
+ * library callback (event thread), for policy "learned": the guest thread a
+ * stalled vCPU runs.  Its page-table root (without the PCID bits) names the
+ * process and its FS base the thread (the TLS pointer; the kernel keeps the
+ * user's FS while it works for it).  The vCPU is blocked in its fault, so
+ * its state does not change under us.
+ */
+uint64_t hk_cb_guest_thread(void *opaque, int vcpu)
+{
+    CPUState *cs = qemu_get_cpu(vcpu);
+    CPUX86State *env;
+
+    if (!cs) {
+        return 0;
+    }
+    env = &X86_CPU(cs)->env;
+    return ((env->cr[3] >> 12) * 0x9e3779b97f4a7c15ull) ^ env->segs[R_FS].base ^ 1;
+}
+
 /* ------------------------------------------------------------------ */
 /* requests */
 

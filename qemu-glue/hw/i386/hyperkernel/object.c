@@ -2,7 +2,7 @@
  * Software-defined server glue: the hyperkernel object and the machine set-up.
  *
  * "-object hyperkernel,node=I,nodes=N,peers=A0;A1;...,secret=ID,vcpus=L,
- * budget=SIZE,policy=page|vcpu|cost,epoch=NS" makes this QEMU process node I of a
+ * budget=SIZE,policy=page|vcpu|cost|learned,epoch=NS" makes this QEMU process node I of a
  * software-defined server.
  *
  * The object is created before the machine (object_create_early), so
@@ -373,6 +373,7 @@ static void hk_complete(UserCreatable *uc, Error **errp)
     cfg.cb.on_eoi = hk_cb_eoi;
     cfg.cb.on_shutdown = hk_cb_shutdown;
     cfg.cb.on_migrate_request = hk_cb_migrate_request;
+    cfg.cb.guest_thread = hk_cb_guest_thread;
     r = hk_node_new(&cfg, &s->hk);
     if (r < 0) {
         error_setg(errp, "hyperkernel: cannot create node %u: %s", s->node, strerror(-r));

@@ -1,0 +1,47 @@
+/* load.c - how busy this node's CPUs are, for the policies: a vCPU moved to
+ * a node whose CPUs are all running other vCPUs waits for a CPU there, and
+ * on the testbed's nodes (each pinned to host CPUs of its own) it would take
+ * the CPU from a vCPU that was running.  Each tick (at most every 100 ms)
+ * the node adds up the CPU time its vCPU threads used (schedstat) over the
+ * elapsed time, and counts the host CPUs it may run on; the heartbeat
+ * carries both to the peers. */
+#include <sched.h>
+#include <stdio.h>
+
+#include "hk.h"
+
+static uint64_t thread_run_ns(pid_t tid)
+{
+	char path[64];
+	unsigned long long run = 0;
+	snprintf(path, sizeof(path), "/proc/self/task/%d/schedstat", (int)tid);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return 0;
+	if (fscanf(f, "%llu", &run) != 1)
+		run = 0;
+	fclose(f);
+	return run;
+}
+
+void hk_load_sample(struct hk_node *n)
+{
+	uint64_t now = hk_now_ns();
+	if (n->load_prev_ns && now - n->load_prev_ns < 100000000ull)
+		return;
+	uint64_t busy_ns = 0;
+	for (int v = 0; v < HK_MAX_VCPUS; v++) {
+		pid_t tid = __atomic_load_n(&n->vcpu_tid[v], __ATOMIC_RELAXED);
+		if (!tid)
+			continue;
+		uint64_t run = thread_run_ns(tid);
+		if (run >= n->load_prev_run[v] && n->load_prev_ns)
+			busy_ns += run - n->load_prev_run[v];
+		n->load_prev_run[v] = run;
+	}
+	if (n->load_prev_ns)
+		n->busy_pct = (uint32_t)(100 * busy_ns / (now - n->load_prev_ns));
+	n->load_prev_ns = now;
+	cpu_set_t set;
+	n->host_cpus = sched_getaffinity(0, sizeof(set), &set) == 0 ? (uint32_t)CPU_COUNT(&set) : 0;
+}
