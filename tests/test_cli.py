@@ -34,6 +34,9 @@ def _run(*args: str, timeout: float = 60, stdin: str | None = None) -> subproces
     (["run", "--nodes", "2", "--mem", "1G", "--budget", "256M", "--", "true"],
      "less than the 1024M of guest RAM"),
     (["run", "--policy", "magic", "--", "true"], "invalid choice: 'magic'"),
+    (["bench", "policies", "--policies", "page,learnt"], "unknown policy learnt"),
+    (["bench", "policies", "--nodes", "1"], "--nodes 1 compares nothing"),
+    (["bench", "policies", "--workloads", "pingpong,nosuch"], "unknown workload 'nosuch'"),
 ])
 def test_bad_arguments_stop_with_one_line(args: list[str], words: str) -> None:
     r = _run(*args)

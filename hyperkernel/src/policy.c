@@ -195,6 +195,10 @@ static void build_view(struct hk_node *n, const struct hk_stall *s, struct hk_po
 void hk_policy_decide(struct hk_node *n, const struct hk_stall *s, struct hk_decision *d)
 {
 	struct hk_policy_view v;
+	if (n->policy == HK_POLICY_PAGE) { /* nothing to look at: no locks, no scans */
+		bring(d, HK_WHY_PAGE_ALWAYS);
+		return;
+	}
 	build_view(n, s, &v);
 	if (n->policy == HK_POLICY_LEARNED)
 		hk_learned_observe(n, s->guest_thread, s->vcpu, v.owner, &v);

@@ -1,0 +1,204 @@
+"""``testbed bench policies``: every policy against 1 node, workload by workload.
+
+One boot of 1 node (the baseline) and one boot of N nodes per policy, in one
+run; each boot runs the boot itself and then every chosen workload, at the
+sizes of the nightly suite (the first value of any list there). Per cell: the
+slowdown against 1 node (throughput on 1 node over throughput on N; for the
+boot, time on N over time on 1), the bytes the hyperkernel moved, the stalls,
+the vCPU moves by the policy's reason, and ``ok``. At the end of each policy's
+boot, where every vCPU runs (placement). It ends with one JSON line:
+``{"workloads": {NAME: {POLICY: {"ratio", "bytes_moved", "ok", ...}}},
+"summary": {"learned_worst_vs_best", "bytes_page_over_learned_geomean"}}``.
+
+One sample per cell: the figures are a single run's, on a shared machine.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from testbed.cluster import Artifacts, Cluster
+from testbed.config import POLICIES, ClusterSpec
+from testbed.errors import ConfigError, TestbedError
+from testbed.progress import Progress
+from testbed.record import RunRecord
+from testbed.workloads import WORKLOADS, ParamValue, validate_params
+
+SUITE = Path(__file__).resolve().parent.parent / "suites" / "nightly.toml"
+FIXED = ("page", "vcpu", "cost")  # the fixed policies learned is measured against
+BOOT = "boot"
+
+
+def catalogue_sizes() -> dict[str, dict[str, ParamValue]]:
+    """The nightly suite's parameters per workload (a list's first value)."""
+    entries = tomllib.loads(SUITE.read_text())["workload"]
+    sizes: dict[str, dict[str, ParamValue]] = {}
+    for entry in entries:
+        params = {k: (v[0] if isinstance(v, list) else v) for k, v in entry.get("params", {}).items()}
+        sizes.setdefault(entry["name"], params)
+    return sizes
+
+
+def choose(names: str | None, vcpus: int) -> dict[str, dict[str, ParamValue]]:
+    """The workloads to run (all by default, ``boot`` always), checked before any boot."""
+    sizes = catalogue_sizes()
+    wanted = [n.strip() for n in names.split(",") if n.strip()] if names else sorted(WORKLOADS)
+    chosen: dict[str, dict[str, ParamValue]] = {}
+    for name in wanted:
+        if name == BOOT:
+            continue
+        if name not in WORKLOADS:
+            raise ConfigError(f"unknown workload {name!r}",
+                              "choose from " + ", ".join(sorted([*WORKLOADS, BOOT])))
+        chosen[name] = dict(validate_params(name, {**sizes.get(name, {}), "timeout_s": 300},
+                                            vcpus))
+    return chosen
+
+
+def _throughput(record: RunRecord) -> float | None:
+    m = record.metrics.get("ops_per_s")
+    return float(m.samples[0]) if m and m.samples and m.samples[0] > 0 else None
+
+
+def _cell(record: RunRecord) -> dict[str, Any]:
+    hk = record.hk_stats
+    decisions = hk.get("decisions", {})
+    moves = {k: v for k, v in decisions.items() if k.startswith("vcpu.") and v}
+    bytes_moved = record.metrics.get("hk_bytes_sent")
+    return {"ok": record.ok, "throughput": _throughput(record),
+            "bytes_moved": int(bytes_moved.samples[0]) if bytes_moved else 0,
+            "stalls": int(hk.get("totals", {}).get("read_stalls", 0)
+                          + hk.get("totals", {}).get("write_stalls", 0)),
+            "vcpu_moves_by_reason": moves,
+            "pulls": int(hk.get("glue", {}).get("pulls", 0)),
+            "migrations": int(hk.get("glue", {}).get("vcpu-migrations-in", 0))}
+
+
+Cells = dict[str, dict[str, Any]]
+
+
+def _run_config(arts: Artifacts, run_dir: Path, spec: ClusterSpec,
+                chosen: dict[str, dict[str, ParamValue]], progress: Progress,
+                label: str) -> tuple[Cells, list[RunRecord], list[int]]:
+    cells: dict[str, dict[str, Any]] = {}
+    records: list[RunRecord] = []
+    cluster = Cluster(spec, arts, run_dir / label)
+    placement: list[int] = []
+    try:
+        with cluster:
+            progress.step("bench", f"{label}: booting {spec.nodes} node(s), {spec.vcpus} vCPUs")
+            secs = cluster.boot()
+            cells[BOOT] = {"ok": True, "seconds": secs, "bytes_moved": None, "stalls": None,
+                           "vcpu_moves_by_reason": {}}
+            for name, params in chosen.items():
+                progress.step("bench", f"{label}: {name}")
+                try:
+                    record = cluster.run_workload(name, params, guest_timeout=600)
+                except TestbedError as e:
+                    cells[name] = {"ok": False, "error": str(e)}
+                    continue
+                records.append(record)
+                cells[name] = _cell(record)
+            placement = cluster.vcpu_locations() if spec.uses_hyperkernel else [0] * spec.vcpus
+            cluster.poweroff()
+    except TestbedError as e:
+        cells.setdefault(BOOT, {"ok": False, "error": str(e)})
+        progress.step("bench", f"{label} failed: {e}")
+    return cells, records, placement
+
+
+def _ratio(name: str, cell: dict[str, Any], base: dict[str, Any]) -> float | None:
+    if not cell.get("ok") or not base.get("ok"):
+        return None
+    if name == BOOT:
+        return float(cell["seconds"]) / float(base["seconds"])
+    if cell.get("throughput") and base.get("throughput"):
+        return float(base["throughput"]) / float(cell["throughput"])
+    return None
+
+
+def bench_policies(arts: Artifacts, run_dir: Path, nodes: int, vcpus: int, mem_mib: int,
+                   names: str | None, policies: list[str], progress: Progress,
+                   cpu_affinity: str = "node") -> tuple[dict[str, Any], list[RunRecord]]:
+    if nodes < 2:
+        raise ConfigError(f"--nodes {nodes} compares nothing", "use 2 or more (1 node is the baseline)")
+    for p in policies:
+        if p not in POLICIES:
+            raise ConfigError(f"unknown policy {p!r}", "valid policies: " + ", ".join(POLICIES))
+    chosen = choose(names, vcpus)
+    base_spec = ClusterSpec(nodes=1, vcpus=vcpus, mem_mib=mem_mib, cpu_affinity=cpu_affinity,
+                            boot_timeout=300).validate()
+    base, records, _ = _run_config(arts, run_dir, base_spec, chosen, progress, "n1")
+    table: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in [BOOT, *chosen]}
+    placements: dict[str, list[int]] = {}
+    for policy in policies:
+        spec = ClusterSpec(nodes=nodes, vcpus=vcpus, mem_mib=mem_mib, policy=policy,
+                           cpu_affinity=cpu_affinity, boot_timeout=max(300.0, 100.0 * nodes)).validate()
+        cells, recs, placement = _run_config(arts, run_dir, spec, chosen, progress,
+                                             f"n{nodes}-{policy}")
+        records += recs
+        placements[policy] = placement
+        for name in table:
+            cell = cells.get(name, {"ok": False, "error": "not run (the boot failed)"})
+            cell["ratio"] = _ratio(name, cell, base.get(name, {}))
+            table[name][policy] = cell
+    summary = _summary(table, policies)
+    _print(table, policies, nodes, vcpus, placements, summary)
+    result = {"bench": "policies", "nodes": nodes, "vcpus": vcpus, "mem_mib": mem_mib,
+              "baseline": {k: {"ok": v.get("ok"), "throughput": v.get("throughput"),
+                               "seconds": v.get("seconds")} for k, v in base.items()},
+              "workloads": {name: {p: {"ratio": c.get("ratio"), "bytes_moved": c.get("bytes_moved"),
+                                       "ok": c.get("ok"), "stalls": c.get("stalls"),
+                                       "vcpu_moves_by_reason": c.get("vcpu_moves_by_reason"),
+                                       "pulls": c.get("pulls"), "migrations": c.get("migrations")}
+                                   for p, c in row.items()} for name, row in table.items()},
+              "placement": placements, "summary": summary,
+              "ok": all(c.get("ok") for row in table.values() for c in row.values())}
+    return result, records
+
+
+def _summary(table: dict[str, dict[str, dict[str, Any]]], policies: list[str]) -> dict[str, Any]:
+    worst: float | None = None
+    logs: list[float] = []
+    for name, row in table.items():
+        learned = row.get("learned", {}).get("ratio")
+        fixed = [row[p]["ratio"] for p in FIXED if p in row and row[p].get("ratio")]
+        if learned and fixed:
+            r = learned / min(fixed)
+            worst = r if worst is None else max(worst, r)
+        page_b, learned_b = row.get("page", {}).get("bytes_moved"), row.get("learned", {}).get("bytes_moved")
+        if name != BOOT and page_b and learned_b:
+            logs.append(math.log(page_b / learned_b))
+    slowdowns = [row["learned"]["ratio"] for row in table.values()
+                 if row.get("learned", {}).get("ratio")]
+    return {"learned_worst_vs_best": worst,
+            "bytes_page_over_learned_geomean": math.exp(sum(logs) / len(logs)) if logs else None,
+            "learned_geomean_slowdown": (math.exp(sum(map(math.log, slowdowns)) / len(slowdowns))
+                                         if slowdowns else None),
+            "policies": policies}
+
+
+def _print(table: dict[str, dict[str, dict[str, Any]]], policies: list[str], nodes: int, vcpus: int,
+           placements: dict[str, list[int]], summary: dict[str, Any]) -> None:
+    print(f"slowdown vs 1 node ({nodes} nodes, {vcpus} vCPUs; lower is better), "
+          "MB moved, vCPU moves by the policy:")
+    print(f"  {'workload':<12}" + "".join(f"{p:>26}" for p in policies))
+    for name, row in table.items():
+        line = f"  {name:<12}"
+        for p in policies:
+            c = row.get(p, {})
+            if not c.get("ok"):
+                line += f"{'FAILED':>26}"
+                continue
+            ratio = f"{c['ratio']:.2f}x" if c.get("ratio") else "-"
+            mb = f"{c['bytes_moved'] / 1e6:.1f}MB" if c.get("bytes_moved") is not None else ""
+            moves = sum(c.get("vcpu_moves_by_reason", {}).values())
+            line += f"{ratio + ' ' + mb + (f' m{moves}' if moves else ''):>26}"
+        print(line)
+    for p, where in placements.items():
+        print(f"  placement after {p}: vCPU -> node {where}")
+    print("summary: " + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
+                                  for k, v in summary.items()))
