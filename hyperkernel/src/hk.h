@@ -204,6 +204,7 @@ enum hk_reason {
 	HK_WHY_LEARNED_PAGE,    /* "learned": the thread's history says bring */
 	HK_WHY_LEARNED_VCPU,    /* "learned": the thread's data is mostly there */
 	HK_WHY_TARGET_BUSY,     /* the owner's host CPUs are busy running its vCPUs */
+	HK_WHY_SEQUENTIAL,      /* a read in a sequential run: read-ahead brings it cheaply */
 	HK_WHY_COUNT
 };
 const char *hk_reason_name(unsigned r);
@@ -404,6 +405,7 @@ struct hk_policy_view {
 	uint32_t target_capacity; /* and its CPUs */
 	int swap_vcpu;          /* a vCPU homed there that could come here instead (-1) */
 	uint32_t target_busy_pct, target_cpus; /* the owner's load and host CPUs (0: unknown) */
+	bool sequential;        /* a read next to the last read fault here (read-ahead's run) */
 	bool vcpu_fixed;        /* the stalled vCPU may not move */
 	uint64_t since_moved_ns; /* since this vCPU arrived here (UINT64_MAX: never moved) */
 	uint32_t page_bounces;  /* how often the page recently left and came back */

@@ -22,7 +22,7 @@ static const char *const reason_names[HK_WHY_COUNT] = {
 	[HK_WHY_EMBEDDER] = "page.embedder",      [HK_WHY_MOVE_TIMEOUT] = "page.move_timeout",
 	[HK_WHY_FIXED_VCPU] = "page.fixed_vcpu",  [HK_WHY_SWAP] = "vcpu.swap",
 	[HK_WHY_LEARNED_PAGE] = "page.learned",   [HK_WHY_LEARNED_VCPU] = "vcpu.learned",
-	[HK_WHY_TARGET_BUSY] = "page.target_busy",
+	[HK_WHY_TARGET_BUSY] = "page.target_busy", [HK_WHY_SEQUENTIAL] = "page.sequential",
 };
 
 const char *hk_reason_name(unsigned r)
@@ -187,6 +187,13 @@ static void build_view(struct hk_node *n, const struct hk_stall *s, struct hk_po
 			v->since_moved_ns = hk_now_ns() - at;
 	}
 	v->page_bounces = n->pages[page].bounces;
+	/* as read_ahead() sees a run: the next page either way, or within the
+	 * window it already asked for */
+	uint64_t last = n->ra_last, depth = n->tuning.readahead;
+	v->sequential = !s->is_write && n->tuning.readahead &&
+			(page == last + 1 || page + 1 == last ||
+			 (n->ra_dir > 0 && page > last && page <= last + depth + 1) ||
+			 (n->ra_dir < 0 && page < last && page + depth + 1 >= last));
 	v->hold_down_ns = n->tuning.hold_down_ns;
 	v->vcpu_prior_ns = n->tuning.vcpu_prior_ns;
 	v->hysteresis_pct = n->tuning.hysteresis_pct;

@@ -32,6 +32,14 @@ void hk_policy_compare(const struct hk_policy_view *v, struct hk_decision *d,
 		d->swap_vcpu = -1;
 		return;
 	}
+	/* A thread reading through memory in order: read-ahead has its next
+	 * pages on the way, so each costs a fraction of a fetch, and a vCPU
+	 * sent to the data would leave that stream behind. */
+	if (v->sequential) {
+		d->reason = HK_WHY_SEQUENTIAL;
+		d->swap_vcpu = -1;
+		return;
+	}
 	uint64_t fetch = v->page_ns ? v->page_ns : v->vcpu_prior_ns / 4;
 	uint64_t page_cost = fetch * repeats_x16 / 16;
 	uint64_t vcpu_cost = v->vcpu_ns ? v->vcpu_ns : v->vcpu_prior_ns;

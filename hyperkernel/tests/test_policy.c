@@ -205,6 +205,10 @@ static void test_learned(void)
 	d = decide(&hk_policy_learned, &v);
 	CHECK(d.kind == HK_MOVE_VCPU);
 	v.target_cpus = 0;
+	v.sequential = true; /* a read in read-ahead's run */
+	d = decide(&hk_policy_learned, &v);
+	CHECK(d.kind == HK_BRING_PAGE && d.reason == HK_WHY_SEQUENTIAL);
+	v.sequential = false;
 	v.since_moved_ns = 1000; /* hold-down */
 	d = decide(&hk_policy_learned, &v);
 	CHECK(d.kind == HK_BRING_PAGE && d.reason == HK_WHY_HOLD_DOWN);
