@@ -70,3 +70,14 @@ def test_multi_node_uses_the_hyperkernel_and_single_node_does_not() -> None:
     assert ClusterSpec(nodes=2, vcpus=2).uses_hyperkernel
     assert not ClusterSpec(nodes=1).uses_hyperkernel
     assert ClusterSpec(nodes=1, hyperkernel=True).uses_hyperkernel
+
+
+def test_an_unknown_policy_is_refused_with_the_choices() -> None:
+    from testbed.config import POLICIES, ClusterSpec
+    from testbed.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        ClusterSpec(nodes=2, vcpus=2, policy="learnt").validate()
+    message = f"{err.value} {err.value.hint}"
+    for name in POLICIES:
+        assert name in message

@@ -48,9 +48,9 @@ struct hk_decision {
 	enum hk_decision_kind kind;
 	int target_node;
 	unsigned reason;  /* why (the library's counters name it); set by the policy */
-	/* HK_MOVE_VCPU to a node whose CPUs are all taken: this vCPU of that
-	 * node's comes here in exchange (the library asks for it once the
-	 * embedder has accepted the move); -1: none */
+	/* HK_MOVE_VCPU to a node whose CPUs are all taken: a vCPU of that
+	 * node's (this one, as far as we know) comes back here in exchange; the
+	 * target picks and sends it when the moved vCPU arrives; -1: none */
 	int swap_vcpu;
 };
 

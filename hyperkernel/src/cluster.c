@@ -237,6 +237,30 @@ int hk_cluster_swap_candidate(struct hk_node *n, int node, int except, uint64_t 
 	return best;
 }
 
+/* A vCPU arrived (from node from) under a moving policy: if this node is now
+ * home to more vCPUs than its CPUs, one of the vCPUs that run here goes to
+ * from in exchange.  The target decides, for the vCPUs it runs itself, so
+ * two nodes that send each other vCPUs at once cannot both overfill. */
+void hk_cluster_rebalance(struct hk_node *n, int arrived, int from)
+{
+	struct hk_cluster *c = &n->cluster;
+	if (n->policy == HK_POLICY_PAGE || from < 0 || from >= n->count || from == n->self)
+		return;
+	uint32_t cpus = hk_cluster_capacity(n, n->self);
+	if (!cpus || hk_cluster_vcpus_homed(n, n->self) <= cpus)
+		return;
+	int victim = hk_cluster_swap_candidate(n, n->self, arrived, n->cfg.fixed_vcpus, 0);
+	pthread_mutex_lock(&c->lock);
+	bool here = victim >= 0 && c->location[victim] == n->self;
+	if (here)
+		c->home[victim] = (int8_t)from; /* counted there from now on */
+	pthread_mutex_unlock(&c->lock);
+	if (!here || !n->cfg.cb.on_migrate_request)
+		return;
+	count(&n->stats.node.vcpu_swaps);
+	n->cfg.cb.on_migrate_request(n->cfg.cb.opaque, n->self, (uint32_t)victim, from);
+}
+
 int hk_vcpu_home(struct hk_node *n, int vcpu)
 {
 	if (vcpu < 0 || vcpu >= HK_MAX_VCPUS)
@@ -292,7 +316,10 @@ void hk_cluster_vcpu_arrived(struct hk_node *n, uint32_t vcpu, uint64_t seq, int
 	c->arrived_ns[vcpu] = c->moved_ns[vcpu] = hk_now_ns();
 	pthread_mutex_unlock(&c->lock);
 	hk_learned_relocated(n, (int)vcpu, n->self);
-	struct hk_msg m = { .type = HK_MSG_VCPU_AT, .vcpu = vcpu, .node = (uint32_t)n->self, .a = seq };
+	/* the home too: every node counts the vCPUs homed on each node (the
+	 * policies' capacity check) */
+	struct hk_msg m = { .type = HK_MSG_VCPU_AT, .vcpu = vcpu, .node = (uint32_t)n->self, .a = seq,
+			    .arg = { home } };
 	broadcast(n, &m);
 }
 
@@ -311,6 +338,8 @@ static void on_vcpu_at(struct hk_node *n, const struct hk_msg *m)
 		hk_learned_relocated(n, (int)m->vcpu, (int)m->node);
 		c->moved_ns[m->vcpu] = hk_now_ns();
 		c->seq[m->vcpu] = m->a;
+		if (m->arg[0] < n->count)
+			c->home[m->vcpu] = (int8_t)m->arg[0];
 		c->location[m->vcpu] = (int8_t)m->node;
 		count(&n->stats.node.location_updates);
 	}

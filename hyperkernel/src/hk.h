@@ -403,7 +403,7 @@ struct hk_policy_view {
 	uint64_t vcpu_ns;       /* measured: a vCPU to owner, sent to running there (0: none) */
 	uint32_t target_vcpus;  /* vCPUs whose home is the owner's node */
 	uint32_t target_capacity; /* and its CPUs */
-	int swap_vcpu;          /* a vCPU homed there that could come here instead (-1) */
+	int swap_vcpu;          /* a vCPU homed there that it could send back here (-1) */
 	uint32_t target_busy_pct, target_cpus; /* the owner's load and host CPUs (0: unknown) */
 	bool sequential;        /* a read next to the last read fault here (read-ahead's run) */
 	bool vcpu_fixed;        /* the stalled vCPU may not move */
@@ -693,6 +693,7 @@ void hk_cluster_deliver(struct hk_node *n, int from, const struct hk_msg *m);
 /* hk_vcpu_send/deliver keep the location directory */
 uint64_t hk_cluster_vcpu_leaving(struct hk_node *n, uint32_t vcpu, int target, int *home);
 void hk_cluster_vcpu_arrived(struct hk_node *n, uint32_t vcpu, uint64_t seq, int home);
+void hk_cluster_rebalance(struct hk_node *n, int arrived, int from);
 void hk_cluster_vcpu_stayed(struct hk_node *n, uint32_t vcpu);
 
 #endif

@@ -73,7 +73,7 @@ static long fixed_len(unsigned t)
 	case HK_MSG_HEARTBEAT: return 24;
 	case HK_MSG_BYE: return 0;
 	case HK_MSG_CONFIG: return HK_SHA256_LEN + 4 + 8 + 8 + 8 + 4;
-	case HK_MSG_VCPU_AT: return 4 + 4 + 8;
+	case HK_MSG_VCPU_AT: return 4 + 4 + 8 + 4;
 	case HK_MSG_IRQ: return 4 + 12;
 	case HK_MSG_APIC_ADDR: return 4 + 12 + 8;
 	case HK_MSG_EOI: return 4;
@@ -148,6 +148,7 @@ size_t hk_msg_encode(const struct hk_msg *m, uint8_t *buf, size_t cap)
 		put32(p, m->vcpu);
 		put32(p + 4, m->node);
 		put64(p + 8, m->a);
+		put32(p + 16, (uint32_t)m->arg[0]); /* its home */
 		break;
 	case HK_MSG_IRQ:
 	case HK_MSG_APIC_ADDR:
@@ -277,7 +278,9 @@ int hk_msg_decode(const uint8_t *buf, size_t len, struct hk_msg *m)
 		m->vcpu = get32(p);
 		m->node = get32(p + 4);
 		m->a = get64(p + 8);
-		if (m->vcpu >= HK_MAX_VCPUS || m->node >= HK_MAX_NODES)
+		m->arg[0] = (int32_t)get32(p + 16);
+		if (m->vcpu >= HK_MAX_VCPUS || m->node >= HK_MAX_NODES || m->arg[0] < 0 ||
+		    m->arg[0] >= HK_MAX_NODES)
 			return -EBADMSG;
 		break;
 	case HK_MSG_IRQ:

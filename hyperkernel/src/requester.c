@@ -116,9 +116,8 @@ void hk_requester_evaluate(struct hk_node *n, uint64_t page)
 		n->stats.node.vcpu_move_decisions++;
 		p->waiters->pulling = true; /* the stall st describes */
 		hk_learned_moved(n, st.vcpu, d.target_node);
-		/* a full target: one of its vCPUs comes here in exchange */
-		if (d.swap_vcpu >= 0 && hk_vcpu_migrate_request(n, d.swap_vcpu, n->self) >= 0)
-			n->stats.node.vcpu_swaps++;
+		/* a full target sends one of its vCPUs back when this one
+		 * arrives (hk_cluster_rebalance) */
 		p->move_asked = true;
 		p->move_ns = hk_now_ns();
 		if (n->nmoving < HK_MOVING_MAX)

@@ -41,4 +41,5 @@ void hk_vcpu_deliver(struct hk_node *n, int from, const struct hk_msg *m)
 	else
 		hk_warn("vcpu %u state from node %d dropped: no on_vcpu_receive handler", m->vcpu,
 			from);
+	hk_cluster_rebalance(n, (int)m->vcpu, from);
 }

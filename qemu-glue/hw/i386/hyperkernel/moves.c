@@ -150,9 +150,14 @@ void hk_cb_stall(void *opaque, const struct hk_stall *stall,
             hk_vcpu_set_home(hks->hk, k, decision->target_node);
             qatomic_inc(&hks->policy_moves);
             cpu_exit(cs);
-            if (hk_pull_start(cs, stall->tid, stall)) {
-                return;             /* it moves without the page */
-            }
+            /*
+             * It moves at its next loop exit either way: the library must
+             * know (it asks for the swap a full target needs).  Pulled out,
+             * it leaves without the page; if not, it re-faults and the
+             * library brings the page first.
+             */
+            hk_pull_start(cs, stall->tid, stall);
+            return;
         }
     }
     decision->kind = HK_BRING_PAGE;
