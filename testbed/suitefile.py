@@ -6,7 +6,7 @@
     name = "smoke"                 # names the suite in the store
     description = "..."
     nodes = [1, 2]                 # node counts
-    policies = ["page"]            # stall policies for multi-node cells (page, vcpu)
+    policies = ["page"]            # stall policies for multi-node cells (testbed.config.POLICIES)
     repetitions = 2                # fresh boots per (nodes, policy): samples of each cell
     runs = 1                       # runs of each cell in one boot; their median is the
                                    #   boot's sample (transient load spikes fall out)
