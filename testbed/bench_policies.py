@@ -120,15 +120,23 @@ def _ratio(name: str, cell: dict[str, Any], base: dict[str, Any]) -> float | Non
     return None
 
 
+def check_args(nodes: int, names: str | None, policies: list[str],
+               vcpus: int) -> dict[str, dict[str, ParamValue]]:
+    """Every argument checked before a run directory, a build or a boot: the
+    workloads to run with their parameters."""
+    bad = [p for p in policies if p not in POLICIES]
+    if bad or not policies:
+        raise ConfigError(f"unknown policy {','.join(bad) or '(none given)'}",
+                          "valid policies: " + ", ".join(POLICIES))
+    if nodes < 2:
+        raise ConfigError(f"--nodes {nodes} compares nothing", "use 2 or more (1 node is the baseline)")
+    return choose(names, vcpus)
+
+
 def bench_policies(arts: Artifacts, run_dir: Path, nodes: int, vcpus: int, mem_mib: int,
                    names: str | None, policies: list[str], progress: Progress,
                    cpu_affinity: str = "node") -> tuple[dict[str, Any], list[RunRecord]]:
-    if nodes < 2:
-        raise ConfigError(f"--nodes {nodes} compares nothing", "use 2 or more (1 node is the baseline)")
-    for p in policies:
-        if p not in POLICIES:
-            raise ConfigError(f"unknown policy {p!r}", "valid policies: " + ", ".join(POLICIES))
-    chosen = choose(names, vcpus)
+    chosen = check_args(nodes, names, policies, vcpus)
     base_spec = ClusterSpec(nodes=1, vcpus=vcpus, mem_mib=mem_mib, cpu_affinity=cpu_affinity,
                             boot_timeout=300).validate()
     base, records, _ = _run_config(arts, run_dir, base_spec, chosen, progress, "n1")

@@ -488,7 +488,7 @@ def _node_counts(text: str) -> list[int]:
 def cmd_bench(args: argparse.Namespace, progress: Progress) -> int:
     from testbed.bench import bench_boot, bench_migrate, bench_stall, stall_params
     from testbed.bench_policies import bench_policies
-    from testbed.bench_policies import choose as bench_choose
+    from testbed.bench_policies import check_args as check_policies_args
 
     counts = _node_counts(args.nodes) if args.bench == "boot" else []
     if args.bench == "stall":  # refused before a run directory, a build or a boot
@@ -496,14 +496,7 @@ def cmd_bench(args: argparse.Namespace, progress: Progress) -> int:
     policies: list[str] = []
     if args.bench == "policies":  # likewise
         policies = [p.strip() for p in args.policies.split(",") if p.strip()]
-        bad = [p for p in policies if p not in POLICIES]
-        if bad or not policies:
-            raise ConfigError(f"unknown policy {','.join(bad) or '(none given)'}",
-                              "valid policies: " + ", ".join(POLICIES))
-        if args.nodes < 2:
-            raise ConfigError(f"--nodes {args.nodes} compares nothing",
-                              "use 2 or more (1 node is the baseline)")
-        bench_choose(args.workloads, args.vcpus)
+        check_policies_args(args.nodes, args.workloads, policies, args.vcpus)
     if args.bench == "boot" and args.nodes.replace(" ", "") != ",".join(map(str, counts)):
         progress.step("bench", f"node counts in order: {','.join(map(str, counts))}")
     run_dir = _run_dir(args.run_dir, f"bench-{args.bench}")

@@ -231,6 +231,8 @@ void hk_stats_set_vcpu(struct hk_stats *st, pid_t tid, int vcpu);
 void hk_stats_stall_done(struct hk_stats *st, pid_t tid, uint64_t page, bool write,
 			 uint64_t ns);
 void hk_stats_msg(struct hk_stats *st, bool sent, unsigned type, size_t bytes);
+/* A thread's schedstat: time on a CPU, time waiting for one, timeslices. */
+bool hk_schedstat(pid_t tid, uint64_t *run, uint64_t *wait, uint64_t *slices);
 /* Adds now - since to the stage's histogram (since 0: not timed, ignored). */
 void hk_stats_stage(struct hk_stats *st, enum hk_stage stage, uint64_t since);
 char *hk_stats_to_json(struct hk_stats *st, int node_id, uint64_t resident, uint64_t peak,

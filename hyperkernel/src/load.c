@@ -6,35 +6,24 @@
  * elapsed time, and counts the host CPUs it may run on; the heartbeat
  * carries both to the peers. */
 #include <sched.h>
-#include <stdio.h>
 
 #include "hk.h"
-
-static uint64_t thread_run_ns(pid_t tid)
-{
-	char path[64];
-	unsigned long long run = 0;
-	snprintf(path, sizeof(path), "/proc/self/task/%d/schedstat", (int)tid);
-	FILE *f = fopen(path, "r");
-	if (!f)
-		return 0;
-	if (fscanf(f, "%llu", &run) != 1)
-		run = 0;
-	fclose(f);
-	return run;
-}
 
 void hk_load_sample(struct hk_node *n)
 {
 	uint64_t now = hk_now_ns();
-	if (n->load_prev_ns && now - n->load_prev_ns < 100000000ull)
+	/* only the moving policies look at it (every node has the same one) */
+	if (n->policy == HK_POLICY_PAGE ||
+	    (n->load_prev_ns && now - n->load_prev_ns < 100000000ull))
 		return;
 	uint64_t busy_ns = 0;
 	for (int v = 0; v < HK_MAX_VCPUS; v++) {
 		pid_t tid = __atomic_load_n(&n->vcpu_tid[v], __ATOMIC_RELAXED);
 		if (!tid)
 			continue;
-		uint64_t run = thread_run_ns(tid);
+		uint64_t run, wait, slices;
+		if (!hk_schedstat(tid, &run, &wait, &slices))
+			run = 0;
 		if (run >= n->load_prev_run[v] && n->load_prev_ns)
 			busy_ns += run - n->load_prev_run[v];
 		n->load_prev_run[v] = run;

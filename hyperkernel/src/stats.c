@@ -214,20 +214,29 @@ static void json_hist(struct sbuf *s, const struct hk_hist *h)
 /* The kernel's scheduler statistics of one thread (CONFIG_SCHED_INFO):
  * time on a CPU, and time runnable but waiting for one, which is what a
  * stall pays when the event thread or a woken vCPU finds its CPU busy. */
-static void json_sched(struct sbuf *s, pid_t tid)
+bool hk_schedstat(pid_t tid, uint64_t *run, uint64_t *wait, uint64_t *slices)
 {
 	char path[64];
-	unsigned long long run = 0, wait = 0, slices = 0;
+	unsigned long long r = 0, w = 0, n = 0;
 	snprintf(path, sizeof(path), "/proc/self/task/%d/schedstat", (int)tid);
 	FILE *f = tid > 0 ? fopen(path, "r") : NULL;
-	bool ok = f && fscanf(f, "%llu %llu %llu", &run, &wait, &slices) == 3;
+	bool ok = f && fscanf(f, "%llu %llu %llu", &r, &w, &n) == 3;
 	if (f)
 		fclose(f);
-	if (!ok) {
+	*run = r;
+	*wait = w;
+	*slices = n;
+	return ok;
+}
+
+static void json_sched(struct sbuf *s, pid_t tid)
+{
+	uint64_t run, wait, slices;
+	if (!hk_schedstat(tid, &run, &wait, &slices)) {
 		sb_printf(s, "null");
 		return;
 	}
-	sb_printf(s, "{\"tid\":%d,\"run_ns\":%llu,\"run_delay_ns\":%llu,\"timeslices\":%llu}",
+	sb_printf(s, "{\"tid\":%d,\"run_ns\":%lu,\"run_delay_ns\":%lu,\"timeslices\":%lu}",
 		  (int)tid, run, wait, slices);
 }
 

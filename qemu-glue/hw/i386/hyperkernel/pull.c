@@ -119,9 +119,10 @@ void hk_pull_thread_init(void)
 
 /*
  * Event thread, from on_stall: the policy moves vCPU k, whose thread tid is
- * blocked on the page at offset.  True if the pull was started (the vCPU
- * moves without the page); false if the page must come (the thread is not in
- * a fault right now, or this host cannot unwind).
+ * blocked on the page of stall.  Sends the signal if the thread is in a
+ * fault right now and this host can unwind; true if it was sent.  Either
+ * way the vCPU moves at its next loop exit: not pulled out, it re-faults and
+ * the library brings the page first.
  */
 bool hk_pull_start(CPUState *cs, pid_t tid, const struct hk_stall *stall)
 {
