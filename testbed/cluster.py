@@ -21,7 +21,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypedDict
 
-from testbed import affinity, procs, workloads
+from testbed import affinity, evacuation, procs, workloads
 from testbed.config import ClusterSpec, NodeOverride
 from testbed.errors import ConfigError, GuestError, GuestTimeout, NodeDied, TestbedError
 from testbed.images import GuestImages
@@ -102,6 +102,7 @@ class Cluster:
         self.guest_nproc: int | None = None
         self._shell: GuestShell | None = None
         self._closed = False
+        self._leaving: set[int] = set()  # evacuating: their exit is expected
 
     # -- life cycle -------------------------------------------------------
     def _hyperkernel_args(self, index: int, files: NodeFiles) -> HyperkernelArgs | None:
@@ -159,8 +160,9 @@ class Cluster:
 
     @property
     def live_nodes(self) -> list[Node]:
-        """The nodes this cluster started (tests may leave one out on purpose)."""
-        return [n for n in self.nodes if not n.skipped]
+        """The nodes this cluster runs: started (tests may leave one out on
+        purpose) and not evacuated since."""
+        return [n for n in self.nodes if not n.skipped and not n.departed]
 
     def boot(self) -> float:
         """Start and wait for the guest shell; return boot-to-shell seconds."""
@@ -183,7 +185,7 @@ class Cluster:
         When one node dies the others stop on their own a moment later; the
         report names every dead node, the one killed by a signal first.
         """
-        nodes = self.live_nodes
+        nodes = [n for n in self.live_nodes if n.index not in self._leaving]
         if all(n.alive() for n in nodes):
             for n in nodes:
                 n.check_panic()
@@ -288,7 +290,7 @@ class Cluster:
         """
         if not 0 <= cpu < self.spec.vcpus:
             raise ConfigError(f"vCPU {cpu} does not exist", f"the guest has {self.spec.vcpus}")
-        if not 0 <= node < len(self.nodes) or self.nodes[node].skipped:
+        if node not in [n.index for n in self.live_nodes]:
             raise ConfigError(f"node {node} does not run",
                               f"the cluster runs nodes {[n.index for n in self.live_nodes]}")
         target = self.nodes[node]
@@ -318,6 +320,62 @@ class Cluster:
             return {"cpu-index": cpu, "from": int(data["from"]), "to": node, "moved": True,
                     "state-bytes": int(data["state-bytes"]),
                     "latency-ns": int(data["latency-ns"])}
+
+    def evacuate(self, index: int, timeout: float = 300.0) -> evacuation.Evacuation:
+        """Move everything off node ``index`` while the guest runs, and let it exit.
+
+        Its vCPUs, pages and directory go to the other nodes; it exits with
+        status 0 and the guest runs on. Returns what moved and how long it
+        took. Node 0 (the devices) cannot leave: its refusal is a QmpError.
+        """
+        evacuation.check_evacuable(self, index)
+        node = self.nodes[index]
+        node.qmp.drain_events()
+        self._leaving.add(index)
+        try:
+            node.qmp.command("hyperkernel-evacuate")
+            return self._after_evacuation(index, timeout)
+        finally:
+            self._leaving.discard(index)
+
+    def inject_health(self, index: int, *, corrected_errors: int | None = None,
+                      temperature: int | None = None, link_errors: int | None = None,
+                      evacuation_timeout: float | None = 300.0) -> evacuation.Evacuation | None:
+        """Report hardware trouble on node ``index``, as its sensors would.
+
+        Past a threshold the node evacuates itself; with ``evacuation_timeout``
+        this waits for that and returns what moved (None if no threshold was
+        passed within a few heartbeats). Without it, returns at once.
+        """
+        evacuation.check_evacuable(self, index)
+        args = evacuation.health_args(corrected_errors, temperature, link_errors)
+        node = self.nodes[index]
+        node.qmp.drain_events()
+        self._leaving.add(index)
+        try:
+            node.qmp.command("hyperkernel-inject-health", **args)
+            if evacuation_timeout is None:
+                return None
+            try:  # the node checks its health every heartbeat (200 ms)
+                first = node.qmp.wait_event("HYPERKERNEL_EVACUATION", timeout=3.0)
+            except GuestTimeout:
+                return None
+            return self._after_evacuation(index, evacuation_timeout,
+                                          [str(first.get("data", {}).get("phase"))])
+        finally:
+            self._leaving.discard(index)
+
+    def remove_node(self, index: int, timeout: float = 300.0) -> evacuation.Evacuation:
+        """A planned removal: an evacuation without a warning (see ``evacuate``)."""
+        return self.evacuate(index, timeout)
+
+    def _after_evacuation(self, index: int, timeout: float,
+                          seen: list[str] | None = None) -> evacuation.Evacuation:
+        result = evacuation.wait_evacuated(self, index, timeout, seen)
+        node = self.nodes[index]
+        node.departed = True
+        node.close_channels()
+        return result
 
     def poweroff(self, timeout: float = 30.0) -> None:
         """Power the guest off from inside and wait for every node to exit."""
@@ -349,7 +407,9 @@ class Cluster:
             time.sleep(0.02)
         if self.pgid:
             procs.kill_group(self.pgid)
-        for node in self.live_nodes:
+        for node in self.nodes:
+            if node.skipped:
+                continue
             if node.process is not None:
                 try:
                     node.process.wait(timeout=5)

@@ -87,6 +87,7 @@ class Node:
         self.control = Console(files.sock("ttyS1"), files.log("control.log"), f"node{index}/ttyS1")
         self._panic_scan_pos = 0
         self.skipped = False
+        self.departed = False  # evacuated: it left on purpose, the guest runs on
 
     @staticmethod
     def qemu_argv(qemu: Path, *, name: str, files: NodeFiles, vcpus: int, mem_mib: int,

@@ -28,7 +28,7 @@
 extern "C" {
 #endif
 
-#define HK_PROTOCOL_VERSION 3
+#define HK_PROTOCOL_VERSION 4
 #define HK_PAGE_SIZE 4096u
 #define HK_MAX_NODES 64
 #define HK_MAX_REGIONS 8
@@ -93,6 +93,39 @@ struct hk_machine {
 	uint64_t vcpu_mask; /* vCPUs that start on this node */
 };
 
+/* Evacuation (evacuate.c): where a node that leaves on purpose stands. */
+enum hk_evac_phase {
+	HK_EVAC_NONE = 0,
+	HK_EVAC_VCPUS,   /* its vCPUs are being moved to the other nodes */
+	HK_EVAC_PAGES,   /* every page it holds is pushed (Exclusive) or dropped (Shared) */
+	HK_EVAC_FREEZE,  /* the others hold new requests for pages it is home for */
+	HK_EVAC_DRAIN,   /* its directory finishes the transactions under way */
+	HK_EVAC_DONE,    /* its directory entries moved, it said BYE: the embedder exits */
+	HK_EVAC_REFUSED, /* could not start (reason says why); nothing changed */
+};
+
+struct hk_evac_status {
+	int node;            /* the node leaving (-1: none) */
+	enum hk_evac_phase phase;
+	char reason[96];     /* what started it (operator, or a health threshold) */
+	uint64_t started_ns, finished_ns; /* CLOCK_MONOTONIC */
+	uint32_t vcpus_moved;
+	uint64_t pages_pushed;  /* exclusive pages given to other nodes */
+	uint64_t copies_dropped; /* shared copies given up (another node keeps one) */
+	uint64_t zero_pages;    /* untouched pages handed back as "never written" */
+	uint64_t homes_moved;   /* directory entries sent to their new homes */
+	uint64_t bytes;         /* page data sent */
+	uint64_t pages_left;    /* pages it still holds (0 when done) */
+	uint64_t pages_taken;   /* on the others: pages the leaver pushed here */
+};
+
+/* Health telemetry (health.c): values a node reports about its hardware. */
+struct hk_health {
+	uint64_t corrected_errors; /* memory errors corrected (EDAC ce_count) */
+	int32_t temp_c;            /* hottest sensor, degrees Celsius */
+	uint64_t link_errors;      /* interconnect errors */
+};
+
 struct hk_callbacks {
 	void *opaque;
 	/*
@@ -142,6 +175,11 @@ struct hk_callbacks {
 	 * runs (any stable number, e.g. its page-table root and thread pointer;
 	 * 0: unknown).  The vCPU is blocked in its fault while this is asked. */
 	uint64_t (*guest_thread)(void *opaque, int vcpu);
+	/* This node's evacuation changed phase (event thread).  At
+	 * HK_EVAC_DONE this node holds no page, runs no vCPU, is home for
+	 * nothing and has said BYE: the embedder should exit (status 0)
+	 * without stopping the guest, which runs on in the other nodes. */
+	void (*on_evacuation)(void *opaque, const struct hk_evac_status *st);
 };
 
 struct hk_config {
@@ -256,6 +294,24 @@ int hk_vcpu_migrate_request(struct hk_node *node, int vcpu, int target);
 
 /* All statistics as a JSON object; the caller frees the string. */
 char *hk_stats_json(struct hk_node *node);
+
+/* ---- evacuation and health (evacuate.c, health.c) ---- */
+
+/* Any thread: start moving everything off this node (its vCPUs, then its
+ * pages, then its directory), after which it leaves the cluster while the
+ * guest runs on.  Refused (-EBUSY, -EINVAL, -ENOSPC) with a reason in why:
+ * another evacuation runs, no other node is left to take the vCPUs, a vCPU
+ * is fixed here, or the other nodes' budgets cannot hold the guest. */
+int hk_evacuate(struct hk_node *node, const char *reason, char *why, size_t whylen);
+/* Any thread: the latest evacuation this node knows of (its own or a peer's). */
+void hk_evac_status_get(struct hk_node *node, struct hk_evac_status *st);
+/* Any thread: add injected values to this node's telemetry (the testbed's
+ * hyperkernel-inject-health).  -EINVAL with a reason for a value out of
+ * range.  Past a threshold (HK_HEALTH_MAX_*), the node evacuates itself. */
+int hk_health_inject(struct hk_node *node, const struct hk_health *h, char *why, size_t whylen);
+/* This node's telemetry (real sources plus injected) and health score
+ * (100: healthy, 0: past a threshold). */
+void hk_health_get(struct hk_node *node, struct hk_health *h, uint32_t *score);
 
 int hk_node_id(const struct hk_node *node);
 int hk_page_home(const struct hk_node *node, uint64_t offset);

@@ -19,7 +19,8 @@ int hk_budget_pick_target(struct hk_node *n)
 	uint64_t best_room = 0, now = hk_now_ns();
 	for (int k = 0; k < n->count; k++) {
 		struct hk_link *l = &n->links[k];
-		if (k == n->self || !l->up || l->bye || n->refused_until[k] > now)
+		if (k == n->self || !l->up || l->bye || n->refused_until[k] > now ||
+		    hk_node_leaving(n, k))
 			continue;
 		uint64_t room = l->budget == 0 ? UINT64_MAX / 2
 					       : (l->budget > l->resident ? l->budget - l->resident : 0);
@@ -41,7 +42,8 @@ int hk_budget_pick_room_target(struct hk_node *n)
 	for (int i = 0; t < 0 && i < n->count; i++) {
 		int k = (int)(n->evict_rr++ % (uint64_t)n->count);
 		struct hk_link *l = &n->links[k];
-		if (k != n->self && l->up && !l->bye && n->refused_until[k] <= now)
+		if (k != n->self && l->up && !l->bye && n->refused_until[k] <= now &&
+		    !hk_node_leaving(n, k))
 			t = k;
 	}
 	return t;
@@ -73,7 +75,7 @@ static uint64_t evict_sweep(struct hk_node *n, uint64_t want, int target, bool a
 		p->evicting = (uint32_t)n->clock_ticks | 1;
 		n->stats.node.evictions++;
 		struct hk_msg m = { .type = HK_MSG_EVICT, .page = pg, .node = (uint32_t)target };
-		hk_node_send(n, hk_directory_home(pg, n->cfg.home_chunk_pages, n->count), &m);
+		hk_node_send(n, hk_home_of(n, pg), &m);
 		done++;
 	}
 	return done;

@@ -244,7 +244,8 @@ int hk_cluster_swap_candidate(struct hk_node *n, int node, int except, uint64_t 
 void hk_cluster_rebalance(struct hk_node *n, int arrived, int from)
 {
 	struct hk_cluster *c = &n->cluster;
-	if (n->policy == HK_POLICY_PAGE || from < 0 || from >= n->count || from == n->self)
+	if (n->policy == HK_POLICY_PAGE || from < 0 || from >= n->count || from == n->self ||
+	    hk_node_leaving(n, from))
 		return;
 	uint32_t cpus = hk_cluster_capacity(n, n->self);
 	if (!cpus || hk_cluster_vcpus_homed(n, n->self) <= cpus)
@@ -397,6 +398,8 @@ int hk_vcpu_migrate_request(struct hk_node *n, int vcpu, int target)
 	uint32_t nv = n->cluster.vcpus ? n->cluster.vcpus : HK_MAX_VCPUS;
 	if (vcpu < 0 || (uint32_t)vcpu >= nv || target < 0 || target >= n->count)
 		return -EINVAL;
+	if (hk_node_leaving(n, target))
+		return -EHOSTDOWN;
 	int at = hk_vcpu_location(n, vcpu);
 	if (at < 0)
 		return -ENOENT;

@@ -85,6 +85,10 @@ enum hk_msg_type {
 	HK_MSG_SHUTDOWN,      /* - */
 	HK_MSG_STOPPED,       /* - */
 	HK_MSG_MIGRATE,       /* vcpu, node = target, count = hops */
+	/* evacuation (evacuate.c) */
+	HK_MSG_EVAC,          /* node = leaving, mode = step (START, FREEZE, MOVED), a = targets */
+	HK_MSG_EVAC_ACK,      /* node = leaving, mode = step: a peer froze its requests */
+	HK_MSG_HOME_ENTRY,    /* page, node = owner, a = copyset: a directory entry moves */
 	HK_MSG_TYPE_COUNT
 };
 
@@ -205,6 +209,7 @@ enum hk_reason {
 	HK_WHY_LEARNED_VCPU,    /* "learned": the thread's data is mostly there */
 	HK_WHY_TARGET_BUSY,     /* the owner's host CPUs are busy running its vCPUs */
 	HK_WHY_SEQUENTIAL,      /* a read in a sequential run: read-ahead brings it cheaply */
+	HK_WHY_TARGET_LEAVING,  /* the page's node is evacuating or left */
 	HK_WHY_COUNT
 };
 const char *hk_reason_name(unsigned r);
@@ -247,6 +252,8 @@ struct hk_tuning {
 	uint64_t hold_down_ns;   /* "cost": a vCPU stays this long after it arrives */
 	uint32_t hysteresis_pct; /* "cost": a move must win by this margin */
 	uint64_t vcpu_prior_ns;  /* "cost": a vCPU move's cost until one is measured */
+	uint64_t health_max_ce, health_max_link_errors; /* health.c: evacuate past these */
+	int32_t health_max_temp_c;
 };
 /* From the environment (event_rt: the embedder's default class), each knob checked against its range: -EINVAL (after
  * one line naming the knob and its range) if one is out of it. */
@@ -279,6 +286,7 @@ struct hk_link {
 	struct hk_stats *stats;
 	uint64_t resident, budget; /* peer's last heartbeat */
 	uint32_t busy_pct, cpus;   /* and its load (load.c) */
+	uint32_t health;           /* and its health score (health.c) */
 };
 
 int hk_addr_listen(const char *addr);
@@ -409,6 +417,7 @@ struct hk_policy_view {
 	uint32_t target_busy_pct, target_cpus; /* the owner's load and host CPUs (0: unknown) */
 	bool sequential;        /* a read next to the last read fault here (read-ahead's run) */
 	bool vcpu_fixed;        /* the stalled vCPU may not move */
+	bool target_leaving;    /* the owner's node is evacuating (no vCPU goes there) */
 	uint64_t since_moved_ns; /* since this vCPU arrived here (UINT64_MAX: never moved) */
 	uint32_t page_bounces;  /* how often the page recently left and came back */
 	/* learned (learned.c): the stalled guest thread's recent history here */
@@ -495,6 +504,44 @@ struct hk_cluster {
 	uint64_t vcpu_cost_ns[HK_MAX_NODES]; /* hk_policy_vcpu_cost */
 	uint64_t moved_ns[HK_MAX_VCPUS]; /* when we last heard it moved (swap choice) */
 };
+/* ---------------- evacuate.c, health.c ---------------- */
+enum hk_evac_step { HK_EVAC_STEP_START = 1, HK_EVAC_STEP_FREEZE, HK_EVAC_STEP_MOVED };
+
+struct hk_held_msg {
+	struct hk_held_msg *next;
+	int from;              /* -1: ours, to send to the page's new home */
+	struct hk_msg m;
+};
+
+#define HK_EVAC_WINDOW 256
+
+struct hk_evac {
+	pthread_mutex_t lock;  /* status and request: QMP threads read them */
+	struct hk_evac_status st;
+	bool requested;        /* hk_evacuate: the event thread starts it */
+	int node;              /* the node leaving, as we know it (-1: none) */
+	uint64_t targets;      /* the nodes that take its homes and vCPUs */
+	bool frozen;           /* its home pages: requests held (not at the leaver) */
+	uint64_t acks;         /* the leaver: peers that froze */
+	uint64_t gone;         /* nodes that left on purpose */
+	uint64_t asked_ns[HK_MAX_VCPUS]; /* the leaver: when each vCPU was asked to go */
+	uint64_t window[HK_EVAC_WINDOW]; /* the leaver: pages asked to leave, still here */
+	uint64_t window_ns[HK_EVAC_WINDOW]; /* and when they were asked */
+	int nwindow;
+	uint64_t cursor;       /* the leaver: where the next scan for pages starts */
+	uint64_t clean;        /* the leaver: pages in a row found not held here */
+	bool busy;             /* hk_evac_progress is running (it sends to itself) */
+	struct hk_held_msg *held, **held_tail;
+};
+
+struct hk_health_state {
+	pthread_mutex_t lock;
+	struct hk_health injected, real;
+	uint32_t score;
+	bool tripped;          /* a threshold was passed: the evacuation was asked */
+	uint32_t ticks;
+};
+
 /* ---------------- node state (node.c, loop.c and the roles) ---------------- */
 enum hk_page_state {
 	HK_PS_INVALID = 0,
@@ -518,6 +565,7 @@ struct hk_page {
 	bool req_pending;  /* a REQ of ours is at the home */
 	uint8_t req_mode;
 	int8_t hint;       /* who last sent us this page */
+	int8_t txn_home;   /* the home that runs our transaction on it: DONE goes there */
 	int8_t give_to;    /* GIVING: receiver */
 	bool pushed;       /* RECV_EXCL: an eviction pushed it, not our request */
 	bool move_asked;   /* the policy asked for the waiter's vCPU to move */
@@ -535,6 +583,7 @@ struct hk_page {
 	uint8_t bounces;   /* policy history: left and came back soon after, decayed */
 	uint32_t left_ms;  /* when it last left (ms, 0: never) */
 	struct hk_waiter *waiters;
+	bool evac_asked;   /* in the leaver's window (evacuate.c) */
 	bool zmap;         /* home page premapped as the zero page, not counted
 			      in resident (the home may have written it since) */
 };
@@ -588,6 +637,7 @@ struct hk_node {
 	uint64_t spin_cap_ns, fault_spin_ns; /* 0: off (HK_ADAPTIVE_SPIN=0) */
 	uint64_t last_peer_ns, peer_spin_ns;  /* after serving a peer's request */
 	bool skip_invalidate; /* HK_DEBUG_SKIP_INVALIDATE: broken on purpose */
+	bool evac_skip_freeze; /* HK_DEBUG_EVAC_SKIP_FREEZE: broken on purpose */
 	uint64_t skipped_invalidations;
 	pthread_mutex_t vcpu_lock;
 	pid_t vcpu_tid[HK_MAX_VCPUS]; /* hk_thread_set_vcpu: the thread of each vCPU */
@@ -606,6 +656,12 @@ struct hk_node {
 	/* the policies' measured page cost per link (hk_policy_page_cost) */
 	uint64_t page_cost_ns[HK_MAX_NODES];
 	struct hk_cluster cluster;
+	/* which node keeps each chunk's directory entries; changes when a node
+	 * leaves (evacuate.c).  Every node applies the same changes. */
+	int8_t *home_map;
+	uint64_t nchunks;
+	struct hk_evac evac;
+	struct hk_health_state health;
 	/* pages whose translations are gone (hk_page_left_done, any thread) */
 	pthread_mutex_t deferred_lock;
 	uint64_t *deferred;
@@ -642,6 +698,14 @@ void hk_page_flush_deferred(struct hk_node *n);
 void hk_must(int r, const char *what, uint64_t page);
 void hk_coherence_check_invariants(struct hk_node *n, uint64_t page);
 
+/* Where our DONE for a page goes: the home that ran the transaction (it may
+ * have changed since, while a node left), or the page's home. */
+static inline int hk_txn_home(struct hk_node *n, uint64_t page)
+{
+	int h = n->pages[page].txn_home;
+	return h >= 0 ? h : hk_home_of(n, page);
+}
+
 /* ---------------- requester.c ---------------- */
 void hk_requester_fault(struct hk_node *n, uint64_t page, bool write, pid_t tid);
 void hk_requester_evaluate(struct hk_node *n, uint64_t page);
@@ -664,6 +728,7 @@ void hk_holder_on_xfer_refused(struct hk_node *n, int from, const struct hk_msg 
 void hk_home_on_req(struct hk_node *n, int from, const struct hk_msg *m, int evict_target);
 void hk_home_on_inv_ack(struct hk_node *n, int from, const struct hk_msg *m);
 void hk_home_on_done(struct hk_node *n, int from, const struct hk_msg *m);
+int hk_home_take_back(struct hk_node *n, uint64_t page);
 
 /* ---------------- failure.c ---------------- */
 void hk_failure_peer_lost(struct hk_node *n, int dead);
@@ -684,6 +749,37 @@ void hk_budget_tick(struct hk_node *n);
 void hk_budget_pressure(struct hk_node *n);
 int hk_budget_pick_target(struct hk_node *n);
 int hk_budget_pick_room_target(struct hk_node *n);
+
+/* ---------------- evacuate.c ---------------- */
+void hk_evac_init(struct hk_node *n);
+void hk_evac_destroy(struct hk_node *n);
+/* The event thread: start a requested evacuation and move it on (the tick,
+ * and after every message or fault while one runs). */
+void hk_evac_progress(struct hk_node *n);
+void hk_evac_deliver(struct hk_node *n, int from, const struct hk_msg *m);
+/* A request for a page whose home is leaving and frozen: held until its
+ * new home is known (true: held, the caller sends nothing). */
+bool hk_evac_hold_outgoing(struct hk_node *n, int to, const struct hk_msg *m);
+/* A request for a page we are about to be home for: held until the entry
+ * arrives (true: held). */
+bool hk_evac_hold_incoming(struct hk_node *n, int from, const struct hk_msg *m);
+/* from speaks for the page's directory: its home, or its next home while the
+ * old one hands it over. */
+bool hk_is_from_home(struct hk_node *n, uint64_t page, int from);
+/* Pushes, vCPU moves and policies leave this node alone: it is leaving or left. */
+bool hk_node_leaving(struct hk_node *n, int node);
+/* A page the leaver pushed arrived here (counted: where its pages went). */
+void hk_evac_page_taken(struct hk_node *n, int from);
+/* A page left this node (the leaver counts what it moved). */
+void hk_evac_page_left(struct hk_node *n, uint64_t page);
+
+/* ---------------- health.c ---------------- */
+int hk_health_init(struct hk_node *n);
+void hk_health_destroy(struct hk_node *n);
+/* The tick: read the real sources now and then, compute the score, and ask
+ * for an evacuation once a threshold is passed. */
+void hk_health_tick(struct hk_node *n);
+uint32_t hk_health_score(struct hk_node *n);
 
 /* ---------------- vcpu.c ---------------- */
 void hk_vcpu_deliver(struct hk_node *n, int from, const struct hk_msg *m);

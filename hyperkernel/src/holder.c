@@ -12,7 +12,7 @@ void hk_holder_on_fwd(struct hk_node *n, int from, const struct hk_msg *m)
 	struct hk_page *p = &n->pages[m->page];
 	uint64_t arrived = hk_now_ns();
 	int to = (int)m->node;
-	if (from != hk_home_of(n, m->page) || to == n->self ||
+	if (!hk_is_from_home(n, m->page, from) || to == n->self ||
 	    (p->state != HK_PS_SHARED && p->state != HK_PS_EXCL)) {
 		hk_warn("page %lu: fwd from %d to %d in state %d, rejected", m->page, from, to,
 			p->state);
@@ -32,7 +32,10 @@ void hk_holder_on_fwd(struct hk_node *n, int from, const struct hk_msg *m)
 		p->give_to = (int8_t)to;
 	}
 	n->stats.node.pages_sent++;
-	hk_send_page(n, to, HK_MSG_DATA, m->page, n->self, m->mode, m->aux,
+	p->txn_home = (int8_t)from;
+	/* node: the home that runs the transaction, where the receiver's DONE
+	 * goes (the home can move while a node leaves) */
+	hk_send_page(n, to, HK_MSG_DATA, m->page, from, m->mode, m->aux,
 		      hk_memory_page_addr(&n->mem, m->page));
 	hk_stats_stage(&n->stats, HK_STAGE_GIVE, arrived);
 }
@@ -56,7 +59,7 @@ void hk_holder_on_xfer_ack(struct hk_node *n, int from, const struct hk_msg *m)
 void hk_holder_on_inv(struct hk_node *n, int from, const struct hk_msg *m)
 {
 	struct hk_page *p = &n->pages[m->page];
-	if (from != hk_home_of(n, m->page)) {
+	if (!hk_is_from_home(n, m->page, from)) {
 		atomic_fetch_add(&n->stats.malformed, 1);
 		return;
 	}
@@ -88,6 +91,6 @@ void hk_holder_on_xfer_refused(struct hk_node *n, int from, const struct hk_msg 
 	p->state = HK_PS_EXCL;
 	p->evicting = 0;
 	n->refused_until[from] = hk_now_ns() + 20000000ull;
-	hk_send_page(n, hk_home_of(n, m->page), HK_MSG_DONE, m->page, n->self, 0, 1, NULL);
+	hk_send_page(n, hk_txn_home(n, m->page), HK_MSG_DONE, m->page, n->self, 0, 1, NULL);
 	hk_requester_evaluate(n, m->page);
 }

@@ -70,6 +70,25 @@ written:
 	return 0;
 }
 
+/* A node that leaves gives back the pristine zero pages it is home for
+ * (evacuate.c): 1 or 2, taken back (the entry says "never touched", so the
+ * next home grants a zero page); 0, written since (a page like any other, to
+ * be pushed); -1, not now (a transaction is under way). */
+int hk_home_take_back(struct hk_node *n, uint64_t page)
+{
+	struct hk_dir_entry *e = &n->dir.e[page];
+	if (hk_home_of(n, page) != n->self || e->phase != HK_DIR_IDLE || e->qhead ||
+	    e->owner != n->self || e->copyset != hk_bit(n->self) || !n->pages[page].zmap ||
+	    n->pages[page].state != HK_PS_EXCL)
+		return -1;
+	int taken = take_back_pristine(n, page);
+	if (taken) {
+		e->owner = -1;
+		e->copyset = 0;
+	}
+	return taken;
+}
+
 /* A sharer may drop its copy (budget): the directory forgets it first and
  * waits for its DONE, so no later transaction counts on that copy.  If it
  * supplied the data (the owner), another sharer does from now on; if it
@@ -178,6 +197,8 @@ static void dir_start(struct hk_node *n, uint64_t page, struct hk_dir_req *q)
 
 void hk_home_on_req(struct hk_node *n, int from, const struct hk_msg *m, int evict_target)
 {
+	if (hk_home_of(n, m->page) != n->self && hk_evac_hold_incoming(n, from, m))
+		return; /* its entry is on its way here from a node that leaves */
 	if (hk_home_of(n, m->page) != n->self || (evict_target < 0 && (int)m->node != from)) {
 		hk_warn("page %lu: request from node %d that is not ours to serve", m->page, from);
 		atomic_fetch_add(&n->stats.malformed, 1);

@@ -59,6 +59,7 @@ void hk_dispatch(struct hk_node *n, int from, const struct hk_msg *m)
 		n->links[from].budget = m->b;
 		n->links[from].busy_pct = (uint32_t)m->arg[0];
 		n->links[from].cpus = (uint32_t)m->arg[1];
+		n->links[from].health = (uint32_t)m->arg[2];
 		break;
 	case HK_MSG_BYE:
 		n->links[from].bye = true;
@@ -73,6 +74,11 @@ void hk_dispatch(struct hk_node *n, int from, const struct hk_msg *m)
 	case HK_MSG_STOPPED:
 	case HK_MSG_MIGRATE:
 		hk_cluster_deliver(n, from, m);
+		break;
+	case HK_MSG_EVAC:
+	case HK_MSG_EVAC_ACK:
+	case HK_MSG_HOME_ENTRY:
+		hk_evac_deliver(n, from, m);
 		break;
 	case HK_MSG_PEER_LOST:
 		if ((int)m->node != n->self)
@@ -101,6 +107,10 @@ static void drain_queue(struct hk_node *n)
 void hk_drain_local(struct hk_node *n)
 {
 	drain_queue(n);
+	if (n->evac.requested || n->evac.node == n->self) {
+		hk_evac_progress(n); /* may queue local messages */
+		drain_queue(n);
+	}
 	/* Pages left or slots were released: requests waiting for room go on
 	 * (which may queue more local messages). */
 	while (n->room_freed) {
@@ -230,6 +240,7 @@ void hk_tick(struct hk_node *n)
 	uint64_t now = hk_now_ns();
 	hk_learned_tick(n);
 	hk_load_sample(n);
+	hk_health_tick(n);
 	for (int k = 0; k < n->count; k++) {
 		struct hk_link *l = &n->links[k];
 		if (k == n->self || !l->up)
@@ -243,7 +254,8 @@ void hk_tick(struct hk_node *n)
 		struct hk_msg m = { .type = HK_MSG_HEARTBEAT,
 				    .a = n->resident + n->reserved + n->nroom_wait,
 				    .b = n->budget_pages,
-				    .arg = { (int32_t)n->busy_pct, (int32_t)n->host_cpus } };
+				    .arg = { (int32_t)n->busy_pct, (int32_t)n->host_cpus,
+					     (int32_t)hk_health_score(n) } };
 		hk_node_send(n, k, &m);
 	}
 	n->clock_ticks++;
@@ -405,10 +417,17 @@ int hk_coherence_init(struct hk_node *n)
 	if (!n->pages)
 		return -ENOMEM;
 	for (uint64_t i = 0; i < np; i++)
-		n->pages[i].hint = -1;
+		n->pages[i].hint = n->pages[i].txn_home = -1;
 	int r = hk_directory_init(&n->dir, np);
 	if (r)
 		return r;
+	uint32_t chunk = n->cfg.home_chunk_pages ? n->cfg.home_chunk_pages : 1;
+	n->nchunks = (np + chunk - 1) / chunk;
+	n->home_map = malloc(n->nchunks ? n->nchunks : 1);
+	if (!n->home_map)
+		return -ENOMEM;
+	for (uint64_t c = 0; c < n->nchunks; c++)
+		n->home_map[c] = (int8_t)hk_directory_home(c * chunk, chunk, n->count);
 	premap_home_pages(n);
 	/* the busy-poll's knobs (tuning.c); see hk_coherence_thread */
 	n->spin_cap_ns = n->tuning.spin_cap_ns;
@@ -461,6 +480,8 @@ void hk_coherence_destroy(struct hk_node *n)
 	}
 	free(n->pages);
 	n->pages = NULL;
+	free(n->home_map);
+	n->home_map = NULL;
 	free(n->room_wait);
 	n->room_wait = NULL;
 	hk_directory_destroy(&n->dir);

@@ -38,6 +38,9 @@ static const char *const type_names[HK_MSG_TYPE_COUNT] = {
 	[HK_MSG_SHUTDOWN] = "shutdown",
 	[HK_MSG_STOPPED] = "stopped",
 	[HK_MSG_MIGRATE] = "migrate",
+	[HK_MSG_EVAC] = "evac",
+	[HK_MSG_EVAC_ACK] = "evac_ack",
+	[HK_MSG_HOME_ENTRY] = "home_entry",
 };
 
 const char *hk_msg_type_name(unsigned type)
@@ -70,7 +73,7 @@ static long fixed_len(unsigned t)
 	case HK_MSG_AUTH_OK: return 0;
 	case HK_MSG_REFUSE: return 4;
 	case HK_MSG_DATA: return PAGE_PAYLOAD + HK_PAGE_SIZE;
-	case HK_MSG_HEARTBEAT: return 24;
+	case HK_MSG_HEARTBEAT: return 28;
 	case HK_MSG_BYE: return 0;
 	case HK_MSG_CONFIG: return HK_SHA256_LEN + 4 + 8 + 8 + 8 + 4;
 	case HK_MSG_VCPU_AT: return 4 + 4 + 8 + 4;
@@ -80,6 +83,9 @@ static long fixed_len(unsigned t)
 	case HK_MSG_SHUTDOWN: return 0;
 	case HK_MSG_STOPPED: return 0;
 	case HK_MSG_MIGRATE: return 4 + 4 + 4;
+	case HK_MSG_EVAC: return 4 + 4 + 8;
+	case HK_MSG_EVAC_ACK: return 4 + 4;
+	case HK_MSG_HOME_ENTRY: return 8 + 4 + 8;
 	default: return is_page_msg(t) ? (long)PAGE_PAYLOAD : -1;
 	}
 }
@@ -128,6 +134,19 @@ size_t hk_msg_encode(const struct hk_msg *m, uint8_t *buf, size_t cap)
 		put64(p + 8, m->b);
 		put32(p + 16, (uint32_t)m->arg[0]); /* busy, % of one CPU */
 		put32(p + 20, (uint32_t)m->arg[1]); /* host CPUs */
+		put32(p + 24, (uint32_t)m->arg[2]); /* health score */
+		break;
+	case HK_MSG_EVAC:
+	case HK_MSG_EVAC_ACK:
+		put32(p, m->node);
+		put32(p + 4, m->mode);
+		if (m->type == HK_MSG_EVAC)
+			put64(p + 8, m->a);
+		break;
+	case HK_MSG_HOME_ENTRY:
+		put64(p, m->page);
+		put32(p + 8, m->node);
+		put64(p + 12, m->a);
 		break;
 	case HK_MSG_VCPU:
 		put32(p, m->vcpu);
@@ -251,8 +270,30 @@ int hk_msg_decode(const uint8_t *buf, size_t len, struct hk_msg *m)
 		m->b = get64(p + 8);
 		m->arg[0] = (int32_t)get32(p + 16);
 		m->arg[1] = (int32_t)get32(p + 20);
-		if (m->arg[0] < 0 || m->arg[1] < 0 || m->arg[1] > 4096)
+		m->arg[2] = (int32_t)get32(p + 24);
+		if (m->arg[0] < 0 || m->arg[1] < 0 || m->arg[1] > 4096 || m->arg[2] < 0 ||
+		    m->arg[2] > 100)
 			return -EBADMSG;
+		break;
+	case HK_MSG_EVAC:
+	case HK_MSG_EVAC_ACK:
+		m->node = get32(p);
+		m->mode = (uint8_t)get32(p + 4);
+		if (m->node >= HK_MAX_NODES || get32(p + 4) < HK_EVAC_STEP_START ||
+		    get32(p + 4) > HK_EVAC_STEP_MOVED)
+			return -EBADMSG;
+		if (m->type == HK_MSG_EVAC) {
+			m->a = get64(p + 8);
+			if (m->a == 0 || (m->a & (1ull << m->node)))
+				return -EBADMSG; /* no node to take it, or itself */
+		}
+		break;
+	case HK_MSG_HOME_ENTRY:
+		m->page = get64(p);
+		m->node = get32(p + 8);
+		m->a = get64(p + 12);
+		if (m->node >= HK_MAX_NODES || !(m->a & (1ull << m->node)))
+			return -EBADMSG; /* the owner holds a copy */
 		break;
 	case HK_MSG_VCPU:
 		m->vcpu = get32(p);

@@ -63,7 +63,11 @@ int hk_node_new(const struct hk_config *cfg, struct hk_node **out)
 	n->budget_pages = cfg->budget_bytes / HK_PAGE_SIZE;
 	n->skip_invalidate = getenv("HK_DEBUG_SKIP_INVALIDATE") &&
 			     atoi(getenv("HK_DEBUG_SKIP_INVALIDATE")) > 0;
+	n->evac_skip_freeze = getenv("HK_DEBUG_EVAC_SKIP_FREEZE") &&
+			      atoi(getenv("HK_DEBUG_EVAC_SKIP_FREEZE")) > 0;
 	hk_cluster_init(&n->cluster);
+	hk_evac_init(n);
+	hk_health_init(n);
 	pthread_mutex_init(&n->deferred_lock, NULL);
 	n->listen_fd = -1;
 	n->epfd = n->evfd = n->timerfd = -1;
@@ -218,6 +222,8 @@ void hk_node_free(struct hk_node *n)
 		close(n->listen_fd);
 	hk_coherence_destroy(n);
 	hk_cluster_destroy(&n->cluster);
+	hk_evac_destroy(n);
+	hk_health_destroy(n);
 	free(n->deferred);
 	pthread_mutex_destroy(&n->deferred_lock);
 	hk_memory_close(&n->mem);
@@ -239,22 +245,72 @@ int hk_thread_set_vcpu(struct hk_node *n, pid_t tid, int vcpu)
 	return 0;
 }
 
+static const char *const evac_phase_names[] = {
+	[HK_EVAC_NONE] = "none",     [HK_EVAC_VCPUS] = "vcpus", [HK_EVAC_PAGES] = "pages",
+	[HK_EVAC_FREEZE] = "freeze", [HK_EVAC_DRAIN] = "drain", [HK_EVAC_DONE] = "done",
+	[HK_EVAC_REFUSED] = "refused",
+};
+
+/* The latest evacuation, this node's health and every peer's score (-1:
+ * not heard yet, or itself) as JSON members. */
+static char *evac_health_json(struct hk_node *n)
+{
+	struct hk_evac_status st;
+	struct hk_health h;
+	uint32_t score;
+	hk_evac_status_get(n, &st);
+	hk_health_get(n, &h, &score);
+	char reason[sizeof(st.reason)];
+	size_t j = 0;
+	for (size_t i = 0; st.reason[i] && j + 1 < sizeof(reason); i++)
+		if (st.reason[i] != '"' && st.reason[i] != '\\' && (unsigned char)st.reason[i] >= 32)
+			reason[j++] = st.reason[i];
+	reason[j] = 0;
+	uint64_t end = st.finished_ns ? st.finished_ns : hk_now_ns();
+	char peers[HK_MAX_NODES * 5 + 2] = "";
+	size_t off = 0;
+	for (int k = 0; k < n->count; k++)
+		off += (size_t)snprintf(peers + off, sizeof(peers) - off, "%s%d", k ? "," : "",
+					k == n->self || !n->links[k].up ? -1 : (int)n->links[k].health);
+	char temp[16] = "null";
+	if (h.temp_c != INT32_MIN)
+		snprintf(temp, sizeof(temp), "%d", h.temp_c);
+	char *out = NULL;
+	if (asprintf(&out,
+		     "\"evacuation\":{\"node\":%d,\"phase\":\"%s\",\"reason\":\"%s\",\"vcpus\":%u,"
+		     "\"pages_pushed\":%lu,\"copies_dropped\":%lu,\"zero_pages\":%lu,"
+		     "\"homes_moved\":%lu,\"bytes\":%lu,\"pages_left\":%lu,\"pages_taken\":%lu,"
+		     "\"seconds\":%.3f},"
+		     "\"gone_nodes\":%lu,"
+		     "\"health\":{\"score\":%u,\"corrected_errors\":%lu,\"temp_c\":%s,"
+		     "\"link_errors\":%lu,\"peer_scores\":[%s]}",
+		     st.node, evac_phase_names[st.phase], reason, st.vcpus_moved, st.pages_pushed,
+		     st.copies_dropped, st.zero_pages, st.homes_moved, st.bytes, st.pages_left,
+		     st.pages_taken, st.started_ns ? (double)(end - st.started_ns) / 1e9 : 0.0,
+		     __atomic_load_n(&n->evac.gone, __ATOMIC_RELAXED), score, h.corrected_errors, temp,
+		     h.link_errors, peers) < 0)
+		return NULL;
+	return out;
+}
+
 char *hk_stats_json(struct hk_node *n)
 {
 	char *s = hk_stats_to_json(&n->stats, n->self, n->resident, n->peak_resident, n->budget_pages,
 				   hk_policy_name(n->policy));
-	/* what "learned" learned, as one more member */
+	/* more members: what "learned" learned, evacuation and health */
 	char *l = n->policy == HK_POLICY_LEARNED ? hk_learned_json(n) : NULL;
+	char *e = evac_health_json(n);
 	size_t len = s ? strlen(s) : 0;
-	if (l && len && s[len - 1] == '}') {
-		char *both = malloc(len + strlen(l) + 16);
-		if (both) {
-			sprintf(both, "%.*s,\"learned\":%s}", (int)(len - 1), s, l);
+	if (len && s[len - 1] == '}') {
+		char *all = NULL;
+		if (asprintf(&all, "%.*s%s%s%s%s%s}", (int)(len - 1), s, l ? ",\"learned\":" : "",
+			     l ? l : "", e ? "," : "", e ? e : "", "") >= 0) {
 			free(s);
-			s = both;
+			s = all;
 		}
 	}
 	free(l);
+	free(e);
 	return s;
 }
 
@@ -265,7 +321,7 @@ int hk_node_id(const struct hk_node *n)
 
 int hk_page_home(const struct hk_node *n, uint64_t offset)
 {
-	return hk_directory_home(offset / HK_PAGE_SIZE, n->cfg.home_chunk_pages, n->count);
+	return hk_home_of((struct hk_node *)n, offset / HK_PAGE_SIZE);
 }
 
 bool hk_node_failed(const struct hk_node *n)

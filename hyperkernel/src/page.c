@@ -12,12 +12,17 @@
 
 int hk_home_of(struct hk_node *n, uint64_t page)
 {
-	return hk_directory_home(page, n->cfg.home_chunk_pages, n->count);
+	uint32_t chunk = n->cfg.home_chunk_pages ? n->cfg.home_chunk_pages : 1;
+	if (n->home_map && page / chunk < n->nchunks)
+		return n->home_map[page / chunk];
+	return hk_directory_home(page, chunk, n->count);
 }
 
 int hk_node_send(struct hk_node *n, int to, struct hk_msg *m)
 {
 	m->version = HK_PROTOCOL_VERSION;
+	if (hk_evac_hold_outgoing(n, to, m))
+		return 0;
 	if (to == n->self) {
 		struct hk_local_msg *lm = malloc(sizeof(*lm));
 		if (!lm)
@@ -81,6 +86,7 @@ bool hk_page_left(struct hk_node *n, uint64_t page)
 		n->resident--;
 		n->room_freed = true;
 	}
+	hk_evac_page_left(n, page);
 	if (n->cfg.cb.on_page_left &&
 	    n->cfg.cb.on_page_left(n->cfg.cb.opaque, page * HK_PAGE_SIZE) == HK_DEFER) {
 		n->stats.node.deferred_acks++;
@@ -146,6 +152,8 @@ void hk_page_flush_deferred(struct hk_node *n)
 	for (size_t i = 0; i < cnt; i++) {
 		struct hk_page *p = &n->pages[d[i]];
 		if (!p->ack_type) {
+			if (n->evac.node == n->self)
+				continue; /* a zero page it gave back: nobody waits */
 			hk_warn("page %lu: translations gone, but no acknowledgement was held", d[i]);
 			continue;
 		}

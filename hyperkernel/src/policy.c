@@ -23,6 +23,7 @@ static const char *const reason_names[HK_WHY_COUNT] = {
 	[HK_WHY_FIXED_VCPU] = "page.fixed_vcpu",  [HK_WHY_SWAP] = "vcpu.swap",
 	[HK_WHY_LEARNED_PAGE] = "page.learned",   [HK_WHY_LEARNED_VCPU] = "vcpu.learned",
 	[HK_WHY_TARGET_BUSY] = "page.target_busy", [HK_WHY_SEQUENTIAL] = "page.sequential",
+	[HK_WHY_TARGET_LEAVING] = "page.target_leaving",
 };
 
 const char *hk_reason_name(unsigned r)
@@ -57,6 +58,10 @@ bool hk_policy_may_move(const struct hk_policy_view *v, struct hk_decision *d)
 	}
 	if (v->owner < 0 || v->owner == v->self) {
 		bring(d, HK_WHY_OWNER_HERE);
+		return false;
+	}
+	if (v->target_leaving) {
+		bring(d, HK_WHY_TARGET_LEAVING);
 		return false;
 	}
 	d->swap_vcpu = -1;
@@ -187,6 +192,7 @@ static void build_view(struct hk_node *n, const struct hk_stall *s, struct hk_po
 			v->since_moved_ns = hk_now_ns() - at;
 	}
 	v->page_bounces = n->pages[page].bounces;
+	v->target_leaving = v->owner >= 0 && hk_node_leaving(n, v->owner);
 	/* as read_ahead() sees a run: the next page either way, or within the
 	 * window it already asked for */
 	uint64_t last = n->ra_last, depth = n->tuning.readahead;

@@ -231,7 +231,7 @@ static void finish_request(struct hk_node *n, uint64_t page)
 		uint64_t dt = hk_now_ns() - n->req_sent_ns;
 		n->ewma_reply_ns = n->ewma_reply_ns - n->ewma_reply_ns / 8 + dt / 8;
 	}
-	hk_send_page(n, hk_home_of(n, page), HK_MSG_DONE, page, n->self, 0, 0, NULL);
+	hk_send_page(n, hk_txn_home(n, page), HK_MSG_DONE, page, n->self, 0, 0, NULL);
 	hk_requester_evaluate(n, page);
 }
 
@@ -261,7 +261,7 @@ void hk_requester_on_data(struct hk_node *n, int from, const struct hk_msg *m)
 	 * serves it, and then the request brings it once more), and requests
 	 * waiting for room come first (else pushes and evictions chase each
 	 * other round the nodes while the waiters starve). */
-	if (m->aux && (hk_budget_full(n) || n->nroom_wait)) {
+	if (m->aux && (hk_budget_full(n) || n->nroom_wait || n->evac.node == n->self)) {
 		/* A pushed page (an eviction) we have no slot for: refused,
 		 * the giver keeps it and tries another node. */
 		n->stats.node.pushes_refused++;
@@ -277,6 +277,7 @@ void hk_requester_on_data(struct hk_node *n, int from, const struct hk_msg *m)
 		if (p->t_req && !p->ahead)
 			hk_policy_page_cost(n, from, arrived - p->t_req);
 	}
+	p->txn_home = (int8_t)m->node; /* the home that forwarded it (holder.c) */
 	hk_must(hk_memory_install(&n->mem, m->page, m->data, true), "install", m->page);
 	hk_stats_stage(&n->stats, HK_STAGE_INSTALL, arrived);
 	p->t_data = hk_now_ns();
@@ -284,6 +285,8 @@ void hk_requester_on_data(struct hk_node *n, int from, const struct hk_msg *m)
 	hk_page_arrived(n, m->page, from);
 	if (!m->aux)
 		hk_budget_release(n, m->page); /* our request's slot now holds it */
+	else
+		hk_evac_page_taken(n, from);
 	if (m->mode == HK_MODE_SHARED) {
 		p->state = HK_PS_SHARED;
 		finish_request(n, m->page);
@@ -310,7 +313,7 @@ void hk_requester_on_xfer_dropped(struct hk_node *n, int from, const struct hk_m
 		/* An eviction's transaction ends here; a request of ours, if
 		 * any, is still queued at the home and will be granted. */
 		p->pushed = false;
-		hk_send_page(n, hk_home_of(n, m->page), HK_MSG_DONE, m->page, n->self, 0, 0, NULL);
+		hk_send_page(n, hk_txn_home(n, m->page), HK_MSG_DONE, m->page, n->self, 0, 0, NULL);
 		hk_requester_evaluate(n, m->page);
 		return;
 	}
@@ -320,10 +323,11 @@ void hk_requester_on_xfer_dropped(struct hk_node *n, int from, const struct hk_m
 void hk_requester_on_grant(struct hk_node *n, int from, const struct hk_msg *m)
 {
 	struct hk_page *p = &n->pages[m->page];
-	if (from != hk_home_of(n, m->page)) {
+	if (!hk_is_from_home(n, m->page, from)) {
 		atomic_fetch_add(&n->stats.malformed, 1);
 		return;
 	}
+	p->txn_home = (int8_t)from;
 	hk_stats_stage(&n->stats, HK_STAGE_REMOTE, p->t_req);
 	if (m->aux) { /* first touch: a zero page, no data on the wire */
 		if (p->state != HK_PS_INVALID) {
@@ -394,7 +398,7 @@ void hk_requester_thread_left(struct hk_node *n, uint64_t page, uint64_t stall_i
 void hk_requester_on_drop_ok(struct hk_node *n, int from, const struct hk_msg *m)
 {
 	struct hk_page *p = &n->pages[m->page];
-	if (from != hk_home_of(n, m->page) || !p->dropping) {
+	if (!hk_is_from_home(n, m->page, from) || !p->dropping) {
 		hk_warn("page %lu: unexpected drop_ok from node %d", m->page, from);
 		atomic_fetch_add(&n->stats.malformed, 1);
 		return;
@@ -405,7 +409,8 @@ void hk_requester_on_drop_ok(struct hk_node *n, int from, const struct hk_msg *m
 		int target = hk_budget_pick_room_target(n);
 		/* only for a request of ours: a node that merely helps (after
 		 * refusing a push) never pushes in turn */
-		if (target >= 0 && p->state == HK_PS_SHARED && n->nroom_wait) {
+		if (target >= 0 && p->state == HK_PS_SHARED &&
+		    (n->nroom_wait || n->evac.node == n->self)) {
 			p->evicting = (uint32_t)n->clock_ticks | 1;
 			n->stats.node.evictions++;
 			struct hk_msg ev = { .type = HK_MSG_EVICT, .page = m->page,

@@ -46,7 +46,17 @@ int hk_tuning_load(struct hk_tuning *t, bool event_rt)
 					  "percent a move must win by" };
 	static const struct knob prior = { "HK_VCPU_COST_US", 1, 1000000, 500,
 					   "microseconds, a vCPU move until one is measured" };
+	/* health thresholds: past one, the node evacuates itself (health.c) */
+	static const struct knob ce = { "HK_HEALTH_MAX_CE", 1, 1000000000, 100,
+					"corrected memory errors" };
+	static const struct knob temp = { "HK_HEALTH_MAX_TEMP_C", 30, 150, 95, "degrees Celsius" };
+	static const struct knob link = { "HK_HEALTH_MAX_LINK_ERRORS", 1, 1000000000, 100,
+					  "interconnect errors" };
 	uint64_t v;
+	if (number(&ce, &t->health_max_ce) || number(&link, &t->health_max_link_errors) ||
+	    number(&temp, &v))
+		return -EINVAL;
+	t->health_max_temp_c = (int32_t)v;
 	if (number(&spin, &v))
 		return -EINVAL;
 	t->spin_cap_ns = v * 1000;

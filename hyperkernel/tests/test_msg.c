@@ -18,6 +18,8 @@ static void test_roundtrip_all_types(void)
 				    .arg = { 1, 0x31, 1 } };
 		if (t == HK_MSG_CONFIG)
 			m.page = 1u << 20; /* guest RAM: whole pages */
+		if (t == HK_MSG_EVAC)
+			m.a = 0x5; /* the nodes taking over: not the leaver (3) */
 		memset(m.nonce, 0x5a, sizeof(m.nonce));
 		memset(m.mac, 0xa5, sizeof(m.mac));
 		if (t == HK_MSG_DATA || t == HK_MSG_VCPU) {
@@ -57,7 +59,13 @@ static void test_roundtrip_all_types(void)
 		if (t == HK_MSG_HELLO_ACK)
 			CHECK(d.mac[0] == 0xa5 && d.nonce[31] == 0x5a);
 		if (t == HK_MSG_HEARTBEAT)
-			CHECK(d.a == 11 && d.b == 22);
+			CHECK(d.a == 11 && d.b == 22 && d.arg[2] == 1);
+		if (t == HK_MSG_EVAC)
+			CHECK(d.node == 3 && d.mode == HK_MODE_EXCL && d.a == 0x5);
+		if (t == HK_MSG_EVAC_ACK)
+			CHECK(d.node == 3 && d.mode == HK_MODE_EXCL);
+		if (t == HK_MSG_HOME_ENTRY)
+			CHECK(d.page == 123456789 && d.node == 3 && d.a == 11);
 	}
 }
 
@@ -77,6 +85,12 @@ static void test_cluster_messages_with_fields_out_of_range_are_refused(void)
 		{ .type = HK_MSG_VCPU_AT, .vcpu = HK_MAX_VCPUS },
 		{ .type = HK_MSG_VCPU_AT, .vcpu = 1, .node = HK_MAX_NODES },
 		{ .type = HK_MSG_MIGRATE, .vcpu = 1, .node = HK_MAX_NODES },
+		{ .type = HK_MSG_EVAC, .node = 2, .mode = HK_EVAC_STEP_START, .a = 0x4 }, /* to itself */
+		{ .type = HK_MSG_EVAC, .node = 2, .mode = HK_EVAC_STEP_START, .a = 0 },   /* to nobody */
+		{ .type = HK_MSG_EVAC, .node = 2, .mode = 0, .a = 0x1 },                  /* no such step */
+		{ .type = HK_MSG_EVAC_ACK, .node = 2, .mode = 9 },
+		{ .type = HK_MSG_HOME_ENTRY, .page = 1, .node = 2, .a = 0x1 }, /* owner without a copy */
+		{ .type = HK_MSG_HEARTBEAT, .arg = { 0, 1, 101 } },              /* health score */
 		{ .type = HK_MSG_CONFIG, .count = 0, .page = 4096, .arg = { 1 } }, /* no vCPUs */
 		{ .type = HK_MSG_CONFIG, .count = 1, .page = 4097, .arg = { 1 } }, /* not pages */
 		{ .type = HK_MSG_CONFIG, .count = 1, .page = 4096 },           /* no CPUs */

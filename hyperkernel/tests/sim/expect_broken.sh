@@ -21,7 +21,20 @@ rc=$?
 if [ "$rc" -ne 0 ] && echo "$out" | grep -q "moved again"; then
 	echo "$out" | grep -m1 "moved again"
 	echo "sim-broken: PASS (chase caught without the hold-down: exit $rc, $(echo "$out" | tail -1))"
+else
+	echo "sim-broken: FAIL (exit $rc): the simulation did not catch vCPUs chasing pages"
+	exit 1
+fi
+# And evacuation: a leaver that hands its directory over without freezing
+# the others' requests first (HK_DEBUG_EVAC_SKIP_FREEZE=1) loses requests
+# or serves them from a stale entry.
+out=$(HK_DEBUG_EVAC_SKIP_FREEZE=1 "$sim" --seeds 400 2>&1)
+rc=$?
+last=$(echo "$out" | tail -1)
+if [ "$rc" -ne 0 ]; then
+	echo "$out" | grep -m1 -E "violation|hang"
+	echo "sim-broken: PASS (evacuation without the freeze caught: exit $rc, $last)"
 	exit 0
 fi
-echo "sim-broken: FAIL (exit $rc): the simulation did not catch vCPUs chasing pages"
+echo "sim-broken: FAIL (exit $rc, $last): the simulation did not catch an evacuation without the freeze"
 exit 1

@@ -47,6 +47,7 @@ struct sim_thread {
 	bool streams;        /* reads through the pages in order (read-ahead) */
 	uint64_t last;
 	uint64_t moved_ns;   /* the policy last moved it (0: never) */
+	int evac_to;         /* asked to leave an evacuating node for this one (-1: no) */
 };
 
 struct sim_fault {
@@ -70,6 +71,10 @@ static int sim_hot_pages;       /* accesses favour the first few pages */
 uint64_t sim_moves;             /* threads the policy moved to another node */
 static uint64_t move_seq;       /* their move counts, for the location directory */
 static const char *policy_name; /* this seed's policy */
+/* A node leaves on purpose (evacuate.c) at evac_at_step; evac_phase is the
+ * last phase its embedder heard of. */
+static int evac_at_step = -1, evac_node = -1;
+static enum hk_evac_phase evac_phase;
 /* TCG's translations: a node that ran a page's code may keep running it
  * until the embedder's invalidation is done; the embedder defers some. */
 static uint8_t *translated[SIM_MAX_NODES];
@@ -167,6 +172,61 @@ static void on_stall(void *opaque, const struct hk_stall *s, struct hk_decision 
 	}
 }
 
+/* The leaver asks its embedder to move a vCPU: a thread between two accesses
+ * goes now, one inside an access (blocked, or woken to retry) when it ends,
+ * as a vCPU thread only leaves its fault with the page or by a pull-out. */
+static void move_evacuee(struct sim_thread *th)
+{
+	int from = th->node, to = th->evac_to, v = (int)(th - threads);
+	struct hk_cluster *c = &sim.node[from].hk->cluster;
+	uint64_t seq = ++move_seq;
+	pthread_mutex_lock(&c->lock);
+	c->location[v] = (int8_t)to;
+	if (seq > c->seq[v])
+		c->seq[v] = seq;
+	pthread_mutex_unlock(&c->lock);
+	sim.node[from].hk->vcpu_tid[v] = 0;
+	th->node = to;
+	th->evac_to = -1;
+	sim.node[to].hk->vcpu_tid[v] = th->tid;
+	hk_cluster_vcpu_arrived(sim.node[to].hk, (uint32_t)v, seq, to);
+	sim_moves++;
+}
+
+static void on_migrate_request(void *opaque, int from, uint32_t vcpu, int target)
+{
+	int k = (int)(intptr_t)opaque;
+	(void)from;
+	if ((int)vcpu >= nthreads || threads[vcpu].node != k)
+		return;
+	if (target == k || target < 0 || target >= sim.nodes || target == evac_node)
+		violation("node %d: vCPU %u asked to move to node %d", k, vcpu, target);
+	struct sim_thread *th = &threads[vcpu];
+	th->evac_to = target;
+	if (th->state == T_DONE || (th->state == T_READY && th->page == UINT64_MAX))
+		move_evacuee(th);
+}
+
+static void on_evacuation(void *opaque, const struct hk_evac_status *st)
+{
+	int k = (int)(intptr_t)opaque;
+	evac_phase = st->phase;
+	if (st->phase != HK_EVAC_DONE)
+		return;
+	/* it leaves holding nothing and running nothing */
+	for (uint64_t p = 0; p < sim.pages; p++)
+		if (sim.node[k].map[p] != SIM_NONE)
+			violation("node %d left the cluster still mapping page %lu", k, p);
+	for (int i = 0; i < nthreads; i++)
+		if (threads[i].node == k)
+			violation("node %d left the cluster with thread %d still on it", k,
+				  threads[i].tid);
+	struct hk_node *n = sim.node[k].hk;
+	for (uint64_t p = 0; p < sim.pages; p++)
+		if (hk_home_of(n, p) == k)
+			violation("node %d left still home for page %lu", k, p);
+}
+
 static void on_peer_lost(void *opaque, int node, const struct hk_page_range *ranges,
 			 size_t nranges, uint64_t lost_pages)
 {
@@ -208,6 +268,11 @@ static void build_world(uint64_t seed)
 	policy_name = policy;
 	if (sim_below(8) == 0)
 		kill_at_step = 200 + (int)sim_below(3000);
+	/* from the seed, not the random stream: seeds without one replay as before */
+	if (kill_at_step < 0 && (seed * 0xd1342543de82ef95ull >> 7) % 4 == 0) {
+		evac_at_step = 100 + (int)((seed * 0x9e3779b97f4a7c15ull >> 20) % 1500);
+		evac_node = 1 + (int)((seed >> 3) % (uint64_t)(sim.nodes - 1));
+	}
 
 	static char *peers[SIM_MAX_NODES];
 	for (int k = 0; k < sim.nodes; k++) {
@@ -230,6 +295,8 @@ static void build_world(uint64_t seed)
 		cfg.cb.on_peer_lost = on_peer_lost;
 		cfg.cb.on_page_left = on_page_left;
 		cfg.cb.on_stall = on_stall;
+		cfg.cb.on_migrate_request = on_migrate_request;
+		cfg.cb.on_evacuation = on_evacuation;
 		cfg.cb.opaque = (void *)(intptr_t)k;
 		sn->alive = true;
 		/* registered before the node exists, so the memory can be found */
@@ -279,12 +346,23 @@ static void build_world(uint64_t seed)
 					      % 5 == 0;
 			th->last = (uint64_t)th->tid % sim.pages;
 			sim.node[k].hk->vcpu_tid[nthreads - 1] = th->tid; /* thread i runs vCPU i */
+			th->evac_to = -1;
 		}
+	}
+	/* what hk_cluster_agree leaves behind: where each vCPU runs, each
+	 * node's budget */
+	for (int k = 0; k < sim.nodes; k++) {
+		struct hk_cluster *c = &sim.node[k].hk->cluster;
+		c->vcpus = (uint32_t)nthreads;
+		for (int i = 0; i < nthreads; i++)
+			c->location[i] = c->home[i] = (int8_t)threads[i].node;
+		for (int j = 0; j < sim.nodes; j++)
+			c->peer[j].budget = budget * HK_PAGE_SIZE;
 	}
 	if (sim.verbose)
 		fprintf(stdout, "sim seed %lu: nodes=%d pages=%lu budget=%lu chunk=%u policy=%s threads=%d "
-			"kill_at=%d\n", seed, sim.nodes, sim.pages, budget, chunk, policy, nthreads,
-			kill_at_step);
+			"kill_at=%d evacuate=%d at %d\n", seed, sim.nodes, sim.pages, budget, chunk,
+			policy, nthreads, kill_at_step, evac_node, evac_at_step);
 }
 
 /* ---------------- guest threads ---------------- */
@@ -312,6 +390,10 @@ static void queue_fault(int k, uint64_t page, bool write, pid_t tid)
 static void thread_step(struct sim_thread *th)
 {
 	struct sim_node *sn = &sim.node[th->node];
+	if (th->page == UINT64_MAX && th->evac_to >= 0) { /* between accesses: it may go */
+		move_evacuee(th);
+		return;
+	}
 	if (th->page == UINT64_MAX) { /* choose the next access */
 		if (th->ops_left-- <= 0 || killed >= 0) {
 			th->state = T_DONE;
@@ -556,6 +638,30 @@ static void do_action(const struct action *a)
 	}
 }
 
+static void start_evacuation(void)
+{
+	struct hk_node *n = sim.node[evac_node].hk;
+	char why[160] = "";
+	/* the others must hold the guest: otherwise it is refused, and nothing
+	 * changes */
+	uint64_t budget = n->budget_pages;
+	bool fits = !budget || budget * (uint64_t)(sim.nodes - 1) >= sim.pages + (uint64_t)(sim.nodes - 1);
+	int r = hk_evacuate(n, "sim", why, sizeof(why));
+	if (sim.verbose)
+		fprintf(stdout, "sim seed %lu step %lu: evacuate node %d: %d %s\n", sim.seed, steps,
+			evac_node, r, why);
+	if (fits && r)
+		violation("evacuation of node %d refused: %s", evac_node, why);
+	if (!fits && r != -ENOSPC)
+		violation("evacuation of node %d with too little room elsewhere: %d", evac_node, r);
+	if (r) {
+		evac_node = -1;
+		return;
+	}
+	evac_phase = HK_EVAC_VCPUS;
+	hk_drain_local(n);
+}
+
 /* 0: clean, 1: violations, 2: hang */
 static int run_seed(uint64_t seed)
 {
@@ -566,12 +672,16 @@ static int run_seed(uint64_t seed)
 	for (steps = 0; steps < max_steps; steps++) {
 		if ((int)steps == kill_at_step && killed < 0)
 			kill_node(1 + (int)sim_below((uint64_t)sim.nodes - 1));
+		if ((int)steps == evac_at_step)
+			start_evacuation();
 		int n = enabled_actions(acts, true);
 		bool threads_busy = false, threads_blocked = false;
 		for (int i = 0; i < nthreads; i++) {
 			threads_busy |= threads[i].state != T_DONE;
 			threads_blocked |= threads[i].state == T_BLOCKED;
 		}
+		/* an evacuation under way keeps the run going until it ends */
+		threads_busy |= evac_node >= 0 && evac_phase > HK_EVAC_NONE && evac_phase < HK_EVAC_DONE;
 		if (n == 0) {
 			if (!threads_busy && !frames_in_flight())
 				break; /* everything done and delivered */
@@ -666,6 +776,8 @@ static int run_seed(uint64_t seed)
 			return 2;
 		}
 	}
+	if (evac_node >= 0 && evac_phase != HK_EVAC_NONE && evac_phase != HK_EVAC_DONE)
+		violation("the evacuation of node %d stopped in phase %d", evac_node, evac_phase);
 	if (killed < 0)
 		check_final();
 	if (sim.verbose) {
@@ -675,8 +787,9 @@ static int run_seed(uint64_t seed)
 			ev += sim.node[k].hk->stats.node.evictions;
 		}
 		fprintf(stdout, "sim seed %lu: steps=%lu frames=%lu writes=%lu readaheads=%lu "
-			"evictions=%lu vcpu_moves=%lu violations=%lu\n", seed, steps, sim.frames_delivered,
-			version, ra, ev, sim_moves, violations);
+			"evictions=%lu vcpu_moves=%lu evacuation=%d violations=%lu\n", seed, steps,
+			sim.frames_delivered, version, ra, ev, sim_moves, evac_node >= 0 ? (int)evac_phase : -1,
+			violations);
 	}
 	return violations ? 1 : 0;
 }

@@ -79,6 +79,10 @@ struct HyperkernelState {
     Notifier shutdown;
     bool started;
 
+    /* evacuation.c */
+    bool evacuated;                  /* this node left: exit without stopping the guest */
+    struct hk_health injected_health;
+
     /* moves.c */
     int export_to[HK_MAX_VCPUS];     /* move there at the next loop exit, or -1 */
     int64_t io_arrival[HK_MAX_VCPUS];
@@ -150,6 +154,10 @@ void hk_tb_init(void);
 void hk_tb_page_stalled(uint64_t offset);
 void hk_cb_page_arrived(void *opaque, uint64_t offset);
 int hk_cb_page_left(void *opaque, uint64_t offset);
+
+/* evacuation.c */
+void hk_evacuation_init(void);
+void hk_cb_evacuation(void *opaque, const struct hk_evac_status *st);
 
 /* peer-loss.c */
 void hk_peer_loss_thread_init(void);

@@ -242,6 +242,9 @@ bool hk_move_request(int cpu, int target, Error **errp)
 
     if (r == 1) {
         async_run_on_cpu(cs, hk_request_work, RUN_ON_CPU_HOST_INT(HK_REQUEST(target, 0)));
+    } else if (r == -EHOSTDOWN) {
+        error_setg(errp, "node %d is evacuating or has left: no vCPU moves there", target);
+        return false;
     } else if (r < 0) {
         error_setg(errp, "cannot send the request for vCPU %d to the node that runs "
                    "it (node %d as far as node %u knows): %s", cpu,

@@ -215,7 +215,7 @@ static void hk_machine_init_done(Notifier *n, void *data)
 
 static void hk_shutdown_notify(Notifier *n, void *data)
 {
-    if (!hks->started || hk_node_failed(hks->hk)) {
+    if (!hks->started || hk_node_failed(hks->hk) || hks->evacuated) {
         return;
     }
     hk_shutdown_broadcast(hks->hk);
@@ -236,6 +236,11 @@ static void hk_cb_shutdown(void *opaque, int from)
 static void hk_atexit(void)
 {
     if (!hks || !hks->started || hk_node_failed(hks->hk)) {
+        return;
+    }
+    if (hks->evacuated) {
+        /* the guest runs on without us: no barrier, only the BYE */
+        hk_node_shutdown(hks->hk);
         return;
     }
     if (hk_stopped_barrier(hks->hk, 5000) < 0) {
@@ -374,6 +379,7 @@ static void hk_complete(UserCreatable *uc, Error **errp)
     cfg.cb.on_shutdown = hk_cb_shutdown;
     cfg.cb.on_migrate_request = hk_cb_migrate_request;
     cfg.cb.guest_thread = hk_cb_guest_thread;
+    cfg.cb.on_evacuation = hk_cb_evacuation;
     r = hk_node_new(&cfg, &s->hk);
     if (r < 0) {
         error_setg(errp, "hyperkernel: cannot create node %u: %s", s->node, strerror(-r));
@@ -385,6 +391,7 @@ static void hk_complete(UserCreatable *uc, Error **errp)
     }
     hks = s;
     hk_util_init();
+    hk_evacuation_init();
     hk_enabled = true;
     hk_vcpu_thread_init_hook = hk_vcpu_thread_init;
     /* kvmvapic patches guest code and writes guest RAM from every node */
