@@ -226,6 +226,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="catalogue workloads to run (default: all; the boot always)")
     b.add_argument("--policies", default=",".join(POLICIES), metavar="POLICY,...",
                    help="policies to compare (default: all)")
+    b = bench_sub.add_parser("evacuate", help="a node leaves holding SIZE of guest memory while "
+                             "a workload runs there: time, bytes, vs page streaming in one run")
+    b.add_argument("--nodes", type=_positive_int, default=3, help="nodes (default 3); the last leaves")
+    b.add_argument("--size", type=_size, default=256, metavar="SIZE",
+                   help="guest memory the leaver holds (default 256M)")
+    b.add_argument("--mem", type=_size, default=1024, metavar="SIZE")
     for b in bench_sub.choices.values():
         b.add_argument("--run-dir", type=Path, help="where logs go; must be new or empty")
         b.add_argument("--cpu-affinity", default="node", choices=["node", "none"],
@@ -487,6 +493,8 @@ def _node_counts(text: str) -> list[int]:
 
 def cmd_bench(args: argparse.Namespace, progress: Progress) -> int:
     from testbed.bench import bench_boot, bench_migrate, bench_stall, stall_params
+    from testbed.bench_evacuate import bench_evacuate
+    from testbed.bench_evacuate import check_args as check_evacuate_args
     from testbed.bench_policies import bench_policies
     from testbed.bench_policies import check_args as check_policies_args
 
@@ -497,6 +505,8 @@ def cmd_bench(args: argparse.Namespace, progress: Progress) -> int:
     if args.bench == "policies":  # likewise
         policies = [p.strip() for p in args.policies.split(",") if p.strip()]
         check_policies_args(args.nodes, args.workloads, policies, args.vcpus)
+    if args.bench == "evacuate":  # likewise
+        check_evacuate_args(args.nodes, args.size, args.mem)
     if args.bench == "boot" and args.nodes.replace(" ", "") != ",".join(map(str, counts)):
         progress.step("bench", f"node counts in order: {','.join(map(str, counts))}")
     run_dir = _run_dir(args.run_dir, f"bench-{args.bench}")
@@ -508,6 +518,9 @@ def cmd_bench(args: argparse.Namespace, progress: Progress) -> int:
         elif args.bench == "stall":
             result, records = bench_stall(arts, run_dir, args.policy, args.mem, args.rounds,
                                           args.pages, args.stream_mb, progress, args.cpu_affinity)
+        elif args.bench == "evacuate":
+            result, records = bench_evacuate(arts, run_dir, args.nodes, args.size, args.mem,
+                                             progress, args.cpu_affinity)
         elif args.bench == "policies":
             result, records = bench_policies(arts, run_dir, args.nodes, args.vcpus, args.mem,
                                              args.workloads, policies, progress, args.cpu_affinity)

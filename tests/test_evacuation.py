@@ -17,12 +17,12 @@ from conftest import ClusterFactory
 from testbed import evacuation, workloads
 from testbed.errors import ConfigError
 from testbed.qmp import QmpError
-from testbed.workloads import parse_result
+from testbed.workloads import ParamValue, parse_result
 
 SPEC: dict[str, Any] = {"nodes": 3, "vcpus": 3, "mem_mib": 512, "boot_timeout": 400}
 # A rewriter on vCPU 2 (node 2) that runs through the evacuation and checks
 # every value it reads.
-LMAT = {"cpus": "2", "duration_ms": 15000, "table_mb": 16, "write_pct": 5}
+LMAT: dict[str, ParamValue] = {"cpus": "2", "duration_ms": 15000, "table_mb": 16, "write_pct": 5}
 
 
 @pytest.mark.boot
