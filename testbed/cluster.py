@@ -119,7 +119,7 @@ class Cluster:
             node=index, nodes=spec.nodes, listen=peers[index],
             peers=override.peer_addresses or peers, secret_file=secret_file,
             vcpus=spec.vcpu_placement[index], budget_mib=spec.budgets_mib[index],
-            policy=spec.policy, epoch_ns=self._epoch_ns)
+            policy=spec.policy, epoch_ns=self._epoch_ns, max_vcpus=spec.max_vcpus)
 
     def start(self) -> None:
         """Spawn every node paused, attach to all of them, then let them run.
@@ -128,6 +128,13 @@ class Cluster:
         the boot processor, starts last, when every peer is already running.
         """
         append = f"{BASE_APPEND} {self.spec.append}".strip()
+        online = self.spec.online_vcpus
+        if online is None and self.spec.licensed_vcpus < self.spec.vcpus:
+            online = self.spec.licensed_vcpus
+        if online is not None:
+            # the guest brings up only these at boot; the rest stay present
+            # and can be brought online later (set_online_vcpus)
+            append = f"{append} maxcpus={online}"
         self._secret = secrets.token_hex(32)
         # One guest clock: every node counts guest time from the same instant.
         self._epoch_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
@@ -376,6 +383,50 @@ class Cluster:
         node.departed = True
         node.close_channels()
         return result
+
+    def vcpu_counts(self) -> dict[str, int]:
+        """vCPUs as the hyperkernel sees them: present (-smp), licensed, online
+        (started and not taken offline by the guest) and running (not halted)."""
+        counts = {"present": self.spec.vcpus, "licensed": self.spec.licensed_vcpus,
+                  "online": 0, "running": 0}
+        for node in self.live_nodes:
+            info = node.qmp.command("query-hyperkernel")
+            counts["licensed"] = int(info.get("licensed-vcpus", counts["licensed"]))
+            for vs in info.get("vcpu-states", []):
+                if int(vs["cpu-index"]) >= counts["licensed"]:
+                    continue
+                counts["online"] += vs["state"] != "offline"
+                counts["running"] += vs["state"] == "running"
+        return counts
+
+    def set_online_vcpus(self, count: int, timeout: float = 120.0) -> dict[str, int]:
+        """Bring the guest's online vCPU count to ``count`` (CPU hotplug's
+        online/offline, through the guest's sysfs) and return the counts.
+
+        A count above the licensed one is refused here, before the guest is
+        touched; the hyperkernel refuses to start an unlicensed vCPU anyway
+        (the guest sees it fail to come up).
+        """
+        licensed = self.spec.licensed_vcpus
+        if not 1 <= count <= self.spec.vcpus:
+            raise ConfigError(f"{count} online vCPUs is out of range",
+                              f"the guest has {self.spec.vcpus} vCPUs; keep 1 to {licensed} online")
+        if count > licensed:
+            raise ConfigError(f"{count} online vCPUs is above the licensed {licensed}",
+                              f"keep {licensed} or fewer online, or license more (--max-vcpus)")
+        want = " ".join(str(c) for c in range(1, count))
+        drop = " ".join(str(c) for c in reversed(range(count, self.spec.vcpus)))
+        cmd = ("cd /sys/devices/system/cpu && "
+               f"for c in {drop or '-'}; do [ $c = - ] || [ ! -e cpu$c/online ] || "
+               "[ $(cat cpu$c/online) = 0 ] || echo 0 > cpu$c/online || exit 1; done && "
+               f"for c in {want or '-'}; do [ $c = - ] || [ $(cat cpu$c/online) = 1 ] || "
+               "echo 1 > cpu$c/online || exit 1; done && nproc")
+        result = self.run(cmd, timeout=timeout)
+        if result.status != 0 or result.output.strip() != str(count):
+            raise GuestError(f"the guest did not reach {count} online vCPUs: "
+                             f"{result.output.strip()!r} (status {result.status})",
+                             f"see the console log in {self.run_dir}")
+        return self.vcpu_counts()
 
     def poweroff(self, timeout: float = 30.0) -> None:
         """Power the guest off from inside and wait for every node to exit."""

@@ -89,6 +89,16 @@ class ClusterSpec:
     hyperkernel: bool | None = None
     overrides: dict[int, NodeOverride] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
+    # Per-core licensing: vCPUs from this index on never run (the hyperkernel
+    # refuses to start them); None: all of them.
+    max_vcpus: int | None = None
+    # vCPUs the guest brings up at boot (kernel maxcpus=); the others can be
+    # brought online later (Cluster.set_online_vcpus). None: every licensed one.
+    online_vcpus: int | None = None
+
+    @property
+    def licensed_vcpus(self) -> int:
+        return self.max_vcpus if self.max_vcpus is not None else self.vcpus
 
     @property
     def uses_hyperkernel(self) -> bool:
@@ -132,7 +142,20 @@ class ClusterSpec:
                               "valid policies: " + ", ".join(POLICIES))
         self._validate_placement()
         self._validate_budget()
+        self._validate_vcpu_counts()
         return self
+
+    def _validate_vcpu_counts(self) -> None:
+        if self.max_vcpus is not None:
+            if not self.uses_hyperkernel:
+                raise ConfigError("a licensed vCPU count needs the hyperkernel, which enforces it",
+                                  "run on 2 nodes or more")
+            if not 1 <= self.max_vcpus <= self.vcpus:
+                raise ConfigError(f"--max-vcpus {self.max_vcpus} is out of range",
+                                  f"license 1 to {self.vcpus} of the guest's {self.vcpus} vCPUs")
+        if self.online_vcpus is not None and not 1 <= self.online_vcpus <= self.licensed_vcpus:
+            raise ConfigError(f"--online-vcpus {self.online_vcpus} is out of range",
+                              f"use 1 to {self.licensed_vcpus} (the licensed vCPUs)")
 
     def _validate_placement(self) -> None:
         placement = self.vcpu_placement

@@ -37,6 +37,7 @@ class HyperkernelArgs:
     budget_mib: int
     policy: str
     epoch_ns: int
+    max_vcpus: int | None = None
 
     def argv(self) -> list[str]:
         # QEMU options separate properties with ',': lists inside use ';'.
@@ -47,6 +48,7 @@ class HyperkernelArgs:
                 f"listen={self.listen}", "peers=" + ";".join(self.peers), "secret=hksec",
                 "vcpus=" + ";".join(str(c) for c in self.vcpus),
                 f"budget={self.budget_mib}M", f"policy={self.policy}", f"epoch={self.epoch_ns}",
+                *([f"max-vcpus={self.max_vcpus}"] if self.max_vcpus is not None else []),
             ]),
         ]
 

@@ -67,6 +67,7 @@ struct HyperkernelState {
     uint64_t budget;
     int64_t epoch;
     bool has_epoch;
+    uint32_t max_vcpus;              /* licensed: vCPUs from this index on never run */
 
     /* set-up (object.c) */
     struct hk_node *hk;
@@ -103,6 +104,7 @@ struct HyperkernelState {
     uint64_t tbinval_ack_early_stall, tbinval_ack_early_timeout;
     uint64_t policy_moves, requests_stayed, requests_followed;
     uint64_t pulls, pulls_raced, pulls_outside_tb, pulls_not_in_fault;
+    uint64_t irqs_unlicensed;
 };
 
 /* The one hyperkernel object of this process, NULL without one. */
@@ -113,6 +115,10 @@ int64_t hk_now(void);
 static inline bool hk_is_io_node(void)
 {
     return hks->node == 0;
+}
+static inline bool hk_vcpu_licensed(int cpu_index)
+{
+    return !hks->max_vcpus || cpu_index < (int)hks->max_vcpus;
 }
 void G_NORETURN hk_fatal(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
 void hk_run_on_cpu(CPUState *cs, run_on_cpu_func func, run_on_cpu_data d);

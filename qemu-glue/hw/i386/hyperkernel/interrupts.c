@@ -59,6 +59,20 @@ static void hk_irq_send_or_warn(const struct hk_irq *irq)
     }
 }
 
+/*
+ * An INIT or SIPI from a CPU in long mode: the OS starting a CPU.  The
+ * firmware (16/32-bit) starts every AP once to count them, and SeaBIOS
+ * waits for all of them, so it must reach the unlicensed ones too; the OS
+ * never does.  (A 32-bit guest kernel would get past this: we run x86_64.)
+ */
+static bool hk_os_starts_cpu(int mode)
+{
+    if (mode != APIC_DM_INIT && mode != APIC_DM_SIPI && mode != APIC_HK_DM_INIT_DEASSERT) {
+        return false;
+    }
+    return current_cpu && (X86_CPU(current_cpu)->env.hflags & HF_LMA_MASK);
+}
+
 /* apic.c, for every target LAPIC of a message: true if sent elsewhere */
 static bool hk_apic_forward(void *opaque, int mode, int vec, int trig)
 {
@@ -66,6 +80,12 @@ static bool hk_apic_forward(void *opaque, int mode, int vec, int trig)
     CPUState *cs = CPU(t->cpu);
     struct hk_irq irq = hk_irq_encode(cs->cpu_index, mode, vec, trig);
 
+    if (!hk_vcpu_licensed(cs->cpu_index) && hk_os_starts_cpu(mode)) {
+        /* beyond the licence: the OS's INIT and SIPI go nowhere, so the
+         * guest sees a CPU that does not come up ("failed to boot") */
+        qatomic_inc(&hks->irqs_unlicensed);
+        return true;
+    }
     if (!qatomic_read(&cs->hk_parked)) {
         return false;
     }

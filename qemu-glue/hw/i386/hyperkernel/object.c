@@ -131,9 +131,10 @@ static void hk_compute_hash(MachineState *ms, uint8_t hash[32])
 {
     GChecksum *ck = g_checksum_new(G_CHECKSUM_SHA256);
     g_autofree char *desc = g_strdup_printf(
-        "type=%s ram=%" PRIu64 " cpus=%u maxcpus=%u nodes=%u append=%s epoch=%" PRId64,
+        "type=%s ram=%" PRIu64 " cpus=%u maxcpus=%u licensed=%u nodes=%u append=%s "
+        "epoch=%" PRId64,
         object_get_typename(OBJECT(ms)), (uint64_t)ms->ram_size,
-        ms->smp.cpus, ms->smp.max_cpus, hks->nodes,
+        ms->smp.cpus, ms->smp.max_cpus, hks->max_vcpus, hks->nodes,
         ms->kernel_cmdline ? ms->kernel_cmdline : "",
         hks->has_epoch ? hks->epoch : -1);
     gsize n = 32;
@@ -155,7 +156,7 @@ static void hk_agree(MachineState *ms)
     r = hk_cluster_agree(hks->hk, &m, why, sizeof(why));
     if (r < 0) {
         hk_fatal("%s; every node needs the same -machine, -m, -smp, -kernel, "
-                 "-initrd, -append and nodes/epoch, and vcpus= of all nodes "
+                 "-initrd, -append, max-vcpus and nodes/epoch, and vcpus= of all nodes "
                  "together must name each vCPU once", why);
     }
 }
@@ -184,6 +185,13 @@ static void hk_machine_init_done(Notifier *n, void *data)
     }
     if (ms->smp.max_cpus > HK_MAX_VCPUS) {
         hk_fatal("at most %d vCPUs", HK_MAX_VCPUS);
+    }
+    if (hks->max_vcpus > ms->smp.cpus) {
+        hk_fatal("max-vcpus=%u is more than the %u vCPUs of -smp: license at most %u",
+                 hks->max_vcpus, ms->smp.cpus, ms->smp.cpus);
+    }
+    if (!hks->max_vcpus) {
+        hks->max_vcpus = ms->smp.cpus;
     }
     hk_peer_loss_thread_init();     /* the main thread runs the devices */
     hk_register_ram();
@@ -367,6 +375,10 @@ static void hk_complete(UserCreatable *uc, Error **errp)
     /* vCPU 0 alone receives the legacy PIC's interrupts (node 0 has the
      * devices): no policy moves it, nor swaps it out */
     cfg.fixed_vcpus = 1;
+    /* unlicensed vCPUs never run: no policy moves or swaps them either */
+    for (int k = s->max_vcpus; s->max_vcpus && k < HK_MAX_VCPUS; k++) {
+        cfg.fixed_vcpus |= 1ull << k;
+    }
     cfg.cb.opaque = s;
     cfg.cb.on_stall = hk_cb_stall;
     cfg.cb.on_page_arrived = hk_cb_page_arrived;
@@ -466,6 +478,8 @@ static void hk_instance_init(Object *obj)
 
     object_property_add(obj, "node", "uint32", hk_get_u32, hk_set_u32, NULL, &s->node);
     object_property_add(obj, "nodes", "uint32", hk_get_u32, hk_set_u32, NULL, &s->nodes);
+    object_property_add(obj, "max-vcpus", "uint32", hk_get_u32, hk_set_u32, NULL,
+                        &s->max_vcpus);
 }
 
 static void hk_class_init(ObjectClass *oc, void *data)

@@ -9,7 +9,21 @@
 #include "qobject/qdict.h"
 #include "qobject/qjson.h"
 #include "hw/boards.h"
+#include "cpu.h"
 #include "internal.h"
+
+/* What a vCPU of ours does, as the guest would count it (query-hyperkernel). */
+static const char *hk_vcpu_state(CPUState *cs)
+{
+    CPUX86State *env = &X86_CPU(cs)->env;
+
+    if (!qatomic_read(&cs->halted)) {
+        return "running";
+    }
+    /* Linux parks an offline CPU in a halt loop with interrupts off
+     * (hlt_play_dead); an AP never started waits halted with IF clear */
+    return (env->eflags & IF_MASK) ? "idle" : "offline";
+}
 
 static QDict *hk_glue_stats(void)
 {
@@ -35,6 +49,7 @@ static QDict *hk_glue_stats(void)
     qdict_put_int(glue, "pulls-raced", hks->pulls_raced);
     qdict_put_int(glue, "pulls-outside-tb", hks->pulls_outside_tb);
     qdict_put_int(glue, "pulls-not-in-fault", hks->pulls_not_in_fault);
+    qdict_put_int(glue, "interrupts-unlicensed", hks->irqs_unlicensed);
     qdict_put_int(glue, "requests-stayed", hks->requests_stayed);
     qdict_put_int(glue, "requests-followed", hks->requests_followed);
     qdict_put_int(glue, "tb-invalidate-immediate", hks->tbinval_try_ok);
@@ -53,6 +68,7 @@ HyperkernelInfo *qmp_query_hyperkernel(Error **errp)
     g_autofree char *js = NULL;
     QObject *stats;
     intList **lv, **loc, **home;
+    HyperkernelVcpuStateList **states;
     CPUState *cs;
 
     if (!hks || !hks->started) {
@@ -63,11 +79,18 @@ HyperkernelInfo *qmp_query_hyperkernel(Error **errp)
     info->node = hks->node;
     info->nodes = hks->nodes;
     lv = &info->local_vcpus;
+    states = &info->vcpu_states;
     CPU_FOREACH(cs) {
         if (!cs->hk_parked) {
+            HyperkernelVcpuState *vs = g_new0(HyperkernelVcpuState, 1);
+
             QAPI_LIST_APPEND(lv, cs->cpu_index);
+            vs->cpu_index = cs->cpu_index;
+            vs->state = g_strdup(hk_vcpu_state(cs));
+            QAPI_LIST_APPEND(states, vs);
         }
     }
+    info->licensed_vcpus = hks->max_vcpus;
     loc = &info->vcpu_location;
     home = &info->vcpu_home;
     for (int k = 0; k < (int)ms->smp.cpus && k < HK_MAX_VCPUS; k++) {
