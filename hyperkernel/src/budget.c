@@ -13,6 +13,9 @@
 
 #define HK_EVICT_BATCH 64
 
+/* Wear levelling: room on a node counts in proportion to its health score,
+ * so pushed pages go to the healthiest nodes first, and a node past a
+ * threshold (score 0) takes none. */
 int hk_budget_pick_target(struct hk_node *n)
 {
 	int best = -1;
@@ -22,8 +25,9 @@ int hk_budget_pick_target(struct hk_node *n)
 		if (k == n->self || !l->up || l->bye || n->refused_until[k] > now ||
 		    hk_node_leaving(n, k))
 			continue;
-		uint64_t room = l->budget == 0 ? UINT64_MAX / 2
+		uint64_t room = l->budget == 0 ? UINT64_MAX / 256
 					       : (l->budget > l->resident ? l->budget - l->resident : 0);
+		room = room / 100 * l->health + room % 100 * l->health / 100;
 		if (room > best_room) {
 			best_room = room;
 			best = k;

@@ -63,6 +63,7 @@ int hk_link_init(struct hk_link *l, int fd, int peer, const struct hk_shaper *sh
 	l->peer = peer;
 	l->up = true;
 	l->bye = false;
+	l->health = 100; /* until its first heartbeat says otherwise */
 	l->head = l->tail = NULL;
 	l->stopping = false;
 	l->shaper = *shape;

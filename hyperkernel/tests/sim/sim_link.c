@@ -27,6 +27,7 @@ int hk_link_init(struct hk_link *l, int fd, int peer, const struct hk_shaper *sh
 	l->peer = peer;
 	l->stats = st;
 	l->up = true;
+	l->health = 100; /* as link.c: healthy until a heartbeat says otherwise */
 	return 0;
 }
 
