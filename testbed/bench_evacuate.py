@@ -11,6 +11,7 @@ afterwards the data's checksum and the rewriter's own checks must hold.
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 from testbed.bench import _figure
 from testbed.cluster import Artifacts, Cluster
 from testbed.config import ClusterSpec
-from testbed.errors import ConfigError
+from testbed.errors import ConfigError, GuestError
 from testbed.hkdelta import delta
 from testbed.progress import Progress
 from testbed.record import RunRecord
@@ -58,9 +59,12 @@ def bench_evacuate(arts: Artifacts, run_dir: Path, nodes: int, size_mb: int, mem
                                                 "cpus": f"{leaver},1"}, guest_timeout=900)
         stream_mb_s = _figure(fr, "stream_mb_per_s")
         progress.step("bench", f"node {leaver} writes {size_mb} MiB")
-        out = cluster.run(f"taskset -c {leaver} sh -c 'yes 0123456789abcdef | head -c {size_mb}M "
-                          f"> {FILL} && md5sum {FILL}'", timeout=1800).output.split()
-        checksum = out[0] if out else ""
+        fill = cluster.run(f"taskset -c {leaver} sh -c 'yes 0123456789abcdef | "
+                           f"head -c {size_mb * 2**20} > {FILL} && md5sum {FILL}'", timeout=1800)
+        checksum = fill.output.split()[0] if fill.output.split() else ""
+        if fill.status != 0 or not re.fullmatch(r"[0-9a-f]{32}", checksum):
+            raise GuestError(f"could not write {size_mb} MiB on node {leaver}: {fill.output!r}",
+                             f"see {run_dir}")
         lmat_params = validate_params("lmat", {"cpus": str(leaver), "duration_ms": 30000},
                                       nodes)
         cluster.run(f"({guest_command('lmat', lmat_params, nodes)} > /tmp/lmat.out 2>&1 &)")
@@ -86,18 +90,24 @@ def bench_evacuate(arts: Artifacts, run_dir: Path, nodes: int, size_mb: int, mem
 
     streaming_s = ev.bytes / (stream_mb_s * 2**20) if stream_mb_s else None
     ratio = ev.seconds / streaming_s if streaming_s else None
+    pages_ratio = ev.pages_s / streaming_s if streaming_s else None
     mib = ev.bytes / 2**20
     print(f"evacuation: {nodes} nodes, node {leaver} leaves holding {held} pages "
           f"({held * 4096 / 2**20:.0f} MiB), lmat rewriting on it throughout")
     print(f"  {'measure':<44} {'value':>14}")
     print(f"  {'page streaming, firstread, same run':<44} {stream_mb_s or 0:>10.1f} MB/s")
     print(f"  {'evacuation (the leaver: start to BYE)':<44} {ev.seconds:>12.3f} s")
+    print(f"  {'  moving its vCPUs':<44} {ev.vcpus_s:>12.3f} s")
+    print(f"  {'  moving its pages':<44} {ev.pages_s:>12.3f} s")
+    print(f"  {'  moving its directory':<44} {ev.directory_s:>12.3f} s")
     print(f"  {'evacuation (harness: request to exit)':<44} {wall:>12.3f} s")
     print(f"  {'page data moved':<44} {mib:>10.1f} MiB")
     print(f"  {'  streaming those bytes would take':<44} "
           f"{streaming_s if streaming_s is not None else float('nan'):>12.3f} s")
     print(f"  {'  ratio (target <= 2)':<44} "
           f"{ratio if ratio is not None else float('nan'):>12.2f} x")
+    print(f"  {'  the page phase alone, same ratio':<44} "
+          f"{pages_ratio if pages_ratio is not None else float('nan'):>12.2f} x")
     print(f"  pages pushed {ev.pages_pushed}, shared copies dropped {ev.copies_dropped}, "
           f"zero pages given back {ev.zero_pages}, directory entries moved {ev.homes_moved}, "
           f"vCPUs moved {ev.vcpus}")
@@ -111,7 +121,8 @@ def bench_evacuate(arts: Artifacts, run_dir: Path, nodes: int, size_mb: int, mem
             ("evacuate_s", ev.seconds, "s", "lower"), ("evacuate_wall_s", wall, "s", "lower"),
             ("bytes", float(ev.bytes), "B", "info"),
             ("streaming_mb_per_s", stream_mb_s, "MB/s", "higher"),
-            ("ratio_to_streaming", ratio, "x", "lower")):
+            ("ratio_to_streaming", ratio, "x", "lower"),
+            ("pages_ratio_to_streaming", pages_ratio, "x", "lower")):
         if value is not None:
             record.add(name, value, unit=unit, direction=direction)
     record.add_hk_stats(delta(before, after))  # the survivors: what they took
@@ -119,6 +130,7 @@ def bench_evacuate(arts: Artifacts, run_dir: Path, nodes: int, size_mb: int, mem
               "bytes": ev.bytes, "lost_pages": ev.pages_left,
               "workload_ok": lmat.ok, "data_ok": data_ok,
               "streaming_mb_s": stream_mb_s, "ratio_to_streaming": ratio,
+              "pages_ratio_to_streaming": pages_ratio,
               "target_ratio_le_2": ratio is not None and ratio <= TARGET_RATIO,
               "evacuation": ev.as_dict(), "ok": record.ok}
     return result, [record, fr]

@@ -42,13 +42,19 @@ class Evacuation:
     bytes: int
     pages_left: int
     phases: list[tuple[str, float]] = field(default_factory=list)  # (phase, seconds in)
+    # the leaver's own clock: moving the vCPUs, the pages, then the directory
+    vcpus_s: float = 0.0
+    pages_s: float = 0.0
+    directory_s: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return {"node": self.node, "reason": self.reason, "seconds": self.seconds,
                 "vcpus": self.vcpus, "pages_pushed": self.pages_pushed,
                 "copies_dropped": self.copies_dropped, "zero_pages": self.zero_pages,
                 "homes_moved": self.homes_moved, "bytes": self.bytes,
-                "pages_left": self.pages_left, "phases": [list(p) for p in self.phases]}
+                "pages_left": self.pages_left, "phases": [list(p) for p in self.phases],
+                "vcpus_s": self.vcpus_s, "pages_s": self.pages_s,
+                "directory_s": self.directory_s}
 
 
 def parse_done_line(log_text: str) -> tuple[str, dict[str, Any]] | None:
@@ -107,7 +113,9 @@ def wait_evacuated(cluster: Cluster, index: int, timeout: float,
                       vcpus=int(fig["vcpus"]), pages_pushed=int(fig["pages_pushed"]),
                       copies_dropped=int(fig["copies_dropped"]),
                       zero_pages=int(fig["zero_pages"]), homes_moved=int(fig["homes_moved"]),
-                      bytes=int(fig["bytes"]), pages_left=int(fig["pages_left"]), phases=phases)
+                      bytes=int(fig["bytes"]), pages_left=int(fig["pages_left"]), phases=phases,
+                      vcpus_s=float(fig.get("vcpus_s", 0.0)), pages_s=float(fig.get("pages_s", 0.0)),
+                      directory_s=float(fig.get("directory_s", 0.0)))
 
 
 def health_args(corrected_errors: int | None, temperature: int | None,

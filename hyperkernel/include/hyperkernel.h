@@ -110,13 +110,14 @@ struct hk_evac_status {
 	char reason[96];     /* what started it (operator, or a health threshold) */
 	uint64_t started_ns, finished_ns; /* CLOCK_MONOTONIC */
 	uint32_t vcpus_moved;
-	uint64_t pages_pushed;  /* exclusive pages given to other nodes */
+	uint64_t pages_pushed;  /* pages it pushed to other nodes (page data sent) */
 	uint64_t copies_dropped; /* shared copies given up (another node keeps one) */
 	uint64_t zero_pages;    /* untouched pages handed back as "never written" */
 	uint64_t homes_moved;   /* directory entries sent to their new homes */
 	uint64_t bytes;         /* page data sent */
 	uint64_t pages_left;    /* pages it still holds (0 when done) */
 	uint64_t pages_taken;   /* on the others: pages the leaver pushed here */
+	uint64_t phase_ns[HK_EVAC_REFUSED + 1]; /* when each phase began (0: not reached) */
 };
 
 /* Health telemetry (health.c): values a node reports about its hardware. */

@@ -45,7 +45,7 @@
 #include "hk.h"
 
 #define VCPU_ASK_AGAIN_NS 1000000000ull /* a vCPU asked to go and still here */
-#define PAGE_ASK_AGAIN_NS 20000000ull   /* a page asked to go and still here */
+#define PAGE_ASK_AGAIN_NS 1000000000ull /* a page asked to go, unchanged and still here */
 
 void hk_evac_init(struct hk_node *n)
 {
@@ -108,6 +108,7 @@ static void publish(struct hk_node *n, enum hk_evac_phase phase)
 	struct hk_evac *ev = &n->evac;
 	pthread_mutex_lock(&ev->lock);
 	ev->st.phase = phase;
+	ev->st.phase_ns[phase] = hk_now_ns();
 	if (ev->st.node == n->self)
 		ev->st.pages_left = n->resident;
 	if (phase == HK_EVAC_DONE || phase == HK_EVAC_REFUSED)
@@ -317,6 +318,16 @@ static bool move_vcpus(struct hk_node *n)
 	return none;
 }
 
+void hk_evac_page_pushed(struct hk_node *n)
+{
+	if (n->evac.node != n->self)
+		return;
+	pthread_mutex_lock(&n->evac.lock);
+	n->evac.st.pages_pushed++;
+	n->evac.st.bytes += HK_PAGE_SIZE;
+	pthread_mutex_unlock(&n->evac.lock);
+}
+
 void hk_evac_page_taken(struct hk_node *n, int from)
 {
 	if (from != n->evac.node || from == n->self)
@@ -338,21 +349,30 @@ void hk_evac_page_left(struct hk_node *n, uint64_t page)
 		if (ev->window[i] == page) {
 			ev->window[i] = ev->window[--ev->nwindow];
 			ev->window_ns[i] = ev->window_ns[ev->nwindow];
+			ev->window_state[i] = ev->window_state[ev->nwindow];
 			break;
 		}
 }
 
-/* Pages asked to leave that have not left in time (a push refused, an
- * eviction overtaken by another node's request): asked again later. */
+/* Pages asked to leave that are gone, or whose request came to nothing: a
+ * push refused (Exclusive here again after giving), an eviction the home
+ * ignored because another node's read made the page Shared first.  Those
+ * are asked again on the next pass; so is one unchanged for a second (a
+ * request lost with nothing to show for it would be a bug, not a wait). */
 static void window_expire(struct hk_node *n, uint64_t now)
 {
 	struct hk_evac *ev = &n->evac;
 	for (int i = 0; i < ev->nwindow;) {
 		struct hk_page *p = &n->pages[ev->window[i]];
-		if (p->state == HK_PS_INVALID || now - ev->window_ns[i] > PAGE_ASK_AGAIN_NS) {
+		bool busy = p->state == HK_PS_GIVING || p->dropping || p->ack_type;
+		bool changed = p->state != ev->window_state[i] || p->refused;
+		if (p->state == HK_PS_INVALID || (!busy && changed) ||
+		    now - ev->window_ns[i] > PAGE_ASK_AGAIN_NS) {
 			p->evac_asked = false;
+			p->refused = false;
 			ev->window[i] = ev->window[--ev->nwindow];
 			ev->window_ns[i] = ev->window_ns[ev->nwindow];
+			ev->window_state[i] = ev->window_state[ev->nwindow];
 			continue;
 		}
 		i++;
@@ -363,7 +383,9 @@ static void window_add(struct hk_node *n, uint64_t page, uint64_t now)
 {
 	struct hk_evac *ev = &n->evac;
 	n->pages[page].evac_asked = true;
+	n->pages[page].refused = false;
 	ev->window[ev->nwindow] = page;
+	ev->window_state[ev->nwindow] = n->pages[page].state;
 	ev->window_ns[ev->nwindow++] = now;
 }
 
@@ -402,11 +424,7 @@ static bool move_pages(struct hk_node *n)
 			p->evicting = (uint32_t)n->clock_ticks | 1;
 			struct hk_msg m = { .type = HK_MSG_EVICT, .page = pg, .node = (uint32_t)target };
 			window_add(n, pg, now);
-			hk_node_send(n, hk_home_of(n, pg), &m);
-			pthread_mutex_lock(&ev->lock);
-			ev->st.pages_pushed++;
-			ev->st.bytes += HK_PAGE_SIZE;
-			pthread_mutex_unlock(&ev->lock);
+			hk_node_send(n, hk_home_of(n, pg), &m); /* counted when it goes */
 		} else if (p->state == HK_PS_SHARED) {
 			p->dropping = true;
 			p->evicting = (uint32_t)n->clock_ticks | 1;

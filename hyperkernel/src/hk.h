@@ -527,6 +527,7 @@ struct hk_evac {
 	uint64_t asked_ns[HK_MAX_VCPUS]; /* the leaver: when each vCPU was asked to go */
 	uint64_t window[HK_EVAC_WINDOW]; /* the leaver: pages asked to leave, still here */
 	uint64_t window_ns[HK_EVAC_WINDOW]; /* and when they were asked */
+	uint8_t window_state[HK_EVAC_WINDOW]; /* and the state they were asked in */
 	int nwindow;
 	uint64_t cursor;       /* the leaver: where the next scan for pages starts */
 	uint64_t clean;        /* the leaver: pages in a row found not held here */
@@ -584,6 +585,7 @@ struct hk_page {
 	uint32_t left_ms;  /* when it last left (ms, 0: never) */
 	struct hk_waiter *waiters;
 	bool evac_asked;   /* in the leaver's window (evacuate.c) */
+	bool refused;      /* its last push was refused (the leaver asks again) */
 	bool zmap;         /* home page premapped as the zero page, not counted
 			      in resident (the home may have written it since) */
 };
@@ -768,6 +770,8 @@ bool hk_evac_hold_incoming(struct hk_node *n, int from, const struct hk_msg *m);
 bool hk_is_from_home(struct hk_node *n, uint64_t page, int from);
 /* Pushes, vCPU moves and policies leave this node alone: it is leaving or left. */
 bool hk_node_leaving(struct hk_node *n, int node);
+/* The leaver sends a page it pushes (counted: what it moved). */
+void hk_evac_page_pushed(struct hk_node *n);
 /* A page the leaver pushed arrived here (counted: where its pages went). */
 void hk_evac_page_taken(struct hk_node *n, int from);
 /* A page left this node (the leaver counts what it moved). */

@@ -32,6 +32,8 @@ void hk_holder_on_fwd(struct hk_node *n, int from, const struct hk_msg *m)
 		p->give_to = (int8_t)to;
 	}
 	n->stats.node.pages_sent++;
+	if (m->aux)
+		hk_evac_page_pushed(n);
 	p->txn_home = (int8_t)from;
 	/* node: the home that runs the transaction, where the receiver's DONE
 	 * goes (the home can move while a node leaves) */
@@ -90,6 +92,7 @@ void hk_holder_on_xfer_refused(struct hk_node *n, int from, const struct hk_msg 
 	hk_must(hk_memory_protect(&n->mem, m->page, false), "unprotect", m->page);
 	p->state = HK_PS_EXCL;
 	p->evicting = 0;
+	p->refused = true;
 	n->refused_until[from] = hk_now_ns() + 20000000ull;
 	hk_send_page(n, hk_txn_home(n, m->page), HK_MSG_DONE, m->page, n->self, 0, 1, NULL);
 	hk_requester_evaluate(n, m->page);

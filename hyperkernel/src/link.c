@@ -90,6 +90,15 @@ void hk_link_stop(struct hk_link *l)
 	pthread_mutex_lock(&l->lock);
 	l->stopping = true;
 	pthread_cond_signal(&l->cond);
+	/* What is queued goes out first (a node that leaves queues its last
+	 * directory entries, MOVED and BYE behind its pages): a peer that
+	 * reads on gets it all; one that stopped reading holds us 5 s at most. */
+	uint64_t deadline = hk_now_ns() + 5000000000ull;
+	while (l->head && hk_now_ns() < deadline) {
+		pthread_mutex_unlock(&l->lock);
+		usleep(1000);
+		pthread_mutex_lock(&l->lock);
+	}
 	pthread_mutex_unlock(&l->lock);
 	/* Unblock a sender stuck in send() to a peer that stopped reading. */
 	shutdown(l->fd, SHUT_WR);

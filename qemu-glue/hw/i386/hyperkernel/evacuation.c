@@ -45,6 +45,13 @@ static void hk_evac_event(const struct hk_evac_status *st)
                                            end - st->started_ns);
 }
 
+/* seconds from the start of one phase to the start of another */
+static double hk_evac_span(const struct hk_evac_status *st, int from, int to)
+{
+    return st->phase_ns[from] && st->phase_ns[to] > st->phase_ns[from] ?
+           (st->phase_ns[to] - st->phase_ns[from]) / 1e9 : 0.0;
+}
+
 /* main loop: the event, and at the end the exit */
 static void hk_evac_bh(void *opaque)
 {
@@ -57,10 +64,14 @@ static void hk_evac_bh(void *opaque)
                 "{\"node\": %d, \"vcpus\": %u, \"pages_pushed\": %" PRIu64
                 ", \"copies_dropped\": %" PRIu64 ", \"zero_pages\": %" PRIu64
                 ", \"homes_moved\": %" PRIu64 ", \"bytes\": %" PRIu64
-                ", \"pages_left\": %" PRIu64 ", \"seconds\": %.3f}\n",
+                ", \"pages_left\": %" PRIu64 ", \"seconds\": %.3f"
+                ", \"vcpus_s\": %.3f, \"pages_s\": %.3f, \"directory_s\": %.3f}\n",
                 hks->node, st->reason, st->node, st->vcpus_moved, st->pages_pushed,
                 st->copies_dropped, st->zero_pages, st->homes_moved, st->bytes,
-                st->pages_left, (st->finished_ns - st->started_ns) / 1e9);
+                st->pages_left, (st->finished_ns - st->started_ns) / 1e9,
+                hk_evac_span(st, HK_EVAC_VCPUS, HK_EVAC_PAGES),
+                hk_evac_span(st, HK_EVAC_PAGES, HK_EVAC_FREEZE),
+                hk_evac_span(st, HK_EVAC_FREEZE, HK_EVAC_DONE));
         fflush(stderr);
         hks->evacuated = true;
         qemu_system_shutdown_request(SHUTDOWN_CAUSE_HOST_QMP_QUIT);
