@@ -118,6 +118,12 @@ def _add_cluster_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cpu-affinity", default="node", choices=["node", "none"],
                    help="node: each node's threads on host CPUs of its own, as separate "
                    "machines (default); none: anywhere")
+    p.add_argument("--max-vcpus", type=_positive_int, metavar="N",
+                   help="licensed vCPUs: from vCPU N on, the hyperkernel never starts them "
+                   "(default: all of --vcpus)")
+    p.add_argument("--online-vcpus", type=_positive_int, metavar="N",
+                   help="vCPUs the guest brings up at boot; the rest can be brought online "
+                   "later (default: every licensed one)")
     p.add_argument("--append", default="", help="extra guest kernel command line")
     p.add_argument("--put", action="append", default=[], metavar="HOSTFILE[:GUESTPATH]",
                    help="bring a host file into the guest (default under /opt/put/); repeatable")
@@ -250,7 +256,9 @@ def _spec(args: argparse.Namespace) -> ClusterSpec:
                        boot_timeout=args.boot_timeout, placement=args.placement,
                        budget_mib=args.budget, policy=args.policy,
                        cpu_affinity=args.cpu_affinity,
-                       hyperkernel=True if args.hyperkernel else None).validate()
+                       hyperkernel=True if args.hyperkernel else None,
+                       max_vcpus=getattr(args, "max_vcpus", None),
+                       online_vcpus=getattr(args, "online_vcpus", None)).validate()
 
 
 def _run_dir(given: Path | None, label: str) -> Path:

@@ -37,6 +37,13 @@ def _run(*args: str, timeout: float = 60, stdin: str | None = None) -> subproces
     (["bench", "policies", "--policies", "page,learnt"], "unknown policy learnt"),
     (["bench", "policies", "--nodes", "1"], "--nodes 1 compares nothing"),
     (["bench", "policies", "--workloads", "pingpong,nosuch"], "unknown workload 'nosuch'"),
+    (["run", "--nodes", "2", "--vcpus", "4", "--max-vcpus", "5", "--", "true"],
+     "--max-vcpus 5 is out of range"),
+    (["run", "--vcpus", "4", "--max-vcpus", "2", "--", "true"], "needs the hyperkernel"),
+    (["run", "--nodes", "2", "--vcpus", "4", "--max-vcpus", "2", "--online-vcpus", "3", "--",
+      "true"], "--online-vcpus 3 is out of range"),
+    (["bench", "evacuate", "--nodes", "2"], "bench evacuate needs 3 nodes or more"),
+    (["bench", "evacuate", "--size", "900M", "--mem", "1G"], "does not fit a 1024 MiB guest"),
 ])
 def test_bad_arguments_stop_with_one_line(args: list[str], words: str) -> None:
     r = _run(*args)
