@@ -119,3 +119,21 @@ def test_the_leavers_last_line_is_read_back() -> None:
     reason, fig = got
     assert reason == "health: 9 C (limit 5 C)" and fig["pages_pushed"] == 7
     assert evacuation.parse_done_line("[hk node 2] warning: evacuating\n") is None
+
+
+def test_up_commands_refuse_bad_input_without_touching_the_cluster() -> None:
+    from testbed import up_commands
+
+    class NoCluster:  # any use of the cluster would fail the test
+        def __getattr__(self, name: str) -> Any:
+            raise AssertionError(f"cluster.{name} used for bad input")
+
+    c: Any = NoCluster()
+    assert up_commands.run(c, "   ") == ""
+    assert "evacuate K" in up_commands.run(c, "help")
+    for line, words in (("evacuate", "takes one node"), ("evacuate two", "not a whole number"),
+                        ("health 2 volts=3", "unknown health value"), ("health", "takes a node"),
+                        ("vcpus", "takes a count"), ("launch 3", "unknown command")):
+        with pytest.raises(ConfigError, match=words):
+            up_commands.run(c, line)
+        assert up_commands.run_safely(c, line).startswith("refused: ")

@@ -511,7 +511,9 @@ void hk_evac_progress(struct hk_node *n)
 			publish(n, HK_EVAC_PAGES);
 			/* fall through */
 		case HK_EVAC_PAGES:
-			if (!move_pages(n))
+			/* a vCPU sent here before its sender heard START
+			 * arrives late: it goes on too */
+			if (!move_vcpus(n) || !move_pages(n))
 				break;
 			if (n->evac_skip_freeze) {
 				/* Broken on purpose: the entries move while
@@ -535,7 +537,7 @@ void hk_evac_progress(struct hk_node *n)
 		}
 			/* fall through */
 		case HK_EVAC_DRAIN:
-			if (!homes_idle(n))
+			if (!move_vcpus(n) || !move_pages(n) || !homes_idle(n))
 				break;
 			hand_over(n);
 			break;

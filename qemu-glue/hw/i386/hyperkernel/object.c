@@ -375,10 +375,6 @@ static void hk_complete(UserCreatable *uc, Error **errp)
     /* vCPU 0 alone receives the legacy PIC's interrupts (node 0 has the
      * devices): no policy moves it, nor swaps it out */
     cfg.fixed_vcpus = 1;
-    /* unlicensed vCPUs never run: no policy moves or swaps them either */
-    for (int k = s->max_vcpus; s->max_vcpus && k < HK_MAX_VCPUS; k++) {
-        cfg.fixed_vcpus |= 1ull << k;
-    }
     cfg.cb.opaque = s;
     cfg.cb.on_stall = hk_cb_stall;
     cfg.cb.on_page_arrived = hk_cb_page_arrived;
