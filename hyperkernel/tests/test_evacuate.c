@@ -3,6 +3,7 @@
  * pages it wrote and the directory it kept go to node 0, which then reads
  * and writes every page; a second evacuation, one during another and one of
  * the last node are refused with a reason. */
+#include <poll.h>
 #include <sys/wait.h>
 
 #include "hk.h"
@@ -14,14 +15,18 @@
 static struct hk_node *me;
 static uint8_t *ram;
 static volatile int evac_phase = -1, arrived = -1;
+static int go[2]; /* node 0 -> node 1: "checked, move your vCPU now" */
 
 static void on_migrate(void *o, int from, uint32_t vcpu, int target)
 {
 	(void)o;
 	(void)from;
-	/* the embedder's move, late: node 0 checks meanwhile that a second
-	 * evacuation is refused (it heard START before this runs) */
-	usleep(300000);
+	/* the embedder's move, once node 0 has checked that a second
+	 * evacuation is refused while this one runs (10 s at most) */
+	struct pollfd pfd = { .fd = go[0], .events = POLLIN };
+	char c;
+	if (poll(&pfd, 1, 10000) == 1 && read(go[0], &c, 1) < 0)
+		return;
 	hk_vcpu_send(me, target, vcpu, "state", 5);
 }
 
@@ -100,6 +105,7 @@ static void child(void)
 static void test_a_node_leaves_and_its_pages_and_homes_stay_in_the_cluster(void)
 {
 	tn_init_dir(2);
+	CHECK(pipe(go) == 0);
 	pid_t pid = fork();
 	if (pid == 0)
 		child();
@@ -109,7 +115,7 @@ static void test_a_node_leaves_and_its_pages_and_homes_stay_in_the_cluster(void)
 		memset(ram + p * 4096, 0x20 + p, 4096);
 	/* node 1 starts leaving: another evacuation is refused meanwhile */
 	struct hk_evac_status es = { .node = -1 };
-	for (int i = 0; i < 300 && es.node != 1; i++) {
+	for (int i = 0; i < 1000 && es.node != 1; i++) {
 		usleep(10000);
 		hk_evac_status_get(me, &es);
 	}
@@ -117,6 +123,7 @@ static void test_a_node_leaves_and_its_pages_and_homes_stay_in_the_cluster(void)
 	char why[256] = "";
 	int r = hk_evacuate(me, "test", why, sizeof(why));
 	CHECK(r == -EBUSY && strstr(why, "node 1 is evacuating"));
+	CHECK(write(go[1], "g", 1) == 1);
 	CHECK(wait_for(&arrived, 1, 10)); /* its vCPU comes here */
 	int st;
 	waitpid(pid, &st, 0);
