@@ -21,7 +21,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypedDict
 
-from testbed import affinity, evacuation, procs, workloads
+from testbed import affinity, evacuation, membership, procs, workloads
 from testbed.config import ClusterSpec, NodeOverride
 from testbed.errors import ConfigError, GuestError, GuestTimeout, NodeDied, TestbedError
 from testbed.images import GuestImages
@@ -103,9 +103,11 @@ class Cluster:
         self._shell: GuestShell | None = None
         self._closed = False
         self._leaving: set[int] = set()  # evacuating: their exit is expected
+        self._append = ""
 
     # -- life cycle -------------------------------------------------------
-    def _hyperkernel_args(self, index: int, files: NodeFiles) -> HyperkernelArgs | None:
+    def _hyperkernel_args(self, index: int, files: NodeFiles, *, join: bool = False,
+                          budget_mib: int | None = None) -> HyperkernelArgs | None:
         spec = self.spec
         if not spec.uses_hyperkernel:
             return None
@@ -114,12 +116,34 @@ class Cluster:
         secret_file = self.sock_dir / f"n{index}.secret"
         secret_file.write_text(secret)
         secret_file.chmod(0o600)
-        peers = tuple(f"unix:{self.sock_dir / f'n{k}.hk'}" for k in range(spec.nodes))
+        peers = tuple(f"unix:{self.sock_dir / f'n{k}.hk'}" for k in range(spec.node_slots))
         return HyperkernelArgs(
             node=index, nodes=spec.nodes, listen=peers[index],
             peers=override.peer_addresses or peers, secret_file=secret_file,
-            vcpus=spec.vcpu_placement[index], budget_mib=spec.budgets_mib[index],
-            policy=spec.policy, epoch_ns=self._epoch_ns, max_vcpus=spec.max_vcpus)
+            vcpus=() if join else spec.vcpu_placement[index],
+            budget_mib=budget_mib or spec.budgets_mib[index],
+            policy=spec.policy, epoch_ns=self._epoch_ns, max_vcpus=spec.max_vcpus,
+            max_nodes=spec.max_nodes, join=join)
+
+    def new_node(self, index: int, *, join: bool = False, budget_mib: int | None = None) -> Node:
+        """The Node for slot ``index`` (not started)."""
+        override = self.spec.overrides.get(index, NodeOverride())
+        files = NodeFiles(self.sock_dir, self.run_dir, index)
+        name = procs.node_name(index, self.run_id)
+        argv = Node.qemu_argv(self.artifacts.qemu, name=name, files=files,
+                              vcpus=self.spec.vcpus,
+                              mem_mib=override.mem_mib or self.spec.mem_mib,
+                              kernel=self.artifacts.images.kernel_path,
+                              initrd=self.initramfs, append=self._append,
+                              hyperkernel=self._hyperkernel_args(index, files, join=join,
+                                                                 budget_mib=budget_mib))
+        if self.spec.cpu_affinity == "node":
+            slots = self.spec.nodes if index < self.spec.nodes else self.spec.node_slots
+            argv = affinity.pinned_argv(
+                argv, affinity.node_cpus(index, slots, affinity.host_cpus()))
+        node = Node(index, name, files, argv)
+        node.skipped = not override.start
+        return node
 
     def start(self) -> None:
         """Spawn every node paused, attach to all of them, then let them run.
@@ -135,25 +159,12 @@ class Cluster:
             # the guest brings up only these at boot; the rest stay present
             # and can be brought online later (set_online_vcpus)
             append = f"{append} maxcpus={online}"
+        self._append = append
         self._secret = secrets.token_hex(32)
         # One guest clock: every node counts guest time from the same instant.
         self._epoch_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
         for i in range(self.spec.nodes):
-            override = self.spec.overrides.get(i, NodeOverride())
-            files = NodeFiles(self.sock_dir, self.run_dir, i)
-            name = procs.node_name(i, self.run_id)
-            argv = Node.qemu_argv(self.artifacts.qemu, name=name, files=files,
-                                  vcpus=self.spec.vcpus,
-                                  mem_mib=override.mem_mib or self.spec.mem_mib,
-                                  kernel=self.artifacts.images.kernel_path,
-                                  initrd=self.initramfs, append=append,
-                                  hyperkernel=self._hyperkernel_args(i, files))
-            if self.spec.cpu_affinity == "node":
-                argv = affinity.pinned_argv(
-                    argv, affinity.node_cpus(i, self.spec.nodes, affinity.host_cpus()))
-            node = Node(i, name, files, argv)
-            node.skipped = not override.start
-            self.nodes.append(node)
+            self.nodes.append(self.new_node(i))
         _LIVE.add(self)
         self._t_start = time.monotonic()
         for node in self.live_nodes:
@@ -164,6 +175,11 @@ class Cluster:
             node.connect(health_check=self.check_health)
         for node in reversed(self.live_nodes):
             node.resume()
+
+    @property
+    def leaving(self) -> frozenset[int]:
+        """Nodes evacuating now."""
+        return frozenset(self._leaving)
 
     @property
     def live_nodes(self) -> list[Node]:
@@ -375,6 +391,16 @@ class Cluster:
     def remove_node(self, index: int, timeout: float = 300.0) -> evacuation.Evacuation:
         """A planned removal: an evacuation without a warning (see ``evacuate``)."""
         return self.evacuate(index, timeout)
+
+    def add_node(self, budget_mib: int | None = None, timeout: float = 60.0) -> int:
+        """Start a node in the next free slot and let it join the running guest.
+
+        It dials every node with the cluster's secret, compares the machine
+        definition and learns where vCPUs run and who is home for each page;
+        it starts holding nothing. vCPUs move to it with ``migrate_vcpu``.
+        Returns its index. Needs a slot (``ClusterSpec.max_nodes``).
+        """
+        return membership.add_node(self, budget_mib, timeout)
 
     def _after_evacuation(self, index: int, timeout: float,
                           seen: list[str] | None = None) -> evacuation.Evacuation:

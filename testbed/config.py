@@ -95,6 +95,13 @@ class ClusterSpec:
     # vCPUs the guest brings up at boot (kernel maxcpus=); the others can be
     # brought online later (Cluster.set_online_vcpus). None: every licensed one.
     online_vcpus: int | None = None
+    # Node slots: nodes `nodes`..max_nodes-1 may join while the guest runs
+    # (Cluster.add_node). None: no slot beyond the starting nodes.
+    max_nodes: int | None = None
+
+    @property
+    def node_slots(self) -> int:
+        return self.max_nodes if self.max_nodes is not None else self.nodes
 
     @property
     def licensed_vcpus(self) -> int:
@@ -143,7 +150,18 @@ class ClusterSpec:
         self._validate_placement()
         self._validate_budget()
         self._validate_vcpu_counts()
+        self._validate_slots()
         return self
+
+    def _validate_slots(self) -> None:
+        if self.max_nodes is None:
+            return
+        if not self.nodes <= self.max_nodes <= MAX_NODES:
+            raise ConfigError(f"--max-nodes {self.max_nodes} is out of range",
+                              f"use {self.nodes} (--nodes) to {MAX_NODES}")
+        if self.max_nodes > self.nodes and not self.uses_hyperkernel:
+            raise ConfigError("nodes can join only a cluster run by the hyperkernel",
+                              "start with --nodes 2 or more")
 
     def _validate_vcpu_counts(self) -> None:
         if self.max_vcpus is not None:

@@ -38,6 +38,8 @@ class HyperkernelArgs:
     policy: str
     epoch_ns: int
     max_vcpus: int | None = None
+    max_nodes: int | None = None  # slots for nodes that join later
+    join: bool = False  # this node joins a running cluster
 
     def argv(self) -> list[str]:
         # QEMU options separate properties with ',': lists inside use ';'.
@@ -49,6 +51,8 @@ class HyperkernelArgs:
                 "vcpus=" + ";".join(str(c) for c in self.vcpus),
                 f"budget={self.budget_mib}M", f"policy={self.policy}", f"epoch={self.epoch_ns}",
                 *([f"max-vcpus={self.max_vcpus}"] if self.max_vcpus is not None else []),
+                *([f"max-nodes={self.max_nodes}"] if self.max_nodes is not None else []),
+                *(["join=on"] if self.join else []),
             ]),
         ]
 
@@ -220,6 +224,13 @@ class Node:
             line = text[line_start:line_end if line_end >= 0 else None].decode(errors="replace")
             raise GuestPanic(f"node{self.index}: guest kernel failed: {line.strip()}",
                              f"console log: {self.files.log('console.log')}")
+
+    def kill(self) -> None:
+        """SIGKILL this node's QEMU alone (a join that went wrong)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=5)
+        self.close_channels()
 
     def close_channels(self) -> None:
         self.qmp.close()

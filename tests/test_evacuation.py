@@ -92,7 +92,7 @@ def test_a_node_past_its_health_threshold_evacuates_and_the_guest_runs_on(
     # No vCPU goes to a node that left.
     with pytest.raises(ConfigError, match="node 2 does not run"):
         cluster.migrate_vcpu(1, 2)
-    with pytest.raises(QmpError, match="evacuating or has left"):
+    with pytest.raises(QmpError, match="is evacuating or has left"):
         cluster.nodes[1].qmp.command("hyperkernel-migrate-vcpu", **{"cpu-index": 1, "node": 2})
     cluster.poweroff()
     assert all(n.returncode() == 0 for n in cluster.nodes)

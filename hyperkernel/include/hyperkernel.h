@@ -28,7 +28,7 @@
 extern "C" {
 #endif
 
-#define HK_PROTOCOL_VERSION 4
+#define HK_PROTOCOL_VERSION 5
 #define HK_PAGE_SIZE 4096u
 #define HK_MAX_NODES 64
 #define HK_MAX_REGIONS 8
@@ -181,11 +181,20 @@ struct hk_callbacks {
 	 * nothing and has said BYE: the embedder should exit (status 0)
 	 * without stopping the guest, which runs on in the other nodes. */
 	void (*on_evacuation)(void *opaque, const struct hk_evac_status *st);
+	/* A node joined the running cluster (event thread): it has the
+	 * directory's view; the embedder sends it what the library does not
+	 * keep (the APIC addressing of the vCPUs that run here). */
+	void (*on_peer_joined)(void *opaque, int node);
 };
 
 struct hk_config {
 	int node_id;
-	int node_count;
+	int node_count;              /* node slots: every node that may ever be in the cluster */
+	/* Nodes 0..initial_nodes-1 start the cluster (0: all node_count); the
+	 * slots above are for nodes that join it while the guest runs, each in a
+	 * slot above every node there, with join set. */
+	int initial_nodes;
+	bool join;
 	/* node_count addresses "unix:/path" or "tcp:host:port"; index = node id */
 	const char *const *peers;
 	const char *secret;          /* cluster secret; never sent on the wire */

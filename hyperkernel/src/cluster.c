@@ -85,7 +85,7 @@ static void place_initial(struct hk_cluster *c, int node, uint64_t mask)
 static bool all_configs(struct hk_node *n)
 {
 	for (int k = 0; k < n->count; k++)
-		if (k != n->self && !n->cluster.config_seen[k])
+		if (k != n->self && hk_node_present(n, k) && !n->cluster.config_seen[k])
 			return false;
 	return true;
 }
@@ -107,8 +107,11 @@ int hk_cluster_agree(struct hk_node *n, const struct hk_machine *mach, char *why
 	uint64_t ram = n->mem.npages * HK_PAGE_SIZE;
 	if (!mach || mach->vcpus == 0 || mach->vcpus > HK_MAX_VCPUS)
 		return refuse(why, whylen, "the guest must have 1 to %d vCPUs", HK_MAX_VCPUS);
+	/* by default the vCPUs fill the nodes that start the cluster */
 	uint32_t cpus = n->cfg.cpu_capacity ? n->cfg.cpu_capacity
-					     : (mach->vcpus + (uint32_t)n->count - 1) / (uint32_t)n->count;
+					     : (mach->vcpus + (uint32_t)n->initial - 1) / (uint32_t)n->initial;
+	if (n->cfg.join && mach->vcpu_mask)
+		return refuse(why, whylen, "a joining node starts with no vCPU (they move to it)");
 	struct hk_msg m = { .type = HK_MSG_CONFIG, .count = mach->vcpus, .a = mach->vcpu_mask,
 			    .b = n->cfg.budget_bytes, .page = ram, .arg = { (int32_t)cpus } };
 	memcpy(m.mac, mach->hash, HK_SHA256_LEN);
@@ -130,7 +133,7 @@ int hk_cluster_agree(struct hk_node *n, const struct hk_machine *mach, char *why
 	int r = 0;
 	if (!complete) {
 		for (int k = 0; k < n->count; k++)
-			if (!c->config_seen[k]) {
+			if (hk_node_present(n, k) && !c->config_seen[k]) {
 				r = refuse(why, whylen,
 					   "node %d did not send its machine definition within %u ms", k,
 					   n->cfg.connect_timeout_ms);
@@ -145,6 +148,8 @@ int hk_cluster_agree(struct hk_node *n, const struct hk_machine *mach, char *why
 	bool unlimited = false;
 	for (int k = 0; k < n->count && !r; k++) {
 		const struct hk_peer_config *p = &c->peer[k];
+		if (!hk_node_present(n, k))
+			continue;
 		if (p->ram != ram)
 			r = refuse(why, whylen, "node %d has %lu MiB of guest RAM, node %d has %lu MiB", k,
 				   p->ram >> 20, n->self, ram >> 20);
@@ -165,7 +170,8 @@ int hk_cluster_agree(struct hk_node *n, const struct hk_machine *mach, char *why
 		budgets += p->budget;
 		unlimited |= p->budget == 0;
 	}
-	for (uint32_t v = 0; v < mach->vcpus && !r; v++)
+	/* (a joiner: the nodes where vCPUs started may have left) */
+	for (uint32_t v = 0; v < mach->vcpus && !r && !n->cfg.join; v++)
 		if (!(all & (1ull << v)))
 			r = refuse(why, whylen,
 				   "vCPU %u is placed on no node (the nodes' vCPU lists together must name "
@@ -398,7 +404,7 @@ int hk_vcpu_migrate_request(struct hk_node *n, int vcpu, int target)
 	uint32_t nv = n->cluster.vcpus ? n->cluster.vcpus : HK_MAX_VCPUS;
 	if (vcpu < 0 || (uint32_t)vcpu >= nv || target < 0 || target >= n->count)
 		return -EINVAL;
-	if (hk_node_leaving(n, target))
+	if (hk_node_leaving(n, target) || !hk_node_member(n, target))
 		return -EHOSTDOWN;
 	int at = hk_vcpu_location(n, vcpu);
 	if (at < 0)
@@ -485,6 +491,8 @@ void hk_cluster_deliver(struct hk_node *n, int from, const struct hk_msg *m)
 	const struct hk_callbacks *cb = &n->cfg.cb;
 	switch (m->type) {
 	case HK_MSG_CONFIG:
+		if (hk_join_on_config(n, from, m))
+			break;
 		pthread_mutex_lock(&c->lock);
 		c->peer[from] = (struct hk_peer_config){ .vcpus = m->count, .vcpu_mask = m->a,
 							 .budget = m->b, .ram = m->page };

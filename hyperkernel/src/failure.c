@@ -15,6 +15,8 @@ void hk_failure_peer_lost(struct hk_node *n, int dead)
 		return;
 	l->up = false;
 	epoll_ctl(n->epfd, EPOLL_CTL_DEL, l->fd, NULL);
+	if (hk_join_abandoned(n, dead))
+		return;
 	if (atomic_exchange(&n->failed, true))
 		return; /* report the first loss only */
 	n->dead_node = dead;

@@ -50,19 +50,25 @@ static int version_of(const struct hk_handshake_cfg *hc)
 	return hc->version ? hc->version : HK_PROTOCOL_VERSION;
 }
 
-static void refuse(int fd, const struct hk_handshake_cfg *hc, uint16_t reason)
+void hk_handshake_refuse(int fd, const struct hk_handshake_cfg *hc, uint16_t reason)
 {
 	struct hk_msg m = { .type = HK_MSG_REFUSE, .version = (uint16_t)version_of(hc),
 			    .reason = reason, .count = (uint32_t)version_of(hc) };
 	hk_fd_send_msg(fd, &m);
 }
 
-static const char *reason_text(unsigned reason)
+const char *hk_refuse_text(unsigned reason)
 {
 	switch (reason) {
 	case HK_REFUSE_VERSION: return "wrong protocol version";
 	case HK_REFUSE_SECRET: return "wrong cluster secret";
 	case HK_REFUSE_NODE: return "wrong node id or cluster size";
+	case HK_REFUSE_SLOT:
+		return "its node slot is taken, was used before, or is below a node already there "
+		       "(a joining node takes a slot above every node in the cluster)";
+	case HK_REFUSE_BUSY:
+		return "the cluster is busy (starting, evacuating a node, or taking another node "
+		       "in): try again";
 	default: return "malformed handshake";
 	}
 }
@@ -76,12 +82,12 @@ static int read_step(int fd, const struct hk_handshake_cfg *hc, struct hk_msg *m
 	if (r == -EPROTO) {
 		snprintf(why, whylen, "peer %d speaks protocol version %u, we speak %d", peer,
 			 m->version, HK_PROTOCOL_VERSION);
-		refuse(fd, hc, HK_REFUSE_VERSION);
+		hk_handshake_refuse(fd, hc, HK_REFUSE_VERSION);
 		return -EPROTO;
 	}
 	if (r < 0 && r != -ETIMEDOUT && r != -ECONNRESET) {
 		snprintf(why, whylen, "peer %d sent a malformed handshake (%s)", peer, strerror(-r));
-		refuse(fd, hc, HK_REFUSE_PROTOCOL);
+		hk_handshake_refuse(fd, hc, HK_REFUSE_PROTOCOL);
 		return -EBADMSG;
 	}
 	if (r < 0) {
@@ -93,7 +99,7 @@ static int read_step(int fd, const struct hk_handshake_cfg *hc, struct hk_msg *m
 			snprintf(why, whylen, "peer %d refused: protocol version %d, it speaks %u",
 				 peer, version_of(hc), m->count);
 		else
-			snprintf(why, whylen, "peer %d refused: %s", peer, reason_text(m->reason));
+			snprintf(why, whylen, "peer %d refused: %s", peer, hk_refuse_text(m->reason));
 		return m->reason == HK_REFUSE_SECRET ? -EACCES : -ECONNREFUSED;
 	}
 	return 0;
@@ -118,19 +124,19 @@ int hk_handshake_connect(int fd, const struct hk_handshake_cfg *hc, int expect_p
 	if (m.type != HK_MSG_HELLO_ACK) {
 		snprintf(why, whylen, "peer %d sent %s instead of hello_ack", expect_peer,
 			 hk_msg_type_name(m.type));
-		refuse(fd, hc, HK_REFUSE_PROTOCOL);
+		hk_handshake_refuse(fd, hc, HK_REFUSE_PROTOCOL);
 		return -EBADMSG;
 	}
 	if ((int)m.node != expect_peer || (int)m.count != hc->count) {
 		snprintf(why, whylen, "peer %d claims to be node %u of %u", expect_peer, m.node,
 			 m.count);
-		refuse(fd, hc, HK_REFUSE_NODE);
+		hk_handshake_refuse(fd, hc, HK_REFUSE_NODE);
 		return -ECONNREFUSED;
 	}
 	compute_mac(hc, "acc", hc->self, expect_peer, nc, m.nonce, mac);
 	if (!hk_ct_equal(mac, m.mac, HK_SHA256_LEN)) {
 		snprintf(why, whylen, "peer %d refused: wrong cluster secret", expect_peer);
-		refuse(fd, hc, HK_REFUSE_SECRET);
+		hk_handshake_refuse(fd, hc, HK_REFUSE_SECRET);
 		return -EACCES;
 	}
 	struct hk_msg a = { .type = HK_MSG_AUTH, .version = (uint16_t)version_of(hc) };
@@ -155,14 +161,14 @@ int hk_handshake_accept(int fd, const struct hk_handshake_cfg *hc, char *why, si
 		return r;
 	if (m.type != HK_MSG_HELLO) {
 		snprintf(why, whylen, "peer sent %s instead of hello", hk_msg_type_name(m.type));
-		refuse(fd, hc, HK_REFUSE_PROTOCOL);
+		hk_handshake_refuse(fd, hc, HK_REFUSE_PROTOCOL);
 		return -EBADMSG;
 	}
 	int peer = (int)m.node;
 	if ((int)m.count != hc->count || peer == hc->self) {
 		snprintf(why, whylen, "peer claims to be node %d of %u; we are node %d of %d",
 			 peer, m.count, hc->self, hc->count);
-		refuse(fd, hc, HK_REFUSE_NODE);
+		hk_handshake_refuse(fd, hc, HK_REFUSE_NODE);
 		return -ECONNREFUSED;
 	}
 	uint8_t nc[HK_NONCE_LEN], na[HK_NONCE_LEN], mac[HK_SHA256_LEN];
@@ -180,13 +186,13 @@ int hk_handshake_accept(int fd, const struct hk_handshake_cfg *hc, char *why, si
 	if (m.type != HK_MSG_AUTH) {
 		snprintf(why, whylen, "peer %d sent %s instead of auth", peer,
 			 hk_msg_type_name(m.type));
-		refuse(fd, hc, HK_REFUSE_PROTOCOL);
+		hk_handshake_refuse(fd, hc, HK_REFUSE_PROTOCOL);
 		return -EBADMSG;
 	}
 	compute_mac(hc, "con", peer, hc->self, na, nc, mac);
 	if (!hk_ct_equal(mac, m.mac, HK_SHA256_LEN)) {
 		snprintf(why, whylen, "peer %d refused: wrong cluster secret", peer);
-		refuse(fd, hc, HK_REFUSE_SECRET);
+		hk_handshake_refuse(fd, hc, HK_REFUSE_SECRET);
 		return -EACCES;
 	}
 	struct hk_msg ok = { .type = HK_MSG_AUTH_OK, .version = (uint16_t)version_of(hc) };

@@ -48,6 +48,7 @@ void hk_hmac_sha256(const void *key, size_t keylen, const void *msg, size_t len,
 bool hk_ct_equal(const void *a, const void *b, size_t len);
 
 /* ---------------- msg.c ---------------- */
+#define HK_HOME_MAP_PER_MSG 32u /* chunk homes per HOME_MAP (in mac) */
 #define HK_MSG_MAGIC 0x31504b48u /* "HKP1" little-endian */
 #define HK_MSG_HDR_LEN 16u
 #define HK_NONCE_LEN 32u
@@ -89,6 +90,9 @@ enum hk_msg_type {
 	HK_MSG_EVAC,          /* node = leaving, mode = step (START, FREEZE, MOVED), a = targets */
 	HK_MSG_EVAC_ACK,      /* node = leaving, mode = step: a peer froze its requests */
 	HK_MSG_HOME_ENTRY,    /* page, node = owner, a = copyset: a directory entry moves */
+	/* a node joins a running cluster (join.c) */
+	HK_MSG_MEMBERS,       /* a = present nodes, b = nodes gone, count = initial nodes */
+	HK_MSG_HOME_MAP,      /* page = first chunk, count, mac = the chunks' homes */
 	HK_MSG_TYPE_COUNT
 };
 
@@ -103,6 +107,8 @@ enum hk_refuse_reason {
 	HK_REFUSE_SECRET = 2,
 	HK_REFUSE_NODE = 3,
 	HK_REFUSE_PROTOCOL = 4,
+	HK_REFUSE_SLOT = 5, /* a joiner: its slot is taken, or not the next free one */
+	HK_REFUSE_BUSY = 6, /* a joiner: an evacuation or another join runs */
 };
 
 enum hk_mode { HK_MODE_SHARED = 1, HK_MODE_EXCL = 2 };
@@ -313,6 +319,23 @@ int hk_handshake_connect(int fd, const struct hk_handshake_cfg *hc, int expect_p
 			 char *why, size_t whylen);
 int hk_handshake_accept(int fd, const struct hk_handshake_cfg *hc, char *why,
 			size_t whylen);
+void hk_handshake_refuse(int fd, const struct hk_handshake_cfg *hc, uint16_t reason);
+const char *hk_refuse_text(unsigned reason);
+
+/* ---------------- join.c ---------------- */
+struct hk_join_pending {
+	int fd, peer;
+};
+bool hk_node_present(struct hk_node *n, int node);
+bool hk_node_member(struct hk_node *n, int node);
+int hk_join_connect(struct hk_node *n, const struct hk_handshake_cfg *hc,
+		    const struct hk_shaper *shape);
+int hk_join_acceptor_start(struct hk_node *n);
+void hk_join_acceptor_stop(struct hk_node *n);
+void hk_join_adopt(struct hk_node *n);              /* event thread: links accepted */
+bool hk_join_on_config(struct hk_node *n, int from, const struct hk_msg *m);
+void hk_join_on_home_map(struct hk_node *n, int from, const struct hk_msg *m);
+bool hk_join_abandoned(struct hk_node *n, int peer); /* a joiner died before it joined */
 
 /* ---------------- memory.c ---------------- */
 struct hk_memory {
@@ -608,6 +631,16 @@ struct hk_node {
 	struct hk_stats stats;
 	struct hk_link links[HK_MAX_NODES];
 	int listen_fd;
+	/* membership (join.c): nodes 0..initial-1 start the cluster; slots up to
+	 * count-1 are for nodes that join while it runs */
+	int initial;
+	uint64_t present;  /* nodes in the cluster now, self included (atomic) */
+	uint64_t joining;  /* linked, machine definition not yet compared (atomic) */
+	pthread_t acceptor;
+	bool acceptor_started;
+	pthread_mutex_t join_lock;
+	struct hk_join_pending join_pending[HK_MAX_NODES];
+	int njoin_pending;
 	int epfd, evfd, timerfd;
 	pthread_t thread;
 	bool started;

@@ -61,7 +61,6 @@ int hk_link_init(struct hk_link *l, int fd, int peer, const struct hk_shaper *sh
 {
 	l->fd = fd;
 	l->peer = peer;
-	l->up = true;
 	l->bye = false;
 	l->health = 100; /* until its first heartbeat says otherwise */
 	l->head = l->tail = NULL;
@@ -80,6 +79,8 @@ int hk_link_init(struct hk_link *l, int fd, int peer, const struct hk_shaper *sh
 	if (pthread_create(&l->sender, NULL, sender_main, l) != 0)
 		return -EAGAIN;
 	l->sender_started = true;
+	/* up last: a node that joins gets its link while other threads send */
+	__atomic_store_n(&l->up, true, __ATOMIC_RELEASE);
 	return 0;
 }
 

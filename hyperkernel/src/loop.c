@@ -75,6 +75,7 @@ void hk_dispatch(struct hk_node *n, int from, const struct hk_msg *m)
 	case HK_MSG_MIGRATE:
 		hk_cluster_deliver(n, from, m);
 		break;
+	case HK_MSG_HOME_MAP: hk_join_on_home_map(n, from, m); break;
 	case HK_MSG_EVAC:
 	case HK_MSG_EVAC_ACK:
 	case HK_MSG_HOME_ENTRY:
@@ -359,6 +360,7 @@ void *hk_coherence_thread(void *arg)
 				if (read(n->evfd, &v, sizeof(v)) < 0)
 					continue;
 				hk_page_flush_deferred(n);
+				hk_join_adopt(n);
 			} else if (tag < HK_MAX_NODES && n->links[tag].up)
 				read_link(n, (int)tag);
 			hk_drain_local(n);
@@ -427,7 +429,7 @@ int hk_coherence_init(struct hk_node *n)
 	if (!n->home_map)
 		return -ENOMEM;
 	for (uint64_t c = 0; c < n->nchunks; c++)
-		n->home_map[c] = (int8_t)hk_directory_home(c * chunk, chunk, n->count);
+		n->home_map[c] = (int8_t)hk_directory_home(c * chunk, chunk, n->initial);
 	premap_home_pages(n);
 	/* the busy-poll's knobs (tuning.c); see hk_coherence_thread */
 	n->spin_cap_ns = n->tuning.spin_cap_ns;

@@ -41,6 +41,8 @@ static const char *const type_names[HK_MSG_TYPE_COUNT] = {
 	[HK_MSG_EVAC] = "evac",
 	[HK_MSG_EVAC_ACK] = "evac_ack",
 	[HK_MSG_HOME_ENTRY] = "home_entry",
+	[HK_MSG_MEMBERS] = "members",
+	[HK_MSG_HOME_MAP] = "home_map",
 };
 
 const char *hk_msg_type_name(unsigned type)
@@ -86,6 +88,8 @@ static long fixed_len(unsigned t)
 	case HK_MSG_EVAC: return 4 + 4 + 8;
 	case HK_MSG_EVAC_ACK: return 4 + 4;
 	case HK_MSG_HOME_ENTRY: return 8 + 4 + 8;
+	case HK_MSG_MEMBERS: return 8 + 8 + 4;
+	case HK_MSG_HOME_MAP: return 8 + 4 + HK_HOME_MAP_PER_MSG;
 	default: return is_page_msg(t) ? (long)PAGE_PAYLOAD : -1;
 	}
 }
@@ -147,6 +151,16 @@ size_t hk_msg_encode(const struct hk_msg *m, uint8_t *buf, size_t cap)
 		put64(p, m->page);
 		put32(p + 8, m->node);
 		put64(p + 12, m->a);
+		break;
+	case HK_MSG_MEMBERS:
+		put64(p, m->a);
+		put64(p + 8, m->b);
+		put32(p + 16, m->count);
+		break;
+	case HK_MSG_HOME_MAP:
+		put64(p, m->page);
+		put32(p + 8, m->count);
+		memcpy(p + 12, m->mac, HK_HOME_MAP_PER_MSG);
 		break;
 	case HK_MSG_VCPU:
 		put32(p, m->vcpu);
@@ -262,7 +276,7 @@ int hk_msg_decode(const uint8_t *buf, size_t len, struct hk_msg *m)
 	case HK_MSG_REFUSE:
 		m->reason = get16(p);
 		m->count = get16(p + 2);
-		if (m->reason < HK_REFUSE_VERSION || m->reason > HK_REFUSE_PROTOCOL)
+		if (m->reason < HK_REFUSE_VERSION || m->reason > HK_REFUSE_BUSY)
 			return -EBADMSG;
 		break;
 	case HK_MSG_HEARTBEAT:
@@ -294,6 +308,23 @@ int hk_msg_decode(const uint8_t *buf, size_t len, struct hk_msg *m)
 		m->a = get64(p + 12);
 		if (m->node >= HK_MAX_NODES || !(m->a & (1ull << m->node)))
 			return -EBADMSG; /* the owner holds a copy */
+		break;
+	case HK_MSG_MEMBERS:
+		m->a = get64(p);     /* the nodes in the cluster now */
+		m->b = get64(p + 8); /* the nodes that left */
+		m->count = get32(p + 16); /* the nodes it started with */
+		if (!m->a || (m->a & m->b) || m->count == 0 || m->count > HK_MAX_NODES)
+			return -EBADMSG;
+		break;
+	case HK_MSG_HOME_MAP:
+		m->page = get64(p);       /* the first chunk */
+		m->count = get32(p + 8);  /* how many follow */
+		memcpy(m->mac, p + 12, HK_HOME_MAP_PER_MSG);
+		if (m->count == 0 || m->count > HK_HOME_MAP_PER_MSG)
+			return -EBADMSG;
+		for (uint32_t i = 0; i < m->count; i++)
+			if (m->mac[i] >= HK_MAX_NODES)
+				return -EBADMSG;
 		break;
 	case HK_MSG_VCPU:
 		m->vcpu = get32(p);

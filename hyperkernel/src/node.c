@@ -31,7 +31,12 @@ int hk_node_new(const struct hk_config *cfg, struct hk_node **out)
 {
 	if (!cfg || !out || cfg->node_count < 1 || cfg->node_count > HK_MAX_NODES ||
 	    cfg->node_id < 0 || cfg->node_id >= cfg->node_count || !cfg->secret ||
-	    (cfg->node_count > 1 && !cfg->peers))
+	    (cfg->node_count > 1 && !cfg->peers) || cfg->initial_nodes < 0 ||
+	    cfg->initial_nodes > cfg->node_count)
+		return -EINVAL;
+	int initial = cfg->initial_nodes ? cfg->initial_nodes : cfg->node_count;
+	/* a joiner takes a slot; the others start the cluster */
+	if (cfg->join ? cfg->node_id < initial : cfg->node_id >= initial)
 		return -EINVAL;
 	struct hk_node *n = calloc(1, sizeof(*n));
 	if (!n)
@@ -54,6 +59,9 @@ int hk_node_new(const struct hk_config *cfg, struct hk_node **out)
 	}
 	n->self = cfg->node_id;
 	n->count = cfg->node_count;
+	n->initial = initial;
+	n->present = cfg->join ? hk_bit(n->self) : (initial >= 64 ? ~0ull : (1ull << initial) - 1);
+	pthread_mutex_init(&n->join_lock, NULL);
 	n->secret = strdup(cfg->secret);
 	n->cfg.secret = n->secret;
 	n->peers = calloc((size_t)n->count, sizeof(char *));
@@ -105,14 +113,17 @@ static int connect_mesh(struct hk_node *n)
 	struct hk_shaper shape;
 	hk_shaper_init(&shape, n->cfg.link_latency_us, n->cfg.link_bandwidth);
 	char why[256];
-	int expected_accepts = n->count - 1 - n->self;
-	if (expected_accepts > 0) {
+	/* the nodes that start with us dial us now; joiners may, later */
+	int expected_accepts = n->cfg.join ? 0 : n->initial - 1 - n->self;
+	if (expected_accepts > 0 || n->self < n->count - 1) {
 		n->listen_fd = hk_addr_listen(n->peers[n->self]);
 		if (n->listen_fd < 0) {
 			hk_warn("listen on %s: %s", n->peers[n->self], strerror(-n->listen_fd));
 			return n->listen_fd;
 		}
 	}
+	if (n->cfg.join)
+		return hk_join_connect(n, &hc, &shape);
 	for (int k = 0; k < n->self; k++) {
 		int fd = hk_addr_connect(n->peers[k], n->cfg.connect_timeout_ms);
 		if (fd < 0) {
@@ -131,7 +142,7 @@ static int connect_mesh(struct hk_node *n)
 	uint64_t deadline = hk_now_ns() + (uint64_t)n->cfg.connect_timeout_ms * 1000000ull;
 	while (expected_accepts > 0) {
 		if (hk_now_ns() > deadline) {
-			for (int k = n->self + 1; k < n->count; k++)
+			for (int k = n->self + 1; k < n->initial; k++)
 				if (!n->links[k].up)
 					hk_warn("node %d (%s) did not connect to us at %s within %u ms",
 						k, n->peers[k], n->peers[n->self],
@@ -149,7 +160,7 @@ static int connect_mesh(struct hk_node *n)
 		setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buf, sizeof(buf));
 		int peer = hk_handshake_accept(fd, &hc, why, sizeof(why));
 		/* A refused stranger does not count: keep waiting for the real one. */
-		if (peer < 0 || peer <= n->self || n->links[peer].up) {
+		if (peer < 0 || peer <= n->self || peer >= n->initial || n->links[peer].up) {
 			hk_warn("refused a connection: %s", peer < 0 ? why : "duplicate or wrong peer");
 			atomic_fetch_add(&n->stats.malformed, 1);
 			close(fd);
@@ -182,7 +193,7 @@ int hk_node_start(struct hk_node *n)
 	if (pthread_create(&n->thread, NULL, hk_coherence_thread, n) != 0)
 		return -EAGAIN;
 	n->started = true;
-	return 0;
+	return hk_join_acceptor_start(n);
 }
 
 void hk_node_shutdown(struct hk_node *n)
@@ -200,6 +211,7 @@ void hk_node_shutdown(struct hk_node *n)
 	if (write(n->evfd, &one, sizeof(one)) < 0)
 		hk_warn("wake event thread: %s", strerror(errno));
 	pthread_join(n->thread, NULL);
+	hk_join_acceptor_stop(n);
 	n->started = false;
 	for (int k = 0; k < n->count; k++)
 		if (n->links[k].sender_started)
@@ -211,6 +223,7 @@ void hk_node_free(struct hk_node *n)
 	if (!n)
 		return;
 	hk_node_shutdown(n);
+	hk_join_acceptor_stop(n);
 	for (int k = 0; k < n->count; k++) {
 		if (n->links[k].sender_started)
 			hk_link_stop(&n->links[k]);
@@ -226,6 +239,7 @@ void hk_node_free(struct hk_node *n)
 	hk_health_destroy(n);
 	free(n->deferred);
 	pthread_mutex_destroy(&n->deferred_lock);
+	pthread_mutex_destroy(&n->join_lock);
 	hk_memory_close(&n->mem);
 	for (int k = 0; k < n->count && n->peers; k++)
 		free((void *)n->peers[k]);
@@ -281,13 +295,14 @@ static char *evac_health_json(struct hk_node *n)
 		     "\"pages_pushed\":%lu,\"copies_dropped\":%lu,\"zero_pages\":%lu,"
 		     "\"homes_moved\":%lu,\"bytes\":%lu,\"pages_left\":%lu,\"pages_taken\":%lu,"
 		     "\"seconds\":%.3f},"
-		     "\"gone_nodes\":%lu,"
+		     "\"gone_nodes\":%lu,\"present_nodes\":%lu,"
 		     "\"health\":{\"score\":%u,\"corrected_errors\":%lu,\"temp_c\":%s,"
 		     "\"link_errors\":%lu,\"peer_scores\":[%s]}",
 		     st.node, evac_phase_names[st.phase], reason, st.vcpus_moved, st.pages_pushed,
 		     st.copies_dropped, st.zero_pages, st.homes_moved, st.bytes, st.pages_left,
 		     st.pages_taken, st.started_ns ? (double)(end - st.started_ns) / 1e9 : 0.0,
-		     __atomic_load_n(&n->evac.gone, __ATOMIC_RELAXED), score, h.corrected_errors, temp,
+		     __atomic_load_n(&n->evac.gone, __ATOMIC_RELAXED),
+		     __atomic_load_n(&n->present, __ATOMIC_RELAXED), score, h.corrected_errors, temp,
 		     h.link_errors, peers) < 0)
 		return NULL;
 	return out;

@@ -15,7 +15,7 @@ int hk_home_of(struct hk_node *n, uint64_t page)
 	uint32_t chunk = n->cfg.home_chunk_pages ? n->cfg.home_chunk_pages : 1;
 	if (n->home_map && page / chunk < n->nchunks)
 		return n->home_map[page / chunk];
-	return hk_directory_home(page, chunk, n->count);
+	return hk_directory_home(page, chunk, n->initial);
 }
 
 int hk_node_send(struct hk_node *n, int to, struct hk_msg *m)

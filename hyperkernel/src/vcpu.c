@@ -17,8 +17,8 @@ int hk_vcpu_send(struct hk_node *n, int target, uint32_t vcpu_id, const void *bl
 		return -EINVAL;
 	if (!n->links[target].up)
 		return -ENOTCONN;
-	if (hk_node_leaving(n, target))
-		return -EHOSTDOWN; /* it is evacuating, or left */
+	if (hk_node_leaving(n, target) || !hk_node_member(n, target))
+		return -EHOSTDOWN; /* it is evacuating, left, or still joining */
 	int home;
 	uint64_t seq = hk_cluster_vcpu_leaving(n, vcpu_id, target, &home);
 	struct hk_msg m = { .type = HK_MSG_VCPU, .version = HK_PROTOCOL_VERSION, .vcpu = vcpu_id,

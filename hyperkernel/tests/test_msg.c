@@ -22,6 +22,11 @@ static void test_roundtrip_all_types(void)
 			m.a = 0x5; /* the nodes taking over: not the leaver (3) */
 		memset(m.nonce, 0x5a, sizeof(m.nonce));
 		memset(m.mac, 0xa5, sizeof(m.mac));
+		if (t == HK_MSG_MEMBERS)
+			m.b = 0x30; /* left: not among the present (11) */
+		if (t == HK_MSG_HOME_MAP)
+			for (int i = 0; i < (int)HK_HOME_MAP_PER_MSG; i++)
+				m.mac[i] = (uint8_t)(i % 3); /* node ids */
 		if (t == HK_MSG_DATA || t == HK_MSG_VCPU) {
 			m.data = page;
 			m.data_len = t == HK_MSG_DATA ? HK_PAGE_SIZE : 1000;
@@ -66,6 +71,10 @@ static void test_roundtrip_all_types(void)
 			CHECK(d.node == 3 && d.mode == HK_MODE_EXCL);
 		if (t == HK_MSG_HOME_ENTRY)
 			CHECK(d.page == 123456789 && d.node == 3 && d.a == 11);
+		if (t == HK_MSG_MEMBERS)
+			CHECK(d.a == 11 && d.b == 0x30 && d.count == 4);
+		if (t == HK_MSG_HOME_MAP)
+			CHECK(d.page == 123456789 && d.count == 4 && d.mac[2] == 2 && d.mac[3] == 0);
 	}
 }
 
@@ -94,6 +103,12 @@ static void test_cluster_messages_with_fields_out_of_range_are_refused(void)
 		{ .type = HK_MSG_CONFIG, .count = 0, .page = 4096, .arg = { 1 } }, /* no vCPUs */
 		{ .type = HK_MSG_CONFIG, .count = 1, .page = 4097, .arg = { 1 } }, /* not pages */
 		{ .type = HK_MSG_CONFIG, .count = 1, .page = 4096 },           /* no CPUs */
+		{ .type = HK_MSG_MEMBERS, .a = 0, .count = 2 },                /* nobody there */
+		{ .type = HK_MSG_MEMBERS, .a = 0x3, .b = 0x2, .count = 2 },    /* there and gone */
+		{ .type = HK_MSG_MEMBERS, .a = 0x3, .count = 0 },              /* started with none */
+		{ .type = HK_MSG_HOME_MAP, .count = 0 },                       /* no chunk */
+		{ .type = HK_MSG_HOME_MAP, .count = HK_HOME_MAP_PER_MSG + 1 },
+		{ .type = HK_MSG_HOME_MAP, .count = 1, .mac = { HK_MAX_NODES } }, /* no such node */
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		size_t n = hk_msg_encode(&bad[i], buf, sizeof(buf));

@@ -63,6 +63,8 @@ struct HyperkernelState {
 
     /* properties (object.c) */
     uint32_t node, nodes;
+    uint32_t max_nodes;              /* slots: nodes..max_nodes-1 may join later */
+    bool join;                       /* this process joins a running cluster */
     char *listen, *peers, *secret_id, *vcpus, *policy;
     uint64_t budget;
     int64_t epoch;
@@ -163,6 +165,9 @@ int hk_cb_page_left(void *opaque, uint64_t offset);
 
 /* evacuation.c */
 void hk_evacuation_init(void);
+
+/* membership.c */
+void hk_cb_peer_joined(void *opaque, int node);
 void hk_cb_evacuation(void *opaque, const struct hk_evac_status *st);
 
 /* peer-loss.c */

@@ -138,7 +138,7 @@ void hk_cb_stall(void *opaque, const struct hk_stall *stall,
     /* vCPU 0 receives the legacy PIC and boots the machine: keep it on node 0 */
     if (decision->kind == HK_MOVE_VCPU && k > 0 && k < HK_MAX_VCPUS &&
         decision->target_node >= 0 &&
-        decision->target_node < (int)hks->nodes &&
+        decision->target_node < (int)hks->max_nodes &&
         decision->target_node != (int)hks->node &&
         hk_now() - hks->last_move_ns[k] > HK_POLICY_MOVE_GAP_NS) {
         CPUState *cs = qemu_get_cpu(k);
@@ -229,7 +229,7 @@ void hk_cb_migrate_request(void *opaque, int from, uint32_t vcpu, int target)
 {
     CPUState *cs = qemu_get_cpu(vcpu);
 
-    if (cs && target >= 0 && target < (int)hks->nodes) {
+    if (cs && target >= 0 && target < (int)hks->max_nodes) {
         hk_run_on_cpu(cs, hk_request_work, RUN_ON_CPU_HOST_INT(HK_REQUEST(target, 0)));
     }
 }
@@ -243,7 +243,7 @@ bool hk_move_request(int cpu, int target, Error **errp)
     if (r == 1) {
         async_run_on_cpu(cs, hk_request_work, RUN_ON_CPU_HOST_INT(HK_REQUEST(target, 0)));
     } else if (r == -EHOSTDOWN) {
-        error_setg(errp, "node %d is evacuating or has left: no vCPU moves there", target);
+        error_setg(errp, "node %d is not in the cluster (it never joined, is evacuating or has left): no vCPU moves there", target);
         return false;
     } else if (r < 0) {
         error_setg(errp, "cannot send the request for vCPU %d to the node that runs "

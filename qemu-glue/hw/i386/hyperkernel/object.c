@@ -3,7 +3,9 @@
  *
  * "-object hyperkernel,node=I,nodes=N,peers=A0;A1;...,secret=ID,vcpus=L,
  * budget=SIZE,policy=page|vcpu|cost|learned,epoch=NS" makes this QEMU process node I of a
- * software-defined server.
+ * software-defined server.  max-nodes=M (peers then lists M addresses)
+ * keeps slots N..M-1 for nodes that join while the guest runs; such a node
+ * is started with join=on (membership.c).
  *
  * The object is created before the machine (object_create_early), so
  * `complete` only validates and creates the library node.  At
@@ -131,10 +133,10 @@ static void hk_compute_hash(MachineState *ms, uint8_t hash[32])
 {
     GChecksum *ck = g_checksum_new(G_CHECKSUM_SHA256);
     g_autofree char *desc = g_strdup_printf(
-        "type=%s ram=%" PRIu64 " cpus=%u maxcpus=%u licensed=%u nodes=%u append=%s "
-        "epoch=%" PRId64,
+        "type=%s ram=%" PRIu64 " cpus=%u maxcpus=%u licensed=%u nodes=%u max-nodes=%u "
+        "append=%s epoch=%" PRId64,
         object_get_typename(OBJECT(ms)), (uint64_t)ms->ram_size,
-        ms->smp.cpus, ms->smp.max_cpus, hks->max_vcpus, hks->nodes,
+        ms->smp.cpus, ms->smp.max_cpus, hks->max_vcpus, hks->nodes, hks->max_nodes,
         ms->kernel_cmdline ? ms->kernel_cmdline : "",
         hks->has_epoch ? hks->epoch : -1);
     gsize n = 32;
@@ -156,7 +158,7 @@ static void hk_agree(MachineState *ms)
     r = hk_cluster_agree(hks->hk, &m, why, sizeof(why));
     if (r < 0) {
         hk_fatal("%s; every node needs the same -machine, -m, -smp, -kernel, "
-                 "-initrd, -append, max-vcpus and nodes/epoch, and vcpus= of all nodes "
+                 "-initrd, -append, max-vcpus and nodes/max-nodes/epoch, and vcpus= of all nodes "
                  "together must name each vCPU once", why);
     }
 }
@@ -199,8 +201,9 @@ static void hk_machine_init_done(Notifier *n, void *data)
 
     r = hk_node_start(hks->hk);
     if (r < 0) {
-        hk_fatal("cannot join the cluster (peers %s): %s", hks->peers ? hks->peers : "",
-                 strerror(-r));
+        hk_fatal("cannot %s the cluster (peers %s): %s%s", hks->join ? "join" : "form",
+                 hks->peers ? hks->peers : "", strerror(-r),
+                 hks->join ? "; the reason is on the line above" : "");
     }
     hk_agree(ms);
     CPU_FOREACH(cs) {
@@ -295,20 +298,20 @@ static bool hk_parse_vcpus(const char *s, uint64_t *mask, Error **errp)
 
 static bool hk_parse_peers(HyperkernelState *s, Error **errp)
 {
-    s->peer_addr = g_new0(char *, s->nodes + 1);
+    s->peer_addr = g_new0(char *, s->max_nodes + 1);
     if (s->peers) {
         g_auto(GStrv) p = g_strsplit(s->peers, ";", -1);
 
-        if (g_strv_length(p) != s->nodes) {
-            error_setg(errp, "hyperkernel: peers lists %u addresses, nodes=%u "
-                       "(list every node, own included, separated by ';')",
-                       g_strv_length(p), s->nodes);
+        if (g_strv_length(p) != s->max_nodes) {
+            error_setg(errp, "hyperkernel: peers lists %u addresses, max-nodes=%u "
+                       "(list every node slot, own included, separated by ';')",
+                       g_strv_length(p), s->max_nodes);
             return false;
         }
-        for (int i = 0; i < (int)s->nodes; i++) {
+        for (int i = 0; i < (int)s->max_nodes; i++) {
             s->peer_addr[i] = g_strdup(p[i]);
         }
-    } else if (s->nodes > 1) {
+    } else if (s->max_nodes > 1) {
         error_setg(errp, "hyperkernel: peers= is required with nodes > 1");
         return false;
     }
@@ -316,7 +319,7 @@ static bool hk_parse_peers(HyperkernelState *s, Error **errp)
         g_free(s->peer_addr[s->node]);
         s->peer_addr[s->node] = g_strdup(s->listen);
     }
-    for (int i = 0; i < (int)s->nodes; i++) {
+    for (int i = 0; i < (int)s->max_nodes; i++) {
         if (!s->peer_addr[i]) {
             s->peer_addr[i] = g_strdup_printf("unix:/tmp/hk-unused-%d-%d", getpid(), i);
         }
@@ -339,11 +342,31 @@ static void hk_complete(UserCreatable *uc, Error **errp)
         error_setg(errp, "hyperkernel: nodes must be 1..%d", HK_MAX_NODES);
         return;
     }
-    if (s->node >= s->nodes) {
-        error_setg(errp, "hyperkernel: node %u out of range (nodes=%u)", s->node, s->nodes);
+    if (!s->max_nodes) {
+        s->max_nodes = s->nodes;
+    }
+    if (s->max_nodes < s->nodes || s->max_nodes > HK_MAX_NODES) {
+        error_setg(errp, "hyperkernel: max-nodes=%u must be nodes=%u..%d", s->max_nodes,
+                   s->nodes, HK_MAX_NODES);
+        return;
+    }
+    if (!s->join && s->node >= s->nodes) {
+        error_setg(errp, "hyperkernel: node %u out of range (nodes=%u; a node that joins "
+                   "a running cluster takes a slot up to max-nodes with join=on)",
+                   s->node, s->nodes);
+        return;
+    }
+    if (s->join && (s->node < s->nodes || s->node >= s->max_nodes)) {
+        error_setg(errp, "hyperkernel: join=on takes a slot %u..%u (nodes..max-nodes-1), "
+                   "not node %u", s->nodes, s->max_nodes - 1, s->node);
         return;
     }
     if (!hk_parse_vcpus(s->vcpus, &s->local_mask, errp)) {
+        return;
+    }
+    if (s->join && s->local_mask) {
+        error_setg(errp, "hyperkernel: a node that joins starts no vCPU (vcpus= must be "
+                   "empty): vCPUs move to it once it is in");
         return;
     }
     if (s->policy && !hk_policy_known(s->policy)) {
@@ -365,7 +388,9 @@ static void hk_complete(UserCreatable *uc, Error **errp)
 
     hk_config_init(&cfg);
     cfg.node_id = s->node;
-    cfg.node_count = s->nodes;
+    cfg.node_count = s->max_nodes;
+    cfg.initial_nodes = s->nodes;
+    cfg.join = s->join;
     cfg.peers = (const char *const *)s->peer_addr;
     cfg.secret = secret;
     cfg.budget_bytes = s->budget;
@@ -388,6 +413,7 @@ static void hk_complete(UserCreatable *uc, Error **errp)
     cfg.cb.on_migrate_request = hk_cb_migrate_request;
     cfg.cb.guest_thread = hk_cb_guest_thread;
     cfg.cb.on_evacuation = hk_cb_evacuation;
+    cfg.cb.on_peer_joined = hk_cb_peer_joined;
     r = hk_node_new(&cfg, &s->hk);
     if (r < 0) {
         error_setg(errp, "hyperkernel: cannot create node %u: %s", s->node, strerror(-r));
@@ -476,6 +502,18 @@ static void hk_instance_init(Object *obj)
     object_property_add(obj, "nodes", "uint32", hk_get_u32, hk_set_u32, NULL, &s->nodes);
     object_property_add(obj, "max-vcpus", "uint32", hk_get_u32, hk_set_u32, NULL,
                         &s->max_vcpus);
+    object_property_add(obj, "max-nodes", "uint32", hk_get_u32, hk_set_u32, NULL,
+                        &s->max_nodes);
+}
+
+static bool hk_get_join(Object *o, Error **e)
+{
+    return HYPERKERNEL(o)->join;
+}
+
+static void hk_set_join(Object *o, bool v, Error **e)
+{
+    HYPERKERNEL(o)->join = v;
 }
 
 static void hk_class_init(ObjectClass *oc, void *data)
@@ -493,6 +531,7 @@ static void hk_class_init(ObjectClass *oc, void *data)
                               NULL, NULL);
     object_class_property_add(oc, "epoch", "int", hk_get_epoch, hk_set_epoch,
                               NULL, NULL);
+    object_class_property_add_bool(oc, "join", hk_get_join, hk_set_join);
 }
 
 static const TypeInfo hk_info = {

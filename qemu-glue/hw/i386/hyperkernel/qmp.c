@@ -126,8 +126,8 @@ void qmp_hyperkernel_migrate_vcpu(int64_t cpu_index, int64_t node, Error **errp)
         error_setg(errp, "no vCPU %" PRId64, cpu_index);
         return;
     }
-    if (node < 0 || node >= hks->nodes) {
-        error_setg(errp, "no node %" PRId64 " (nodes: 0-%u)", node, hks->nodes - 1);
+    if (node < 0 || node >= hks->max_nodes) {
+        error_setg(errp, "no node %" PRId64 " (nodes: 0-%u)", node, hks->max_nodes - 1);
         return;
     }
     hk_move_request(cpu_index, node, errp);

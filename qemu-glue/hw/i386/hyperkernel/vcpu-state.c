@@ -137,7 +137,7 @@ void hk_vcpu_export(CPUState *cs, int target, HyperkernelMoveReason why)
     int r;
 
     if (cs->hk_parked || target == (int)hks->node || target < 0 ||
-        target >= (int)hks->nodes) {
+        target >= (int)hks->max_nodes) {
         return;
     }
     if (hk_cpu_save(cs, why, hk_now(), &blob, &len) < 0) {

@@ -1,0 +1,72 @@
+"""A node joins a running guest, runs one of its vCPUs, and leaves by plan.
+
+The cluster starts with 3 nodes and 5 slots. Node 3 joins while the guest
+runs: every node then counts it in, it starts holding nothing, vCPU 2 moves
+to it and a workload pinned to vCPU 2 verifies there, reading data written
+before the join. Then node 3 is removed by plan (an evacuation): it exits 0,
+the guest runs on with its 3 vCPUs and every byte. A node with the wrong
+secret is refused in slot 4, and the guest does not notice.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from conftest import ClusterFactory
+
+from testbed.config import NodeOverride
+from testbed.errors import ConfigError, GuestError
+
+SPEC: dict[str, Any] = {"nodes": 3, "vcpus": 3, "mem_mib": 512, "boot_timeout": 400,
+                        "max_nodes": 5, "overrides": {4: NodeOverride(secret="0" * 64)}}
+SQLITE: dict[str, Any] = {"cpus": "2", "rows": 1000, "lookups": 500, "updates": 200}
+
+
+def _md5_ok(cluster: Any, cpu: int) -> bool:
+    out = cluster.run(f"taskset -c {cpu} md5sum -c /tmp/x.md5").output.strip()
+    return bool(out == "/tmp/x: OK")
+
+
+@pytest.mark.boot
+@pytest.mark.usefixtures("needs_hyperkernel")
+def test_a_node_joins_runs_a_vcpu_and_is_removed_by_plan(cluster_factory: ClusterFactory) -> None:
+    cluster = cluster_factory(**SPEC)
+    cluster.boot()
+    cluster.run("taskset -c 2 sh -c 'dd if=/dev/urandom of=/tmp/x bs=1M count=16 2>/dev/null; "
+                "md5sum /tmp/x > /tmp/x.md5'", timeout=300)
+
+    assert cluster.add_node() == 3
+    stats = [s["stats"] for s in cluster.node_stats()]
+    assert [s["present_nodes"] for s in stats] == [0b1111] * 4, stats
+    # It starts running nothing and home for nothing; it knows where vCPUs run.
+    assert cluster.vcpu_locations() == [0, 1, 2]
+    info = cluster.nodes[3].qmp.command("query-hyperkernel")
+    assert not [v for v in info.get("vcpu-states", [])], info
+
+    moved = cluster.migrate_vcpu(2, 3)
+    assert moved["moved"] and moved["from"] == 2, moved
+    assert cluster.vcpu_locations() == [0, 1, 3]
+    sql = cluster.run_workload("sqlite", **SQLITE)
+    assert sql.ok, sql.reason
+    assert _md5_ok(cluster, 2)
+    assert cluster.vcpu_location(2) == 3
+    joined = cluster.node_stats()[3]["stats"]
+    assert joined["resident_pages"] > 0, joined  # the workload's pages came to it
+
+    ev = cluster.remove_node(3)
+    assert ev.vcpus == 1 and ev.pages_left == 0, ev
+    assert cluster.nodes[3].returncode() == 0
+    assert [n.index for n in cluster.live_nodes] == [0, 1, 2]
+    assert cluster.run("nproc").output.strip() == "3"
+    assert _md5_ok(cluster, 2)
+    sql = cluster.run_workload("sqlite", **SQLITE)
+    assert sql.ok, sql.reason
+
+    # Slot 4's node has the wrong secret: refused, and the guest runs on.
+    with pytest.raises(GuestError, match="wrong cluster secret"):
+        cluster.add_node()
+    with pytest.raises(ConfigError, match="no free node slot"):
+        cluster.add_node()
+    assert cluster.run("nproc").output.strip() == "3"
+    assert [n.index for n in cluster.live_nodes] == [0, 1, 2]
