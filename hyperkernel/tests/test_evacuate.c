@@ -14,20 +14,17 @@
 
 static struct hk_node *me;
 static uint8_t *ram;
-static volatile int evac_phase = -1, arrived = -1;
+static volatile int evac_phase = -1, arrived = -1, move_vcpu = -1, move_to = -1;
 static int go[2]; /* node 0 -> node 1: "checked, move your vCPU now" */
 
+/* The library asks (and asks again each second): the embedder's own thread
+ * moves it, as QEMU's vCPU thread does; the event thread never waits. */
 static void on_migrate(void *o, int from, uint32_t vcpu, int target)
 {
 	(void)o;
 	(void)from;
-	/* the embedder's move, once node 0 has checked that a second
-	 * evacuation is refused while this one runs (10 s at most) */
-	struct pollfd pfd = { .fd = go[0], .events = POLLIN };
-	char c;
-	if (poll(&pfd, 1, 10000) == 1 && read(go[0], &c, 1) < 0)
-		return;
-	hk_vcpu_send(me, target, vcpu, "state", 5);
+	move_to = target;
+	move_vcpu = (int)vcpu;
 }
 
 static void on_vcpu(void *o, int from, uint32_t vcpu, const void *blob, size_t len)
@@ -92,7 +89,17 @@ static void child(void)
 		_exit(3);
 	if (hk_evacuate(me, "again", why, sizeof(why)) != -EBUSY || !strstr(why, "already"))
 		_exit(4);
-	if (!wait_for(&evac_phase, HK_EVAC_DONE, 10))
+	/* the vCPU moves once node 0 has checked that a second evacuation is
+	 * refused while this one runs */
+	struct pollfd pfd = { .fd = go[0], .events = POLLIN };
+	char c;
+	if (poll(&pfd, 1, 30000) != 1 || read(go[0], &c, 1) != 1)
+		_exit(7);
+	for (int i = 0; i < 3000 && move_vcpu < 0; i++)
+		usleep(10000);
+	if (move_vcpu < 0 || hk_vcpu_send(me, move_to, (uint32_t)move_vcpu, "state", 5) < 0)
+		_exit(8);
+	if (!wait_for(&evac_phase, HK_EVAC_DONE, 300))
 		_exit(5);
 	struct hk_evac_status st;
 	hk_evac_status_get(me, &st);
@@ -124,7 +131,7 @@ static void test_a_node_leaves_and_its_pages_and_homes_stay_in_the_cluster(void)
 	int r = hk_evacuate(me, "test", why, sizeof(why));
 	CHECK(r == -EBUSY && strstr(why, "node 1 is evacuating"));
 	CHECK(write(go[1], "g", 1) == 1);
-	CHECK(wait_for(&arrived, 1, 10)); /* its vCPU comes here */
+	CHECK(wait_for(&arrived, 1, 300)); /* its vCPU comes here */
 	int st;
 	waitpid(pid, &st, 0);
 	if (!WIFEXITED(st) || WEXITSTATUS(st))
