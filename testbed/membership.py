@@ -5,7 +5,9 @@ The cluster starts with ``ClusterSpec.nodes`` nodes and ``max_nodes`` slots
 reserves CPUs. ``add_node`` starts QEMU for the next free slot with
 ``join=on``: its hyperkernel dials every node with the cluster's secret,
 compares the machine definition and learns where vCPUs run and who is home
-for each page; QMP answers once it is in. A join the cluster refuses (a
+for each page; QMP answers once it is in. Then each node in turn hands it a
+share of the directory (about 1/members of the pages get it as their home);
+``add_node`` returns when they all have. A join the cluster refuses (a
 different machine, a wrong secret, a busy cluster) ends that process alone:
 the guest runs on, and the slot stays free.
 """
@@ -13,9 +15,10 @@ the guest runs on, and the slot stays free.
 from __future__ import annotations
 
 import re
+import time
 from typing import TYPE_CHECKING
 
-from testbed.errors import ConfigError, GuestError, NodeDied
+from testbed.errors import ConfigError, GuestError, GuestTimeout, NodeDied
 
 if TYPE_CHECKING:
     from testbed.cluster import Cluster
@@ -72,5 +75,23 @@ def add_node(cluster: Cluster, budget_mib: int | None, timeout: float) -> int:
         raise GuestError(f"node {slot} could not join: {_refusal(node.qemu_log_text())}",
                          f"see {node.files.log('qemu.log')}") from e
     node.resume()
-    cluster.check_health()
+    _wait_for_homes(cluster, slot, timeout)
     return slot
+
+
+def _wait_for_homes(cluster: Cluster, slot: int, timeout: float) -> None:
+    """Until every node has handed the new node its share of homes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        cluster.check_health()
+        stats = [s["stats"] for s in cluster.node_stats()]
+        mine = stats[[n.index for n in cluster.live_nodes].index(slot)]
+        others = mine["present_nodes"] & ~(1 << slot)
+        if (mine["homes_given"] & others) == others and not any(s["rehoming"] for s in stats):
+            return
+        if time.monotonic() > deadline:
+            raise GuestTimeout(f"node {slot} joined, but was not given its homes in "
+                               f"{timeout:.0f}s (it has them from nodes "
+                               f"{mine['homes_given']:#x} of {others:#x})",
+                               f"see the QEMU logs in {cluster.run_dir}")
+        time.sleep(0.1)

@@ -1,7 +1,8 @@
 """A node joins a running guest, runs one of its vCPUs, and leaves by plan.
 
 The cluster starts with 3 nodes and 5 slots. Node 3 joins while the guest
-runs: every node then counts it in, it starts holding nothing, vCPU 2 moves
+runs: every node then counts it in and hands it a quarter of its homes (all
+four agree on the new map), it starts running nothing, vCPU 2 moves
 to it and a workload pinned to vCPU 2 verifies there, reading data written
 before the join. Then node 3 is removed by plan (an evacuation): it exits 0,
 the guest runs on with its 3 vCPUs and every byte. A node with the wrong
@@ -36,10 +37,17 @@ def test_a_node_joins_runs_a_vcpu_and_is_removed_by_plan(cluster_factory: Cluste
     cluster.run("taskset -c 2 sh -c 'dd if=/dev/urandom of=/tmp/x bs=1M count=16 2>/dev/null; "
                 "md5sum /tmp/x > /tmp/x.md5'", timeout=300)
 
+    before = cluster.node_stats()[0]["stats"]["home_chunks"]
+    assert before[3] == 0 and all(before[:3]), before
     assert cluster.add_node() == 3
     stats = [s["stats"] for s in cluster.node_stats()]
     assert [s["present_nodes"] for s in stats] == [0b1111] * 4, stats
-    # It starts running nothing and home for nothing; it knows where vCPUs run.
+    # Every node gave it a share of its homes (a quarter), and all agree.
+    homes = [s["home_chunks"] for s in stats]
+    assert all(h == homes[0] for h in homes), homes
+    assert homes[0][3] >= sum(before) // 4 - 3 and sum(homes[0]) == sum(before), (before, homes)
+    assert stats[3]["homes_given"] == 0b0111, stats[3]
+    # It runs nothing yet; it knows where vCPUs run.
     assert cluster.vcpu_locations() == [0, 1, 2]
     info = cluster.nodes[3].qmp.command("query-hyperkernel")
     assert not [v for v in info.get("vcpu-states", [])], info
@@ -55,9 +63,11 @@ def test_a_node_joins_runs_a_vcpu_and_is_removed_by_plan(cluster_factory: Cluste
     assert joined["resident_pages"] > 0, joined  # the workload's pages came to it
 
     ev = cluster.remove_node(3)
-    assert ev.vcpus == 1 and ev.pages_left == 0, ev
+    assert ev.vcpus == 1 and ev.pages_left == 0 and ev.homes_moved > 0, ev
     assert cluster.nodes[3].returncode() == 0
     assert [n.index for n in cluster.live_nodes] == [0, 1, 2]
+    homes = [s["stats"]["home_chunks"] for s in cluster.node_stats()]
+    assert homes[0][3] == 0 and all(h == homes[0] for h in homes), homes
     assert cluster.run("nproc").output.strip() == "3"
     assert _md5_ok(cluster, 2)
     sql = cluster.run_workload("sqlite", **SQLITE)

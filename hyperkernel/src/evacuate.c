@@ -33,8 +33,15 @@
  * for the page too (hk_is_from_home).  Replies to a home (DONE) go to the
  * home that ran the transaction (hk_txn_home), never to a map lookup.
  *
- * One evacuation at a time.  A node that dies meanwhile stops the guest as
- * any loss does (failure.c).
+ * A rehome is the directory part alone: a node hands every share-th chunk
+ * it is home for to one other node and stays (REHOME, then FREEZE, DRAIN,
+ * MOVED as above, no BYE).  A node that joins gets its share of homes so,
+ * from each node in turn (join.c).  The giver freezes its own requests for
+ * those pages too: it may fault on them, and after MOVED they go to the new
+ * home.
+ *
+ * One evacuation or rehome at a time.  A node that dies meanwhile stops the
+ * guest as any loss does (failure.c).
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -43,6 +50,9 @@
 #include <unistd.h>
 
 #include "hk.h"
+
+static void release_held(struct hk_node *n);
+static void hand_over(struct hk_node *n);
 
 #define VCPU_ASK_AGAIN_NS 1000000000ull /* a vCPU asked to go and still here */
 #define PAGE_ASK_AGAIN_NS 1000000000ull /* a page asked to go, unchanged and still here */
@@ -54,6 +64,7 @@ void hk_evac_init(struct hk_node *n)
 	pthread_mutex_init(&ev->lock, NULL);
 	ev->node = -1;
 	ev->st.node = -1;
+	ev->rehome_to = -1;
 	ev->held_tail = &ev->held;
 }
 
@@ -64,13 +75,16 @@ void hk_evac_destroy(struct hk_node *n)
 		n->evac.held = h->next;
 		free(h);
 	}
+	free(n->evac.moving);
+	n->evac.moving = NULL;
 	pthread_mutex_destroy(&n->evac.lock);
 }
 
 bool hk_node_leaving(struct hk_node *n, int node)
 {
 	int leaving = __atomic_load_n(&n->evac.node, __ATOMIC_RELAXED);
-	return node == leaving || (node >= 0 && (__atomic_load_n(&n->evac.gone, __ATOMIC_RELAXED) &
+	bool stays = __atomic_load_n(&n->evac.rehome, __ATOMIC_RELAXED);
+	return (node == leaving && !stays) || (node >= 0 && (__atomic_load_n(&n->evac.gone, __ATOMIC_RELAXED) &
 						  hk_bit(node)));
 }
 
@@ -87,10 +101,45 @@ static int nth_target(uint64_t targets, uint64_t i)
 	return -1;
 }
 
+static uint64_t chunk_of(struct hk_node *n, uint64_t page)
+{
+	return page / (n->cfg.home_chunk_pages ? n->cfg.home_chunk_pages : 1);
+}
+
+static int new_home_of_chunk(struct hk_node *n, uint64_t c)
+{
+	if (n->evac.rehome)
+		return __builtin_ctzll(n->evac.targets);
+	return nth_target(n->evac.targets, c);
+}
+
 static int new_home(struct hk_node *n, uint64_t page)
 {
-	uint32_t chunk = n->cfg.home_chunk_pages ? n->cfg.home_chunk_pages : 1;
-	return nth_target(n->evac.targets, page / chunk);
+	return new_home_of_chunk(n, chunk_of(n, page));
+}
+
+/* Its entry moves in the evacuation or rehome under way. */
+static bool moving(struct hk_node *n, uint64_t page)
+{
+	uint64_t c = chunk_of(n, page);
+	return n->evac.node >= 0 && n->evac.moving && c < n->nchunks && n->evac.moving[c];
+}
+
+/* Which of giver's chunks move: all of them (an evacuation, share 0), or
+ * every share-th; every node computes the same from the same map. */
+static void mark_moving(struct hk_node *n, int giver, uint32_t share)
+{
+	struct hk_evac *ev = &n->evac;
+	if (!ev->moving)
+		ev->moving = calloc(n->nchunks ? n->nchunks : 1, 1);
+	if (!ev->moving)
+		hk_die("out of memory for the chunks that move");
+	uint32_t i = 0;
+	for (uint64_t c = 0; c < n->nchunks; c++) {
+		ev->moving[c] = 0;
+		if (n->home_map[c] == giver)
+			ev->moving[c] = !share || i++ % share == share - 1;
+	}
 }
 
 bool hk_is_from_home(struct hk_node *n, uint64_t page, int from)
@@ -98,7 +147,13 @@ bool hk_is_from_home(struct hk_node *n, uint64_t page, int from)
 	int h = hk_home_of(n, page);
 	if (from == h)
 		return true;
-	return n->evac.frozen && h == n->evac.node && from == new_home(n, page);
+	return n->evac.frozen && h == n->evac.node && moving(n, page) && from == new_home(n, page);
+}
+
+bool hk_evac_rehoming(struct hk_node *n)
+{
+	return __atomic_load_n(&n->evac.node, __ATOMIC_RELAXED) >= 0 &&
+	       __atomic_load_n(&n->evac.rehome, __ATOMIC_RELAXED);
 }
 
 /* ---------------- status ---------------- */
@@ -126,7 +181,8 @@ static void publish(struct hk_node *n, enum hk_evac_phase phase)
 					   "?",
 		copy.vcpus_moved, copy.pages_pushed, copy.copies_dropped, copy.zero_pages,
 		copy.homes_moved);
-	if (copy.node == n->self && n->cfg.cb.on_evacuation)
+	/* a rehome is not the embedder's business: it must not exit at DONE */
+	if (copy.node == n->self && !ev->rehome && n->cfg.cb.on_evacuation)
 		n->cfg.cb.on_evacuation(n->cfg.cb.opaque, &copy);
 }
 
@@ -180,7 +236,8 @@ int hk_evacuate(struct hk_node *n, const char *reason, char *why, size_t whylen)
 		return refuse(why, whylen, -EBUSY, "node %d is already evacuating", n->self);
 	if (leaving >= 0)
 		return refuse(why, whylen, -EBUSY,
-			      "node %d is evacuating: one evacuation at a time, try again when it is done",
+			      "node %d is evacuating or handing homes to a node that joined: one at a "
+			      "time, try again when it is done",
 			      leaving);
 	uint64_t others = live_others(n);
 	if (!others)
@@ -233,18 +290,86 @@ int hk_evacuate(struct hk_node *n, const char *reason, char *why, size_t whylen)
 static void broadcast_step(struct hk_node *n, enum hk_evac_step step)
 {
 	struct hk_msg m = { .type = HK_MSG_EVAC, .node = (uint32_t)n->self, .mode = (uint8_t)step,
-			    .a = n->evac.targets };
+			    .a = n->evac.targets, .count = n->evac.share };
 	for (int k = 0; k < n->count; k++)
 		if (k != n->self && n->links[k].up && !n->links[k].bye)
 			hk_node_send(n, k, &m);
+}
+
+int hk_rehome(struct hk_node *n, int to, uint32_t share)
+{
+	struct hk_evac *ev = &n->evac;
+	if (!n->pages || to < 0 || to >= n->count || to == n->self || share < 2 || share > 64)
+		return -EINVAL;
+	pthread_mutex_lock(&ev->lock);
+	bool busy = ev->requested || ev->node >= 0;
+	if (!busy) {
+		ev->rehome_to = to;
+		ev->rehome_share = share;
+		ev->requested = true;
+	}
+	pthread_mutex_unlock(&ev->lock);
+	if (busy)
+		return -EBUSY;
+	uint64_t one = 1;
+	if (n->evfd >= 0 && write(n->evfd, &one, sizeof(one)) < 0)
+		hk_warn("wake the event thread for a rehome: %s", strerror(errno));
+	return 0;
+}
+
+/* The directory part of an evacuation, for a share of our homes. */
+static void start_rehome(struct hk_node *n, int to, uint32_t share)
+{
+	struct hk_evac *ev = &n->evac;
+	if (ev->node >= 0 || !n->links[to].up || n->links[to].bye || hk_node_leaving(n, to)) {
+		hk_warn("no rehome to node %d: %s", to,
+			ev->node >= 0 ? "an evacuation or rehome is under way" : "it is not here");
+		return;
+	}
+	__atomic_store_n(&ev->rehome, true, __ATOMIC_RELAXED);
+	__atomic_store_n(&ev->node, n->self, __ATOMIC_RELAXED);
+	ev->targets = hk_bit(to);
+	ev->share = share;
+	ev->acks = 0;
+	mark_moving(n, n->self, share);
+	pthread_mutex_lock(&ev->lock);
+	memset(&ev->st, 0, sizeof(ev->st));
+	ev->st.node = n->self;
+	ev->st.started_ns = hk_now_ns();
+	snprintf(ev->st.reason, sizeof(ev->st.reason), "rehome: 1/%u of node %d's homes to node %d",
+		 share, n->self, to);
+	pthread_mutex_unlock(&ev->lock);
+	broadcast_step(n, HK_EVAC_STEP_REHOME);
+	if (n->rehome_skip_freeze) {
+		/* Broken on purpose: the entries move while requests are on
+		 * their way to us, and while we serve some; the simulation
+		 * must notice (expect_broken.sh). */
+		hand_over(n);
+		return;
+	}
+	/* our own requests for those pages wait as everyone's do */
+	ev->frozen = true;
+	publish(n, HK_EVAC_FREEZE);
+	broadcast_step(n, HK_EVAC_STEP_FREEZE);
 }
 
 static void start(struct hk_node *n)
 {
 	struct hk_evac *ev = &n->evac;
 	pthread_mutex_lock(&ev->lock);
+	if (ev->rehome_to >= 0 && ev->node >= 0) {
+		pthread_mutex_unlock(&ev->lock);
+		return; /* another node's turn first: asked again after it */
+	}
 	ev->requested = false;
+	int rehome_to = ev->rehome_to;
+	uint32_t share = ev->rehome_share;
+	ev->rehome_to = -1;
 	pthread_mutex_unlock(&ev->lock);
+	if (rehome_to >= 0) {
+		start_rehome(n, rehome_to, share);
+		return;
+	}
 	uint64_t targets = live_others(n);
 	if (!targets || ev->node >= 0) {
 		pthread_mutex_lock(&ev->lock);
@@ -254,10 +379,13 @@ static void start(struct hk_node *n)
 		publish(n, HK_EVAC_REFUSED);
 		return;
 	}
+	__atomic_store_n(&ev->rehome, false, __ATOMIC_RELAXED);
+	ev->share = 0;
 	__atomic_store_n(&ev->node, n->self, __ATOMIC_RELAXED);
 	ev->targets = targets;
 	ev->acks = 0;
 	ev->nwindow = 0;
+	mark_moving(n, n->self, 0);
 	memset(ev->asked_ns, 0, sizeof(ev->asked_ns));
 	broadcast_step(n, HK_EVAC_STEP_START);
 	hk_warn("evacuating (%s): vCPUs, then pages, then the directory go to nodes %#lx",
@@ -320,7 +448,7 @@ static bool move_vcpus(struct hk_node *n)
 
 void hk_evac_page_pushed(struct hk_node *n)
 {
-	if (n->evac.node != n->self)
+	if (n->evac.node != n->self || n->evac.rehome)
 		return;
 	pthread_mutex_lock(&n->evac.lock);
 	n->evac.st.pages_pushed++;
@@ -330,7 +458,7 @@ void hk_evac_page_pushed(struct hk_node *n)
 
 void hk_evac_page_taken(struct hk_node *n, int from)
 {
-	if (from != n->evac.node || from == n->self)
+	if (from != n->evac.node || from == n->self || n->evac.rehome)
 		return;
 	pthread_mutex_lock(&n->evac.lock);
 	n->evac.st.pages_taken++;
@@ -440,8 +568,10 @@ static bool move_pages(struct hk_node *n)
 
 static bool homes_idle(struct hk_node *n)
 {
+	if (n->lq_head)
+		return false; /* a request of our own on its way to us */
 	for (uint64_t pg = 0; pg < n->mem.npages; pg++) {
-		if (hk_home_of(n, pg) != n->self)
+		if (hk_home_of(n, pg) != n->self || !moving(n, pg))
 			continue;
 		struct hk_dir_entry *e = &n->dir.e[pg];
 		if (e->phase != HK_DIR_IDLE || e->qhead)
@@ -450,15 +580,16 @@ static bool homes_idle(struct hk_node *n)
 	return true;
 }
 
-static void apply_moved(struct hk_node *n, int leaver)
+static void apply_moved(struct hk_node *n, int giver)
 {
 	struct hk_evac *ev = &n->evac;
-	uint32_t chunk = n->cfg.home_chunk_pages ? n->cfg.home_chunk_pages : 1;
 	for (uint64_t c = 0; c < n->nchunks; c++)
-		if (n->home_map[c] == leaver)
-			n->home_map[c] = (int8_t)nth_target(ev->targets, c);
-	(void)chunk;
-	__atomic_fetch_or(&ev->gone, hk_bit(leaver), __ATOMIC_RELAXED);
+		if (n->home_map[c] == giver && ev->moving[c])
+			n->home_map[c] = (int8_t)new_home_of_chunk(n, c);
+	if (!ev->rehome)
+		__atomic_fetch_or(&ev->gone, hk_bit(giver), __ATOMIC_RELAXED);
+	else if (ev->targets == hk_bit(n->self))
+		__atomic_fetch_or(&ev->homes_given, hk_bit(giver), __ATOMIC_RELAXED);
 	ev->frozen = false;
 	__atomic_store_n(&ev->node, -1, __ATOMIC_RELAXED);
 }
@@ -468,7 +599,7 @@ static void hand_over(struct hk_node *n)
 	struct hk_evac *ev = &n->evac;
 	uint64_t moved = 0;
 	for (uint64_t pg = 0; pg < n->mem.npages; pg++) {
-		if (hk_home_of(n, pg) != n->self)
+		if (hk_home_of(n, pg) != n->self || !moving(n, pg))
 			continue;
 		struct hk_dir_entry *e = &n->dir.e[pg];
 		if (e->owner < 0)
@@ -484,7 +615,16 @@ static void hand_over(struct hk_node *n)
 	ev->st.homes_moved = moved;
 	pthread_mutex_unlock(&ev->lock);
 	broadcast_step(n, HK_EVAC_STEP_MOVED);
+	bool rehome = ev->rehome;
+	int to = __builtin_ctzll(ev->targets);
+	uint32_t share = ev->share;
 	apply_moved(n, n->self);
+	if (rehome) {
+		release_held(n); /* our own requests, to the new home */
+		publish(n, HK_EVAC_DONE);
+		hk_join_rehomed(n, n->self, to, share);
+		return;
+	}
 	/* leave: the others take our link's end as an orderly exit */
 	struct hk_msg bye = { .type = HK_MSG_BYE };
 	for (int k = 0; k < n->count; k++)
@@ -537,7 +677,9 @@ void hk_evac_progress(struct hk_node *n)
 		}
 			/* fall through */
 		case HK_EVAC_DRAIN:
-			if (!move_vcpus(n) || !move_pages(n) || !homes_idle(n))
+			if (!ev->rehome && (!move_vcpus(n) || !move_pages(n)))
+				break;
+			if (!homes_idle(n))
 				break;
 			hand_over(n);
 			break;
@@ -573,7 +715,7 @@ bool hk_evac_hold_outgoing(struct hk_node *n, int to, const struct hk_msg *m)
 {
 	struct hk_evac *ev = &n->evac;
 	if (!ev->frozen || to != ev->node || !home_bound(m->type) ||
-	    hk_home_of(n, m->page) != ev->node)
+	    hk_home_of(n, m->page) != ev->node || !moving(n, m->page))
 		return false;
 	hold(n, -1, m);
 	return true;
@@ -583,7 +725,7 @@ bool hk_evac_hold_incoming(struct hk_node *n, int from, const struct hk_msg *m)
 {
 	struct hk_evac *ev = &n->evac;
 	if (!ev->frozen || !home_bound(m->type) || hk_home_of(n, m->page) != ev->node ||
-	    new_home(n, m->page) != n->self)
+	    !moving(n, m->page) || new_home(n, m->page) != n->self)
 		return false;
 	hold(n, from, m);
 	return true;
@@ -621,20 +763,29 @@ void hk_evac_deliver(struct hk_node *n, int from, const struct hk_msg *m)
 			bad(n, from, m, "only the leaving node speaks for its evacuation");
 			return;
 		}
-		if (m->mode == HK_EVAC_STEP_START) {
+		if (m->mode == HK_EVAC_STEP_START || m->mode == HK_EVAC_STEP_REHOME) {
 			if (ev->node >= 0 && ev->node != from) {
 				bad(n, from, m, "another evacuation is under way");
 				return;
 			}
-			__atomic_store_n(&ev->node, from, __ATOMIC_RELAXED);
+			bool rehome = m->mode == HK_EVAC_STEP_REHOME;
+			__atomic_store_n(&ev->rehome, rehome, __ATOMIC_RELAXED);
+			ev->share = rehome ? m->count : 0;
 			ev->targets = m->a;
+			mark_moving(n, from, ev->share);
+			__atomic_store_n(&ev->node, from, __ATOMIC_RELAXED);
 			pthread_mutex_lock(&ev->lock);
 			memset(&ev->st, 0, sizeof(ev->st));
 			ev->st.node = from;
 			ev->st.started_ns = hk_now_ns();
-			snprintf(ev->st.reason, sizeof(ev->st.reason), "node %d leaves", from);
+			if (rehome)
+				snprintf(ev->st.reason, sizeof(ev->st.reason),
+					 "rehome: 1/%u of node %d's homes to node %d", m->count, from,
+					 __builtin_ctzll(m->a));
+			else
+				snprintf(ev->st.reason, sizeof(ev->st.reason), "node %d leaves", from);
 			pthread_mutex_unlock(&ev->lock);
-			publish(n, HK_EVAC_VCPUS);
+			publish(n, rehome ? HK_EVAC_FREEZE : HK_EVAC_VCPUS);
 			return;
 		}
 		if (ev->node != from || m->a != ev->targets) {
@@ -649,9 +800,14 @@ void hk_evac_deliver(struct hk_node *n, int from, const struct hk_msg *m)
 			publish(n, HK_EVAC_FREEZE);
 			return;
 		}
+		bool rehome = ev->rehome;
+		int to = __builtin_ctzll(ev->targets);
+		uint32_t share = ev->share;
 		apply_moved(n, from);
 		release_held(n);
 		publish(n, HK_EVAC_DONE);
+		if (rehome)
+			hk_join_rehomed(n, from, to, share);
 		return;
 	case HK_MSG_EVAC_ACK:
 		if (ev->node != n->self || (int)m->node != n->self || m->mode != HK_EVAC_STEP_FREEZE ||
@@ -663,7 +819,7 @@ void hk_evac_deliver(struct hk_node *n, int from, const struct hk_msg *m)
 		return;
 	case HK_MSG_HOME_ENTRY:
 		if (from != ev->node || !ev->frozen || m->page >= n->mem.npages ||
-		    (int)m->node >= n->count || new_home(n, m->page) != n->self ||
+		    (int)m->node >= n->count || !moving(n, m->page) || new_home(n, m->page) != n->self ||
 		    n->dir.e[m->page].phase != HK_DIR_IDLE) {
 			bad(n, from, m, "a directory entry this node does not take over");
 			return;

@@ -336,6 +336,8 @@ void hk_join_adopt(struct hk_node *n);              /* event thread: links accep
 bool hk_join_on_config(struct hk_node *n, int from, const struct hk_msg *m);
 void hk_join_on_home_map(struct hk_node *n, int from, const struct hk_msg *m);
 bool hk_join_abandoned(struct hk_node *n, int peer); /* a joiner died before it joined */
+/* A rehome from giver to the node that joined finished: the next node gives. */
+void hk_join_rehomed(struct hk_node *n, int giver, int to, uint32_t share);
 
 /* ---------------- memory.c ---------------- */
 struct hk_memory {
@@ -528,7 +530,14 @@ struct hk_cluster {
 	uint64_t moved_ns[HK_MAX_VCPUS]; /* when we last heard it moved (swap choice) */
 };
 /* ---------------- evacuate.c, health.c ---------------- */
-enum hk_evac_step { HK_EVAC_STEP_START = 1, HK_EVAC_STEP_FREEZE, HK_EVAC_STEP_MOVED };
+/* REHOME starts a handover of a share of one node's homes to another, which
+ * then goes as an evacuation's directory does (FREEZE, MOVED); the node stays */
+enum hk_evac_step {
+	HK_EVAC_STEP_START = 1,
+	HK_EVAC_STEP_FREEZE,
+	HK_EVAC_STEP_MOVED,
+	HK_EVAC_STEP_REHOME,
+};
 
 struct hk_held_msg {
 	struct hk_held_msg *next;
@@ -542,7 +551,13 @@ struct hk_evac {
 	pthread_mutex_t lock;  /* status and request: QMP threads read them */
 	struct hk_evac_status st;
 	bool requested;        /* hk_evacuate: the event thread starts it */
-	int node;              /* the node leaving, as we know it (-1: none) */
+	int node;              /* the node leaving, or handing homes over (-1: none) */
+	bool rehome;           /* node hands a share of its homes over and stays (atomic) */
+	uint32_t share;        /* rehome: every share-th of its chunks moves */
+	int rehome_to;         /* hk_rehome: the node to hand a share to */
+	uint32_t rehome_share;
+	uint8_t *moving;       /* per chunk: its entries move in this evacuation or rehome */
+	uint64_t homes_given;  /* a joiner: the nodes that handed it their share */
 	uint64_t targets;      /* the nodes that take its homes and vCPUs */
 	bool frozen;           /* its home pages: requests held (not at the leaver) */
 	uint64_t acks;         /* the leaver: peers that froze */
@@ -636,6 +651,7 @@ struct hk_node {
 	int initial;
 	uint64_t present;  /* nodes in the cluster now, self included (atomic) */
 	uint64_t joining;  /* linked, machine definition not yet compared (atomic) */
+	int homes_chain;   /* the node that joined, until every node gave it homes (-1) */
 	pthread_t acceptor;
 	bool acceptor_started;
 	pthread_mutex_t join_lock;
@@ -673,6 +689,7 @@ struct hk_node {
 	uint64_t last_peer_ns, peer_spin_ns;  /* after serving a peer's request */
 	bool skip_invalidate; /* HK_DEBUG_SKIP_INVALIDATE: broken on purpose */
 	bool evac_skip_freeze; /* HK_DEBUG_EVAC_SKIP_FREEZE: broken on purpose */
+	bool rehome_skip_freeze; /* HK_DEBUG_REHOME_SKIP_FREEZE: broken on purpose */
 	uint64_t skipped_invalidations;
 	pthread_mutex_t vcpu_lock;
 	pid_t vcpu_tid[HK_MAX_VCPUS]; /* hk_thread_set_vcpu: the thread of each vCPU */
@@ -803,6 +820,12 @@ bool hk_evac_hold_incoming(struct hk_node *n, int from, const struct hk_msg *m);
 bool hk_is_from_home(struct hk_node *n, uint64_t page, int from);
 /* Pushes, vCPU moves and policies leave this node alone: it is leaving or left. */
 bool hk_node_leaving(struct hk_node *n, int node);
+/* Hand every share-th chunk this node is home for to node to (join.c asks
+ * it of each node in turn when one joins); the steps are an evacuation's
+ * FREEZE and MOVED.  0, or -EBUSY / -EINVAL. */
+int hk_rehome(struct hk_node *n, int to, uint32_t share);
+/* Chunks each node is home for, as this node's map says (JSON list). */
+bool hk_evac_rehoming(struct hk_node *n);
 /* The leaver sends a page it pushes (counted: what it moved). */
 void hk_evac_page_pushed(struct hk_node *n);
 /* A page the leaver pushed arrived here (counted: where its pages went). */

@@ -25,9 +25,14 @@
  * pages by faults and pushes.  P's embedder hears on_peer_joined and sends
  * what only it keeps (APIC addressing).
  *
+ * Then J takes its share of homes: each node in turn, lowest id first,
+ * hands every (members)-th chunk it is home for to J (hk_rehome: the
+ * directory steps of an evacuation), so J ends home for about 1/members of
+ * the pages, as if it had been there from the start.
+ *
  * One change of membership at a time: P refuses a joiner (BUSY) while it
- * evacuates or knows of an evacuation, while another joins, or before the
- * cluster agreed.  A joiner that dies before its CONFIG arrived is dropped
+ * evacuates or knows of an evacuation or rehome, while another joins or
+ * still takes its homes, or before the cluster agreed.  A joiner that dies before its CONFIG arrived is dropped
  * quietly (hk_join_abandoned): it never held anything.
  */
 #include <stdio.h>
@@ -52,6 +57,8 @@ bool hk_node_member(struct hk_node *n, int node)
 	return hk_node_present(n, node) &&
 	       !(__atomic_load_n(&n->joining, __ATOMIC_ACQUIRE) & hk_bit(node));
 }
+
+static int next_giver(struct hk_node *n, int giver, int joiner);
 
 static uint64_t below(int node)
 {
@@ -143,6 +150,7 @@ static uint16_t refusal(struct hk_node *n, int peer)
 	bool agreed = n->cluster.vcpus != 0;
 	pthread_mutex_unlock(&n->cluster.lock);
 	if (!agreed || __atomic_load_n(&n->joining, __ATOMIC_ACQUIRE) ||
+	    __atomic_load_n(&n->homes_chain, __ATOMIC_ACQUIRE) >= 0 ||
 	    __atomic_load_n(&n->evac.node, __ATOMIC_ACQUIRE) >= 0 || atomic_load(&n->failed) ||
 	    hk_shutting_down(n))
 		return HK_REFUSE_BUSY;
@@ -315,7 +323,37 @@ bool hk_join_on_config(struct hk_node *n, int from, const struct hk_msg *m)
 	hk_info("node %d joined", from);
 	if (n->cfg.cb.on_peer_joined)
 		n->cfg.cb.on_peer_joined(n->cfg.cb.opaque, from);
+	/* its share of homes: the first node gives first */
+	__atomic_store_n(&n->homes_chain, from, __ATOMIC_RELEASE);
+	if (next_giver(n, -1, from) == n->self)
+		hk_rehome(n, from, (uint32_t)__builtin_popcountll(
+					   __atomic_load_n(&n->present, __ATOMIC_ACQUIRE)));
 	return true;
+}
+
+/* The member after giver (lowest id first) that gives joiner homes; -1: none. */
+static int next_giver(struct hk_node *n, int giver, int joiner)
+{
+	for (int k = giver + 1; k < n->count; k++)
+		if (k != joiner && hk_node_member(n, k) && !hk_node_leaving(n, k))
+			return k;
+	return -1;
+}
+
+void hk_join_rehomed(struct hk_node *n, int giver, int to, uint32_t share)
+{
+	if (__atomic_load_n(&n->homes_chain, __ATOMIC_ACQUIRE) != to) {
+		if (to == n->self && next_giver(n, giver, to) < 0)
+			hk_info("joined: homes taken from every node");
+		return; /* not a joiner's share (or we are the joiner) */
+	}
+	int next = next_giver(n, giver, to);
+	if (next < 0) {
+		__atomic_store_n(&n->homes_chain, -1, __ATOMIC_RELEASE);
+		return;
+	}
+	if (next == n->self && hk_rehome(n, to, share) < 0)
+		hk_warn("cannot hand homes to node %d now", to);
 }
 
 /* The joiner: the homes as they are now (evacuations changed them). */

@@ -85,7 +85,7 @@ static long fixed_len(unsigned t)
 	case HK_MSG_SHUTDOWN: return 0;
 	case HK_MSG_STOPPED: return 0;
 	case HK_MSG_MIGRATE: return 4 + 4 + 4;
-	case HK_MSG_EVAC: return 4 + 4 + 8;
+	case HK_MSG_EVAC: return 4 + 4 + 8 + 4;
 	case HK_MSG_EVAC_ACK: return 4 + 4;
 	case HK_MSG_HOME_ENTRY: return 8 + 4 + 8;
 	case HK_MSG_MEMBERS: return 8 + 8 + 4;
@@ -144,8 +144,10 @@ size_t hk_msg_encode(const struct hk_msg *m, uint8_t *buf, size_t cap)
 	case HK_MSG_EVAC_ACK:
 		put32(p, m->node);
 		put32(p + 4, m->mode);
-		if (m->type == HK_MSG_EVAC)
+		if (m->type == HK_MSG_EVAC) {
 			put64(p + 8, m->a);
+			put32(p + 16, m->count); /* rehome: the share */
+		}
 		break;
 	case HK_MSG_HOME_ENTRY:
 		put64(p, m->page);
@@ -294,12 +296,19 @@ int hk_msg_decode(const uint8_t *buf, size_t len, struct hk_msg *m)
 		m->node = get32(p);
 		m->mode = (uint8_t)get32(p + 4);
 		if (m->node >= HK_MAX_NODES || get32(p + 4) < HK_EVAC_STEP_START ||
-		    get32(p + 4) > HK_EVAC_STEP_MOVED)
+		    get32(p + 4) > HK_EVAC_STEP_REHOME)
 			return -EBADMSG;
 		if (m->type == HK_MSG_EVAC) {
 			m->a = get64(p + 8);
+			m->count = get32(p + 16);
 			if (m->a == 0 || (m->a & (1ull << m->node)))
 				return -EBADMSG; /* no node to take it, or itself */
+			/* a rehome goes to one node, a share of at least half */
+			if (m->mode == HK_EVAC_STEP_REHOME &&
+			    (__builtin_popcountll(m->a) != 1 || m->count < 2 || m->count > 64))
+				return -EBADMSG;
+		} else if (get32(p + 4) == HK_EVAC_STEP_REHOME) {
+			return -EBADMSG;
 		}
 		break;
 	case HK_MSG_HOME_ENTRY:

@@ -62,6 +62,7 @@ int hk_node_new(const struct hk_config *cfg, struct hk_node **out)
 	n->initial = initial;
 	n->present = cfg->join ? hk_bit(n->self) : (initial >= 64 ? ~0ull : (1ull << initial) - 1);
 	pthread_mutex_init(&n->join_lock, NULL);
+	n->homes_chain = -1;
 	n->secret = strdup(cfg->secret);
 	n->cfg.secret = n->secret;
 	n->peers = calloc((size_t)n->count, sizeof(char *));
@@ -73,6 +74,8 @@ int hk_node_new(const struct hk_config *cfg, struct hk_node **out)
 			     atoi(getenv("HK_DEBUG_SKIP_INVALIDATE")) > 0;
 	n->evac_skip_freeze = getenv("HK_DEBUG_EVAC_SKIP_FREEZE") &&
 			      atoi(getenv("HK_DEBUG_EVAC_SKIP_FREEZE")) > 0;
+	n->rehome_skip_freeze = getenv("HK_DEBUG_REHOME_SKIP_FREEZE") &&
+				atoi(getenv("HK_DEBUG_REHOME_SKIP_FREEZE")) > 0;
 	hk_cluster_init(&n->cluster);
 	hk_evac_init(n);
 	hk_health_init(n);
@@ -286,6 +289,16 @@ static char *evac_health_json(struct hk_node *n)
 	for (int k = 0; k < n->count; k++)
 		off += (size_t)snprintf(peers + off, sizeof(peers) - off, "%s%d", k ? "," : "",
 					k == n->self || !n->links[k].up ? -1 : (int)n->links[k].health);
+	/* chunks each node is home for, as our map says */
+	uint32_t chunks[HK_MAX_NODES] = { 0 };
+	for (uint64_t c = 0; n->home_map && c < n->nchunks; c++)
+		if (n->home_map[c] >= 0 && n->home_map[c] < HK_MAX_NODES)
+			chunks[(int)n->home_map[c]]++;
+	char homes[HK_MAX_NODES * 11 + 2] = "";
+	size_t hoff = 0;
+	for (int k = 0; k < n->count; k++)
+		hoff += (size_t)snprintf(homes + hoff, sizeof(homes) - hoff, "%s%u", k ? "," : "",
+					 chunks[k]);
 	char temp[16] = "null";
 	if (h.temp_c != INT32_MIN)
 		snprintf(temp, sizeof(temp), "%d", h.temp_c);
@@ -295,14 +308,19 @@ static char *evac_health_json(struct hk_node *n)
 		     "\"pages_pushed\":%lu,\"copies_dropped\":%lu,\"zero_pages\":%lu,"
 		     "\"homes_moved\":%lu,\"bytes\":%lu,\"pages_left\":%lu,\"pages_taken\":%lu,"
 		     "\"seconds\":%.3f},"
-		     "\"gone_nodes\":%lu,\"present_nodes\":%lu,"
+		     "\"gone_nodes\":%lu,\"present_nodes\":%lu,\"home_chunks\":[%s],"
+		     "\"homes_given\":%lu,\"rehoming\":%s,"
 		     "\"health\":{\"score\":%u,\"corrected_errors\":%lu,\"temp_c\":%s,"
 		     "\"link_errors\":%lu,\"peer_scores\":[%s]}",
 		     st.node, evac_phase_names[st.phase], reason, st.vcpus_moved, st.pages_pushed,
 		     st.copies_dropped, st.zero_pages, st.homes_moved, st.bytes, st.pages_left,
 		     st.pages_taken, st.started_ns ? (double)(end - st.started_ns) / 1e9 : 0.0,
 		     __atomic_load_n(&n->evac.gone, __ATOMIC_RELAXED),
-		     __atomic_load_n(&n->present, __ATOMIC_RELAXED), score, h.corrected_errors, temp,
+		     __atomic_load_n(&n->present, __ATOMIC_RELAXED), homes,
+		     __atomic_load_n(&n->evac.homes_given, __ATOMIC_RELAXED),
+		     hk_evac_rehoming(n) || __atomic_load_n(&n->homes_chain, __ATOMIC_RELAXED) >= 0
+			     ? "true" : "false",
+		     score, h.corrected_errors, temp,
 		     h.link_errors, peers) < 0)
 		return NULL;
 	return out;

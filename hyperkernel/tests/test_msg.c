@@ -97,6 +97,9 @@ static void test_cluster_messages_with_fields_out_of_range_are_refused(void)
 		{ .type = HK_MSG_EVAC, .node = 2, .mode = HK_EVAC_STEP_START, .a = 0x4 }, /* to itself */
 		{ .type = HK_MSG_EVAC, .node = 2, .mode = HK_EVAC_STEP_START, .a = 0 },   /* to nobody */
 		{ .type = HK_MSG_EVAC, .node = 2, .mode = 0, .a = 0x1 },                  /* no such step */
+		{ .type = HK_MSG_EVAC, .node = 2, .mode = HK_EVAC_STEP_REHOME, .a = 0x3, .count = 2 }, /* to two */
+		{ .type = HK_MSG_EVAC, .node = 2, .mode = HK_EVAC_STEP_REHOME, .a = 0x1, .count = 1 }, /* all */
+		{ .type = HK_MSG_EVAC_ACK, .node = 2, .mode = HK_EVAC_STEP_REHOME },       /* not acked */
 		{ .type = HK_MSG_EVAC_ACK, .node = 2, .mode = 9 },
 		{ .type = HK_MSG_HOME_ENTRY, .page = 1, .node = 2, .a = 0x1 }, /* owner without a copy */
 		{ .type = HK_MSG_HEARTBEAT, .arg = { 0, 1, 101 } },              /* health score */

@@ -34,7 +34,19 @@ last=$(echo "$out" | tail -1)
 if [ "$rc" -ne 0 ]; then
 	echo "$out" | grep -m1 -E "violation|hang"
 	echo "sim-broken: PASS (evacuation without the freeze caught: exit $rc, $last)"
+else
+	echo "sim-broken: FAIL (exit $rc, $last): the simulation did not catch an evacuation without the freeze"
+	exit 1
+fi
+# And a rehome (a joining node's share of homes) that hands entries over
+# without the freeze (HK_DEBUG_REHOME_SKIP_FREEZE=1).
+out=$(HK_DEBUG_REHOME_SKIP_FREEZE=1 "$sim" --seeds 400 2>&1)
+rc=$?
+last=$(echo "$out" | tail -1)
+if [ "$rc" -ne 0 ]; then
+	echo "$out" | grep -m1 -E "violation|hang"
+	echo "sim-broken: PASS (rehome without the freeze caught: exit $rc, $last)"
 	exit 0
 fi
-echo "sim-broken: FAIL (exit $rc, $last): the simulation did not catch an evacuation without the freeze"
+echo "sim-broken: FAIL (exit $rc, $last): the simulation did not catch a rehome without the freeze"
 exit 1

@@ -74,6 +74,9 @@ static const char *policy_name; /* this seed's policy */
 /* A node leaves on purpose (evacuate.c) at evac_at_step; evac_phase is the
  * last phase its embedder heard of. */
 static int evac_at_step = -1, evac_node = -1;
+/* A node hands a share of its homes to another at rehome_at_step (what a
+ * joining node's share is taken with, join.c) */
+static int rehome_at_step = -1, rehome_giver = -1, rehome_to = -1, rehome_share;
 static enum hk_evac_phase evac_phase;
 /* TCG's translations: a node that ran a page's code may keep running it
  * until the embedder's invalidation is done; the embedder defers some. */
@@ -272,6 +275,12 @@ static void build_world(uint64_t seed)
 	if (kill_at_step < 0 && (seed * 0xd1342543de82ef95ull >> 7) % 4 == 0) {
 		evac_at_step = 100 + (int)((seed * 0x9e3779b97f4a7c15ull >> 20) % 1500);
 		evac_node = 1 + (int)((seed >> 3) % (uint64_t)(sim.nodes - 1));
+	}
+	if (kill_at_step < 0 && evac_at_step < 0 && (seed * 0xbf58476d1ce4e5b9ull >> 11) % 3 == 0) {
+		rehome_at_step = 50 + (int)((seed * 0x94d049bb133111ebull >> 20) % 1500);
+		rehome_giver = (int)((seed >> 5) % (uint64_t)sim.nodes);
+		rehome_to = (rehome_giver + 1 + (int)((seed >> 9) % (uint64_t)(sim.nodes - 1))) % sim.nodes;
+		rehome_share = 2 + (int)((seed >> 13) % 3);
 	}
 
 	static char *peers[SIM_MAX_NODES];
@@ -497,6 +506,19 @@ static void check_pages(void)
 
 static void check_final(void)
 {
+	/* every node that is still there has the same homes */
+	for (int k = 1; k < sim.nodes; k++)
+		if (k != evac_node &&
+		    memcmp(sim.node[k].hk->home_map, sim.node[0].hk->home_map, sim.node[0].hk->nchunks))
+			violation("node %d's home map differs from node 0's", k);
+	if (rehome_giver >= 0) {
+		struct hk_node *g = sim.node[rehome_giver].hk;
+		if (sim.verbose)
+			fprintf(stdout, "sim seed %lu: rehome %d -> %d: %s, %lu entries moved\n", sim.seed,
+				rehome_giver, rehome_to, g->evac.st.reason, g->evac.st.homes_moved);
+		if (g->evac.node >= 0 || g->evac.requested)
+			violation("the rehome of node %d to node %d did not finish", rehome_giver, rehome_to);
+	}
 	for (uint64_t p = 0; p < sim.pages; p++) {
 		int h = hk_home_of(sim.node[0].hk, p);
 		struct hk_dir_entry *e = &sim.node[h].hk->dir.e[p];
@@ -674,6 +696,12 @@ static int run_seed(uint64_t seed)
 			kill_node(1 + (int)sim_below((uint64_t)sim.nodes - 1));
 		if ((int)steps == evac_at_step)
 			start_evacuation();
+		if ((int)steps == rehome_at_step) {
+			struct hk_node *g = sim.node[rehome_giver].hk;
+			if (hk_rehome(g, rehome_to, (uint32_t)rehome_share))
+				violation("rehome of node %d to node %d refused", rehome_giver, rehome_to);
+			hk_drain_local(g);
+		}
 		int n = enabled_actions(acts, true);
 		bool threads_busy = false, threads_blocked = false;
 		for (int i = 0; i < nthreads; i++) {
@@ -682,6 +710,9 @@ static int run_seed(uint64_t seed)
 		}
 		/* an evacuation under way keeps the run going until it ends */
 		threads_busy |= evac_node >= 0 && evac_phase > HK_EVAC_NONE && evac_phase < HK_EVAC_DONE;
+		for (int k = 0; k < sim.nodes && rehome_giver >= 0; k++)
+			threads_busy |= hk_evac_rehoming(sim.node[k].hk) ||
+					(k == rehome_giver && sim.node[k].hk->evac.requested);
 		if (n == 0) {
 			if (!threads_busy && !frames_in_flight())
 				break; /* everything done and delivered */
@@ -787,8 +818,9 @@ static int run_seed(uint64_t seed)
 			ev += sim.node[k].hk->stats.node.evictions;
 		}
 		fprintf(stdout, "sim seed %lu: steps=%lu frames=%lu writes=%lu readaheads=%lu "
-			"evictions=%lu vcpu_moves=%lu evacuation=%d violations=%lu\n", seed, steps,
-			sim.frames_delivered, version, ra, ev, sim_moves, evac_node >= 0 ? (int)evac_phase : -1,
+			"evictions=%lu vcpu_moves=%lu evacuation=%d rehome=%d->%d/%d violations=%lu\n",
+			seed, steps, sim.frames_delivered, version, ra, ev, sim_moves,
+			evac_node >= 0 ? (int)evac_phase : -1, rehome_giver, rehome_to, rehome_share,
 			violations);
 	}
 	return violations ? 1 : 0;
