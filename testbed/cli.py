@@ -121,6 +121,9 @@ def _add_cluster_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-vcpus", type=_positive_int, metavar="N",
                    help="licensed vCPUs: from vCPU N on, the hyperkernel never starts them "
                    "(default: all of --vcpus)")
+    p.add_argument("--max-nodes", type=_positive_int, metavar="N",
+                   help="node slots: up to N nodes in all, the ones beyond --nodes join while "
+                   "the guest runs (Cluster.add_node; 'add' in testbed up; default: --nodes)")
     p.add_argument("--online-vcpus", type=_positive_int, metavar="N",
                    help="vCPUs the guest brings up at boot; the rest can be brought online "
                    "later (default: every licensed one)")
@@ -258,7 +261,8 @@ def _spec(args: argparse.Namespace) -> ClusterSpec:
                        cpu_affinity=args.cpu_affinity,
                        hyperkernel=True if args.hyperkernel else None,
                        max_vcpus=getattr(args, "max_vcpus", None),
-                       online_vcpus=getattr(args, "online_vcpus", None)).validate()
+                       online_vcpus=getattr(args, "online_vcpus", None),
+                       max_nodes=getattr(args, "max_nodes", None)).validate()
 
 
 def _run_dir(given: Path | None, label: str) -> Path:

@@ -1,6 +1,8 @@
 """Commands a person gives the cluster from ``testbed up`` (after Ctrl-]):
 the harness turns each into QMP on the right node, as the Python API does.
 
+    add                        start a node in the next free slot; it joins the guest
+    migrate CPU NODE           move vCPU CPU to node NODE
     evacuate K | remove K      move everything off node K; it leaves, the guest runs on
     health K [ce=N] [temp=C] [link=N]   report hardware trouble on node K
     vcpus N                    bring the guest's online vCPU count to N
@@ -18,8 +20,9 @@ from testbed.errors import ConfigError, TestbedError
 if TYPE_CHECKING:
     from testbed.cluster import Cluster
 
-HELP = ("commands: evacuate K | remove K | health K [ce=N] [temp=C] [link=N] | vcpus N | "
-        "status | help | quit; an empty line returns to the console")
+HELP = ("commands: add | migrate CPU NODE | evacuate K | remove K | "
+        "health K [ce=N] [temp=C] [link=N] | vcpus N | status | help | quit; "
+        "an empty line returns to the console")
 
 
 def _int(word: str, what: str) -> int:
@@ -53,6 +56,22 @@ def run(cluster: Cluster, line: str) -> str:
         return HELP
     if cmd == "status":
         return _status(cluster)
+    if cmd == "add":
+        if args:
+            raise ConfigError("add takes nothing: the node takes the next free slot", "add")
+        index = cluster.add_node()
+        homes = cluster.node_stats()[-1].get("stats", {}).get("home_chunks", [])
+        return (f"node {index} joined; it is home for {homes[index] if index < len(homes) else '?'}"
+                " chunks of pages; move vCPUs to it with: migrate CPU " + str(index))
+    if cmd == "migrate":
+        if len(args) != 2:
+            raise ConfigError("migrate takes a vCPU and a node", "e.g. migrate 2 3")
+        cpu, node = _int(args[0], "vCPU"), _int(args[1], "node")
+        moved = cluster.migrate_vcpu(cpu, node)
+        if not moved["moved"]:
+            return f"vCPU {cpu} runs on node {node} already"
+        return (f"vCPU {cpu} moved from node {moved['from']} to node {node} "
+                f"({moved['state-bytes']} bytes, {moved['latency-ns'] / 1e6:.2f} ms)")
     if cmd in ("evacuate", "remove"):
         if len(args) != 1:
             raise ConfigError(f"{cmd} takes one node", "e.g. evacuate 2")

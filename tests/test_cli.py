@@ -42,6 +42,9 @@ def _run(*args: str, timeout: float = 60, stdin: str | None = None) -> subproces
     (["run", "--vcpus", "4", "--max-vcpus", "2", "--", "true"], "needs the hyperkernel"),
     (["run", "--nodes", "2", "--vcpus", "4", "--max-vcpus", "2", "--online-vcpus", "3", "--",
       "true"], "--online-vcpus 3 is out of range"),
+    (["run", "--nodes", "3", "--max-nodes", "2", "--", "true"], "--max-nodes 2 is out of range"),
+    (["run", "--nodes", "3", "--max-nodes", "65", "--", "true"], "--max-nodes 65 is out of range"),
+    (["run", "--max-nodes", "2", "--", "true"], "join only a cluster run by the hyperkernel"),
     (["bench", "evacuate", "--nodes", "2"], "bench evacuate needs 3 nodes or more"),
     (["bench", "evacuate", "--size", "900M", "--mem", "1G"], "does not fit a 1024 MiB guest"),
 ])

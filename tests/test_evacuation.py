@@ -133,7 +133,9 @@ def test_up_commands_refuse_bad_input_without_touching_the_cluster() -> None:
     assert "evacuate K" in up_commands.run(c, "help")
     for line, words in (("evacuate", "takes one node"), ("evacuate two", "not a whole number"),
                         ("health 2 volts=3", "unknown health value"), ("health", "takes a node"),
-                        ("vcpus", "takes a count"), ("launch 3", "unknown command")):
+                        ("vcpus", "takes a count"), ("launch 3", "unknown command"),
+                        ("add 3", "takes nothing"), ("migrate 2", "takes a vCPU and a node"),
+                        ("migrate two 3", "not a whole number")):
         with pytest.raises(ConfigError, match=words):
             up_commands.run(c, line)
         assert up_commands.run_safely(c, line).startswith("refused: ")

@@ -1,12 +1,14 @@
 """A node joins a running guest, runs one of its vCPUs, and leaves by plan.
 
-The cluster starts with 3 nodes and 5 slots. Node 3 joins while the guest
+The cluster starts with 3 nodes and 6 slots. Node 3 joins while the guest
 runs: every node then counts it in and hands it a quarter of its homes (all
 four agree on the new map), it starts running nothing, vCPU 2 moves
 to it and a workload pinned to vCPU 2 verifies there, reading data written
 before the join. Then node 3 is removed by plan (an evacuation): it exits 0,
-the guest runs on with its 3 vCPUs and every byte. A node with the wrong
-secret is refused in slot 4, and the guest does not notice.
+the guest runs on with its 3 vCPUs and every byte. Node 4 then joins a
+cluster whose homes that evacuation changed, and runs vCPU 1. A node with
+the wrong secret is refused in slot 5, and the guest does not notice. The join and the
+move go through `testbed up`'s commands, which call the Cluster API.
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ from typing import Any
 import pytest
 from conftest import ClusterFactory
 
+from testbed import up_commands
 from testbed.config import NodeOverride
 from testbed.errors import ConfigError, GuestError
 
 SPEC: dict[str, Any] = {"nodes": 3, "vcpus": 3, "mem_mib": 512, "boot_timeout": 400,
-                        "max_nodes": 5, "overrides": {4: NodeOverride(secret="0" * 64)}}
+                        "max_nodes": 6, "overrides": {5: NodeOverride(secret="0" * 64)}}
 SQLITE: dict[str, Any] = {"cpus": "2", "rows": 1000, "lookups": 500, "updates": 200}
 
 
@@ -39,7 +42,9 @@ def test_a_node_joins_runs_a_vcpu_and_is_removed_by_plan(cluster_factory: Cluste
 
     before = cluster.node_stats()[0]["stats"]["home_chunks"]
     assert before[3] == 0 and all(before[:3]), before
-    assert cluster.add_node() == 3
+    # as `testbed up` does it (Ctrl-] then "add"), which calls Cluster.add_node
+    said = up_commands.run(cluster, "add")
+    assert said.startswith("node 3 joined; it is home for "), said
     stats = [s["stats"] for s in cluster.node_stats()]
     assert [s["present_nodes"] for s in stats] == [0b1111] * 4, stats
     # Every node gave it a share of its homes (a quarter), and all agree.
@@ -52,8 +57,8 @@ def test_a_node_joins_runs_a_vcpu_and_is_removed_by_plan(cluster_factory: Cluste
     info = cluster.nodes[3].qmp.command("query-hyperkernel")
     assert not [v for v in info.get("vcpu-states", [])], info
 
-    moved = cluster.migrate_vcpu(2, 3)
-    assert moved["moved"] and moved["from"] == 2, moved
+    said = up_commands.run(cluster, "migrate 2 3")
+    assert said.startswith("vCPU 2 moved from node 2 to node 3"), said
     assert cluster.vcpu_locations() == [0, 1, 3]
     sql = cluster.run_workload("sqlite", **SQLITE)
     assert sql.ok, sql.reason
@@ -73,10 +78,20 @@ def test_a_node_joins_runs_a_vcpu_and_is_removed_by_plan(cluster_factory: Cluste
     sql = cluster.run_workload("sqlite", **SQLITE)
     assert sql.ok, sql.reason
 
-    # Slot 4's node has the wrong secret: refused, and the guest runs on.
+    # Node 4 joins after that evacuation changed the homes: it must take the
+    # map as it is now (and where vCPU 2 went), not as it was at the start.
+    assert cluster.add_node() == 4
+    homes = [s["stats"]["home_chunks"] for s in cluster.node_stats()]
+    assert all(h == homes[0] for h in homes) and homes[0][4] > 0, homes
+    assert cluster.migrate_vcpu(1, 4)["moved"]
+    sql = cluster.run_workload("sqlite", **{**SQLITE, "cpus": "1"})
+    assert sql.ok, sql.reason
+    assert _md5_ok(cluster, 1)
+
+    # Slot 5's node has the wrong secret: refused, and the guest runs on.
     with pytest.raises(GuestError, match="wrong cluster secret"):
         cluster.add_node()
     with pytest.raises(ConfigError, match="no free node slot"):
         cluster.add_node()
     assert cluster.run("nproc").output.strip() == "3"
-    assert [n.index for n in cluster.live_nodes] == [0, 1, 2]
+    assert [n.index for n in cluster.live_nodes] == [0, 1, 2, 4]

@@ -52,6 +52,7 @@
 #include "hk.h"
 
 static void release_held(struct hk_node *n);
+static void replay_later(struct hk_node *n);
 static void hand_over(struct hk_node *n);
 
 #define VCPU_ASK_AGAIN_NS 1000000000ull /* a vCPU asked to go and still here */
@@ -66,6 +67,7 @@ void hk_evac_init(struct hk_node *n)
 	ev->st.node = -1;
 	ev->rehome_to = -1;
 	ev->held_tail = &ev->held;
+	ev->later_tail = &ev->later;
 }
 
 void hk_evac_destroy(struct hk_node *n)
@@ -73,6 +75,10 @@ void hk_evac_destroy(struct hk_node *n)
 	struct hk_held_msg *h;
 	while ((h = n->evac.held)) {
 		n->evac.held = h->next;
+		free(h);
+	}
+	while ((h = n->evac.later)) {
+		n->evac.later = h->next;
 		free(h);
 	}
 	free(n->evac.moving);
@@ -290,7 +296,7 @@ int hk_evacuate(struct hk_node *n, const char *reason, char *why, size_t whylen)
 static void broadcast_step(struct hk_node *n, enum hk_evac_step step)
 {
 	struct hk_msg m = { .type = HK_MSG_EVAC, .node = (uint32_t)n->self, .mode = (uint8_t)step,
-			    .a = n->evac.targets, .count = n->evac.share };
+			    .a = n->evac.targets, .count = n->evac.share, .vcpu = n->evac.round };
 	for (int k = 0; k < n->count; k++)
 		if (k != n->self && n->links[k].up && !n->links[k].bye)
 			hk_node_send(n, k, &m);
@@ -331,6 +337,7 @@ static void start_rehome(struct hk_node *n, int to, uint32_t share)
 	ev->targets = hk_bit(to);
 	ev->share = share;
 	ev->acks = 0;
+	ev->round = ++ev->own_round;
 	mark_moving(n, n->self, share);
 	pthread_mutex_lock(&ev->lock);
 	memset(&ev->st, 0, sizeof(ev->st));
@@ -384,6 +391,7 @@ static void start(struct hk_node *n)
 	__atomic_store_n(&ev->node, n->self, __ATOMIC_RELAXED);
 	ev->targets = targets;
 	ev->acks = 0;
+	ev->round = ++ev->own_round;
 	ev->nwindow = 0;
 	mark_moving(n, n->self, 0);
 	memset(ev->asked_ns, 0, sizeof(ev->asked_ns));
@@ -586,8 +594,10 @@ static void apply_moved(struct hk_node *n, int giver)
 	for (uint64_t c = 0; c < n->nchunks; c++)
 		if (n->home_map[c] == giver && ev->moving[c])
 			n->home_map[c] = (int8_t)new_home_of_chunk(n, c);
-	if (!ev->rehome)
+	if (!ev->rehome) {
 		__atomic_fetch_or(&ev->gone, hk_bit(giver), __ATOMIC_RELAXED);
+		__atomic_fetch_and(&n->present, ~hk_bit(giver), __ATOMIC_RELEASE);
+	}
 	else if (ev->targets == hk_bit(n->self))
 		__atomic_fetch_or(&ev->homes_given, hk_bit(giver), __ATOMIC_RELAXED);
 	ev->frozen = false;
@@ -623,6 +633,7 @@ static void hand_over(struct hk_node *n)
 		release_held(n); /* our own requests, to the new home */
 		publish(n, HK_EVAC_DONE);
 		hk_join_rehomed(n, n->self, to, share);
+		replay_later(n);
 		return;
 	}
 	/* leave: the others take our link's end as an orderly exit */
@@ -754,6 +765,70 @@ static void bad(struct hk_node *n, int from, const struct hk_msg *m, const char 
 	atomic_fetch_add(&n->stats.malformed, 1);
 }
 
+/* Two nodes started at once (neither had heard of the other): an
+ * evacuation goes before a rehome, a lower id before a higher one.  Ours
+ * gives way while it is still freezing (nobody acknowledged the other's, so
+ * no entry moved): everyone unfreezes, and we ask again after. */
+static bool give_way(struct hk_node *n, int from, const struct hk_msg *m)
+{
+	struct hk_evac *ev = &n->evac;
+	bool stronger = m->mode == HK_EVAC_STEP_START || from < n->self;
+	if (ev->node != n->self || !ev->rehome || ev->st.phase != HK_EVAC_FREEZE || !stronger)
+		return false;
+	broadcast_step(n, HK_EVAC_STEP_ABORT);
+	int to = __builtin_ctzll(ev->targets);
+	ev->frozen = false;
+	__atomic_store_n(&ev->node, -1, __ATOMIC_RELAXED);
+	__atomic_store_n(&ev->rehome, false, __ATOMIC_RELAXED);
+	release_held(n);
+	pthread_mutex_lock(&ev->lock);
+	ev->rehome_to = to;
+	ev->rehome_share = ev->share;
+	ev->requested = true;
+	pthread_mutex_unlock(&ev->lock);
+	hk_info("rehome to node %d gives way to node %d's; again after it", to, from);
+	return true;
+}
+
+/* An aborted attempt's steps that wait here go with it. */
+static void drop_later_from(struct hk_node *n, int from)
+{
+	struct hk_held_msg **pp = &n->evac.later;
+	n->evac.later_tail = &n->evac.later;
+	while (*pp) {
+		struct hk_held_msg *h = *pp;
+		if (h->from == from) {
+			*pp = h->next;
+			free(h);
+			continue;
+		}
+		n->evac.later_tail = &h->next;
+		pp = &h->next;
+	}
+}
+
+static bool later_from(struct hk_node *n, int from)
+{
+	for (struct hk_held_msg *h = n->evac.later; h; h = h->next)
+		if (h->from == from)
+			return true;
+	return false;
+}
+
+/* The one under way here ended: the next node's steps, in their order. */
+static void replay_later(struct hk_node *n)
+{
+	struct hk_held_msg *h = n->evac.later;
+	n->evac.later = NULL;
+	n->evac.later_tail = &n->evac.later;
+	while (h) {
+		struct hk_held_msg *next = h->next;
+		hk_evac_deliver(n, h->from, &h->m);
+		free(h);
+		h = next;
+	}
+}
+
 void hk_evac_deliver(struct hk_node *n, int from, const struct hk_msg *m)
 {
 	struct hk_evac *ev = &n->evac;
@@ -761,6 +836,44 @@ void hk_evac_deliver(struct hk_node *n, int from, const struct hk_msg *m)
 	case HK_MSG_EVAC:
 		if ((int)m->node != from || from == n->self) {
 			bad(n, from, m, "only the leaving node speaks for its evacuation");
+			return;
+		}
+		if (m->mode == HK_EVAC_STEP_ABORT) {
+			if (later_from(n, from)) {
+				drop_later_from(n, from); /* it never began here */
+				return;
+			}
+			if (ev->node != from || m->vcpu != ev->round) {
+				bad(n, from, m, "no such rehome to abort");
+				return;
+			}
+			ev->frozen = false;
+			__atomic_store_n(&ev->node, -1, __ATOMIC_RELAXED);
+			__atomic_store_n(&ev->rehome, false, __ATOMIC_RELAXED);
+			release_held(n);
+			publish(n, HK_EVAC_REFUSED);
+			replay_later(n);
+			return;
+		}
+		if ((m->mode == HK_EVAC_STEP_START || m->mode == HK_EVAC_STEP_REHOME) &&
+		    give_way(n, from, m)) {
+			/* ours is off: theirs goes now, then what waited */
+			hk_evac_deliver(n, from, m);
+			replay_later(n);
+			return;
+		}
+		/* Its turn comes after the one under way here: the node that
+		 * started it heard that one end (MOVED) before we did, or both
+		 * started at once and this one gives way. */
+		if (later_from(n, from) ||
+		    ((m->mode == HK_EVAC_STEP_START || m->mode == HK_EVAC_STEP_REHOME) &&
+		     ev->node >= 0 && ev->node != from)) {
+			struct hk_held_msg *h = malloc(sizeof(*h));
+			if (!h)
+				hk_die("out of memory holding node %d's evacuation step", from);
+			*h = (struct hk_held_msg){ .from = from, .m = *m };
+			*ev->later_tail = h;
+			ev->later_tail = &h->next;
 			return;
 		}
 		if (m->mode == HK_EVAC_STEP_START || m->mode == HK_EVAC_STEP_REHOME) {
@@ -771,6 +884,7 @@ void hk_evac_deliver(struct hk_node *n, int from, const struct hk_msg *m)
 			bool rehome = m->mode == HK_EVAC_STEP_REHOME;
 			__atomic_store_n(&ev->rehome, rehome, __ATOMIC_RELAXED);
 			ev->share = rehome ? m->count : 0;
+			ev->round = m->vcpu;
 			ev->targets = m->a;
 			mark_moving(n, from, ev->share);
 			__atomic_store_n(&ev->node, from, __ATOMIC_RELAXED);
@@ -788,14 +902,14 @@ void hk_evac_deliver(struct hk_node *n, int from, const struct hk_msg *m)
 			publish(n, rehome ? HK_EVAC_FREEZE : HK_EVAC_VCPUS);
 			return;
 		}
-		if (ev->node != from || m->a != ev->targets) {
+		if (ev->node != from || m->a != ev->targets || m->vcpu != ev->round) {
 			bad(n, from, m, "no such evacuation");
 			return;
 		}
 		if (m->mode == HK_EVAC_STEP_FREEZE) {
 			ev->frozen = true;
 			struct hk_msg a = { .type = HK_MSG_EVAC_ACK, .node = m->node,
-					    .mode = HK_EVAC_STEP_FREEZE };
+					    .mode = HK_EVAC_STEP_FREEZE, .vcpu = m->vcpu };
 			hk_node_send(n, from, &a);
 			publish(n, HK_EVAC_FREEZE);
 			return;
@@ -808,8 +922,12 @@ void hk_evac_deliver(struct hk_node *n, int from, const struct hk_msg *m)
 		publish(n, HK_EVAC_DONE);
 		if (rehome)
 			hk_join_rehomed(n, from, to, share);
+		replay_later(n);
 		return;
 	case HK_MSG_EVAC_ACK:
+		if ((int)m->node == n->self && m->vcpu <= ev->own_round &&
+		    (ev->node != n->self || m->vcpu != ev->round))
+			return; /* for an attempt of ours that gave way: stale */
 		if (ev->node != n->self || (int)m->node != n->self || m->mode != HK_EVAC_STEP_FREEZE ||
 		    ev->st.phase != HK_EVAC_FREEZE) {
 			bad(n, from, m, "an acknowledgement nobody asked for");

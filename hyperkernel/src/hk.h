@@ -537,6 +537,7 @@ enum hk_evac_step {
 	HK_EVAC_STEP_FREEZE,
 	HK_EVAC_STEP_MOVED,
 	HK_EVAC_STEP_REHOME,
+	HK_EVAC_STEP_ABORT, /* a rehome that met a stronger one gives way (retried after) */
 };
 
 struct hk_held_msg {
@@ -554,6 +555,8 @@ struct hk_evac {
 	int node;              /* the node leaving, or handing homes over (-1: none) */
 	bool rehome;           /* node hands a share of its homes over and stays (atomic) */
 	uint32_t share;        /* rehome: every share-th of its chunks moves */
+	uint32_t round;        /* which attempt of node's: acknowledgements name it */
+	uint32_t own_round;    /* our attempts so far */
 	int rehome_to;         /* hk_rehome: the node to hand a share to */
 	uint32_t rehome_share;
 	uint8_t *moving;       /* per chunk: its entries move in this evacuation or rehome */
@@ -571,6 +574,9 @@ struct hk_evac {
 	uint64_t clean;        /* the leaver: pages in a row found not held here */
 	bool busy;             /* hk_evac_progress is running (it sends to itself) */
 	struct hk_held_msg *held, **held_tail;
+	/* EVAC messages of a node whose turn comes after the one under way here
+	 * (its START overtook the last MOVED, over another link) */
+	struct hk_held_msg *later, **later_tail;
 };
 
 struct hk_health_state {
@@ -652,6 +658,8 @@ struct hk_node {
 	uint64_t present;  /* nodes in the cluster now, self included (atomic) */
 	uint64_t joining;  /* linked, machine definition not yet compared (atomic) */
 	int homes_chain;   /* the node that joined, until every node gave it homes (-1) */
+	int chain_to;      /* event thread: the node rehomes went to lately, */
+	uint64_t chain_given; /* and the nodes that gave it a share */
 	pthread_t acceptor;
 	bool acceptor_started;
 	pthread_mutex_t join_lock;

@@ -58,7 +58,7 @@ bool hk_node_member(struct hk_node *n, int node)
 	       !(__atomic_load_n(&n->joining, __ATOMIC_ACQUIRE) & hk_bit(node));
 }
 
-static int next_giver(struct hk_node *n, int giver, int joiner);
+static void give_if_my_turn(struct hk_node *n);
 
 static uint64_t below(int node)
 {
@@ -190,8 +190,8 @@ static void *acceptor_main(void *arg)
 		/* joining before MEMBERS goes: a second joiner is refused from now */
 		__atomic_fetch_or(&n->joining, hk_bit(peer), __ATOMIC_ACQ_REL);
 		struct hk_msg m = { .type = HK_MSG_MEMBERS, .count = (uint32_t)n->initial,
-				    .a = __atomic_load_n(&n->present, __ATOMIC_ACQUIRE),
 				    .b = __atomic_load_n(&n->evac.gone, __ATOMIC_ACQUIRE) };
+		m.a = __atomic_load_n(&n->present, __ATOMIC_ACQUIRE) & ~m.b;
 		if (hk_fd_send_msg(fd, &m) < 0) {
 			__atomic_fetch_and(&n->joining, ~hk_bit(peer), __ATOMIC_ACQ_REL);
 			close(fd);
@@ -325,35 +325,50 @@ bool hk_join_on_config(struct hk_node *n, int from, const struct hk_msg *m)
 		n->cfg.cb.on_peer_joined(n->cfg.cb.opaque, from);
 	/* its share of homes: the first node gives first */
 	__atomic_store_n(&n->homes_chain, from, __ATOMIC_RELEASE);
-	if (next_giver(n, -1, from) == n->self)
-		hk_rehome(n, from, (uint32_t)__builtin_popcountll(
-					   __atomic_load_n(&n->present, __ATOMIC_ACQUIRE)));
+	if (n->chain_to != from) {
+		n->chain_to = from;
+		n->chain_given = 0;
+	}
+	give_if_my_turn(n);
 	return true;
 }
 
-/* The member after giver (lowest id first) that gives joiner homes; -1: none. */
-static int next_giver(struct hk_node *n, int giver, int joiner)
+/* Event thread: if a node that joined is still owed homes and the first
+ * node that has not given yet (lowest id first) is this one, give.  The
+ * turns are counted from what was given (chain_given), not from who spoke
+ * last: a rehome may finish before this node even heard of the joiner. */
+static void give_if_my_turn(struct hk_node *n)
 {
-	for (int k = giver + 1; k < n->count; k++)
-		if (k != joiner && hk_node_member(n, k) && !hk_node_leaving(n, k))
-			return k;
-	return -1;
-}
-
-void hk_join_rehomed(struct hk_node *n, int giver, int to, uint32_t share)
-{
-	if (__atomic_load_n(&n->homes_chain, __ATOMIC_ACQUIRE) != to) {
-		if (to == n->self && next_giver(n, giver, to) < 0)
-			hk_info("joined: homes taken from every node");
-		return; /* not a joiner's share (or we are the joiner) */
-	}
-	int next = next_giver(n, giver, to);
+	int to = __atomic_load_n(&n->homes_chain, __ATOMIC_ACQUIRE);
+	if (to < 0 || n->chain_to != to)
+		return;
+	int next = -1;
+	for (int k = 0; k < n->count && next < 0; k++)
+		if (k != to && hk_node_member(n, k) && !hk_node_leaving(n, k) &&
+		    !(n->chain_given & hk_bit(k)))
+			next = k;
 	if (next < 0) {
 		__atomic_store_n(&n->homes_chain, -1, __ATOMIC_RELEASE);
 		return;
 	}
-	if (next == n->self && hk_rehome(n, to, share) < 0)
+	uint32_t share = (uint32_t)__builtin_popcountll(
+		__atomic_load_n(&n->present, __ATOMIC_ACQUIRE) &
+		~__atomic_load_n(&n->evac.gone, __ATOMIC_ACQUIRE));
+	if (next == n->self && hk_rehome(n, to, share < 2 ? 2 : share) < 0)
 		hk_warn("cannot hand homes to node %d now", to);
+}
+
+void hk_join_rehomed(struct hk_node *n, int giver, int to, uint32_t share)
+{
+	(void)share;
+	if (n->chain_to != to) {
+		n->chain_to = to;
+		n->chain_given = 0;
+	}
+	n->chain_given |= hk_bit(giver);
+	if (to == n->self)
+		hk_info("node %d gave this node a share of its homes", giver);
+	give_if_my_turn(n);
 }
 
 /* The joiner: the homes as they are now (evacuations changed them). */

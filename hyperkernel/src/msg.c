@@ -85,8 +85,8 @@ static long fixed_len(unsigned t)
 	case HK_MSG_SHUTDOWN: return 0;
 	case HK_MSG_STOPPED: return 0;
 	case HK_MSG_MIGRATE: return 4 + 4 + 4;
-	case HK_MSG_EVAC: return 4 + 4 + 8 + 4;
-	case HK_MSG_EVAC_ACK: return 4 + 4;
+	case HK_MSG_EVAC: return 4 + 4 + 8 + 4 + 4;
+	case HK_MSG_EVAC_ACK: return 4 + 4 + 4;
 	case HK_MSG_HOME_ENTRY: return 8 + 4 + 8;
 	case HK_MSG_MEMBERS: return 8 + 8 + 4;
 	case HK_MSG_HOME_MAP: return 8 + 4 + HK_HOME_MAP_PER_MSG;
@@ -147,6 +147,9 @@ size_t hk_msg_encode(const struct hk_msg *m, uint8_t *buf, size_t cap)
 		if (m->type == HK_MSG_EVAC) {
 			put64(p + 8, m->a);
 			put32(p + 16, m->count); /* rehome: the share */
+			put32(p + 20, m->vcpu);  /* the round: a retried rehome's acks are new */
+		} else {
+			put32(p + 8, m->vcpu);
 		}
 		break;
 	case HK_MSG_HOME_ENTRY:
@@ -296,8 +299,9 @@ int hk_msg_decode(const uint8_t *buf, size_t len, struct hk_msg *m)
 		m->node = get32(p);
 		m->mode = (uint8_t)get32(p + 4);
 		if (m->node >= HK_MAX_NODES || get32(p + 4) < HK_EVAC_STEP_START ||
-		    get32(p + 4) > HK_EVAC_STEP_REHOME)
+		    get32(p + 4) > HK_EVAC_STEP_ABORT)
 			return -EBADMSG;
+		m->vcpu = get32(p + (m->type == HK_MSG_EVAC ? 20 : 8));
 		if (m->type == HK_MSG_EVAC) {
 			m->a = get64(p + 8);
 			m->count = get32(p + 16);
@@ -307,8 +311,8 @@ int hk_msg_decode(const uint8_t *buf, size_t len, struct hk_msg *m)
 			if (m->mode == HK_EVAC_STEP_REHOME &&
 			    (__builtin_popcountll(m->a) != 1 || m->count < 2 || m->count > 64))
 				return -EBADMSG;
-		} else if (get32(p + 4) == HK_EVAC_STEP_REHOME) {
-			return -EBADMSG;
+		} else if (get32(p + 4) != HK_EVAC_STEP_FREEZE) {
+			return -EBADMSG; /* only a freeze is acknowledged */
 		}
 		break;
 	case HK_MSG_HOME_ENTRY:

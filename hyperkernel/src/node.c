@@ -62,7 +62,7 @@ int hk_node_new(const struct hk_config *cfg, struct hk_node **out)
 	n->initial = initial;
 	n->present = cfg->join ? hk_bit(n->self) : (initial >= 64 ? ~0ull : (1ull << initial) - 1);
 	pthread_mutex_init(&n->join_lock, NULL);
-	n->homes_chain = -1;
+	n->homes_chain = n->chain_to = -1;
 	n->secret = strdup(cfg->secret);
 	n->cfg.secret = n->secret;
 	n->peers = calloc((size_t)n->count, sizeof(char *));

@@ -77,6 +77,11 @@ static int evac_at_step = -1, evac_node = -1;
 /* A node hands a share of its homes to another at rehome_at_step (what a
  * joining node's share is taken with, join.c) */
 static int rehome_at_step = -1, rehome_giver = -1, rehome_to = -1, rehome_share;
+/* and a second node gives too, asking from the next step on until its node
+ * is free: it starts as soon as it heard the first end, as the next giver
+ * to a joining node does, while others may not have heard yet */
+static int rehome2_giver = -1;
+static bool rehome2_pending;
 static enum hk_evac_phase evac_phase;
 /* TCG's translations: a node that ran a page's code may keep running it
  * until the embedder's invalidation is done; the embedder defers some. */
@@ -281,6 +286,12 @@ static void build_world(uint64_t seed)
 		rehome_giver = (int)((seed >> 5) % (uint64_t)sim.nodes);
 		rehome_to = (rehome_giver + 1 + (int)((seed >> 9) % (uint64_t)(sim.nodes - 1))) % sim.nodes;
 		rehome_share = 2 + (int)((seed >> 13) % 3);
+		if (sim.nodes > 2 && (seed * 0x2545f4914f6cdd1dull >> 33) % 2) {
+			for (int k = 0; k < sim.nodes && rehome2_giver < 0; k++)
+				if (k != rehome_giver && k != rehome_to)
+					rehome2_giver = k;
+			rehome2_pending = true;
+		}
 	}
 
 	static char *peers[SIM_MAX_NODES];
@@ -518,6 +529,13 @@ static void check_final(void)
 				rehome_giver, rehome_to, g->evac.st.reason, g->evac.st.homes_moved);
 		if (g->evac.node >= 0 || g->evac.requested)
 			violation("the rehome of node %d to node %d did not finish", rehome_giver, rehome_to);
+		if (rehome2_giver >= 0 && (rehome2_pending || sim.node[rehome2_giver].hk->evac.node >= 0 ||
+					   sim.node[rehome2_giver].hk->evac.requested))
+			violation("the second rehome, of node %d to node %d, did not finish", rehome2_giver,
+				  rehome_to);
+		for (int k = 0; k < sim.nodes; k++)
+			if (sim.node[k].hk->evac.later)
+				violation("node %d still holds a rehome's steps at the end", k);
 	}
 	for (uint64_t p = 0; p < sim.pages; p++) {
 		int h = hk_home_of(sim.node[0].hk, p);
@@ -702,6 +720,11 @@ static int run_seed(uint64_t seed)
 				violation("rehome of node %d to node %d refused", rehome_giver, rehome_to);
 			hk_drain_local(g);
 		}
+		if (rehome2_pending && rehome_at_step >= 0 && (int)steps > rehome_at_step &&
+		    hk_rehome(sim.node[rehome2_giver].hk, rehome_to, (uint32_t)rehome_share) == 0) {
+			rehome2_pending = false;
+			hk_drain_local(sim.node[rehome2_giver].hk);
+		}
 		int n = enabled_actions(acts, true);
 		bool threads_busy = false, threads_blocked = false;
 		for (int i = 0; i < nthreads; i++) {
@@ -711,8 +734,9 @@ static int run_seed(uint64_t seed)
 		/* an evacuation under way keeps the run going until it ends */
 		threads_busy |= evac_node >= 0 && evac_phase > HK_EVAC_NONE && evac_phase < HK_EVAC_DONE;
 		for (int k = 0; k < sim.nodes && rehome_giver >= 0; k++)
-			threads_busy |= hk_evac_rehoming(sim.node[k].hk) ||
-					(k == rehome_giver && sim.node[k].hk->evac.requested);
+			threads_busy |= hk_evac_rehoming(sim.node[k].hk) || sim.node[k].hk->evac.requested ||
+					sim.node[k].hk->evac.later;
+		threads_busy |= rehome2_pending;
 		if (n == 0) {
 			if (!threads_busy && !frames_in_flight())
 				break; /* everything done and delivered */
@@ -752,6 +776,15 @@ static int run_seed(uint64_t seed)
 	}
 	if (steps >= max_steps) {
 		fprintf(stdout, "sim seed %lu: hang: no end after %lu steps (livelock?)\n", seed, steps);
+		if (rehome_giver >= 0)
+			fprintf(stdout, "  rehome %d->%d/%d at %d; second by node %d %s\n", rehome_giver,
+				rehome_to, rehome_share, rehome_at_step, rehome2_giver,
+				rehome2_pending ? "still asking" : "asked");
+		for (int k = 0; k < sim.nodes; k++)
+			fprintf(stdout, "  node %d: evac.node=%d rehome=%d requested=%d phase=%d later=%s\n",
+				k, sim.node[k].hk->evac.node, sim.node[k].hk->evac.rehome,
+				sim.node[k].hk->evac.requested, sim.node[k].hk->evac.st.phase,
+				sim.node[k].hk->evac.later ? "yes" : "no");
 		for (int k = 0; k < sim.nodes; k++) {
 			struct hk_node *n = sim.node[k].hk;
 			fprintf(stdout, "  node %d%s: resident=%lu budget=%lu evictions=%lu sent:", k,
