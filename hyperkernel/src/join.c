@@ -243,7 +243,18 @@ void hk_join_adopt(struct hk_node *n)
 	hk_shaper_init(&shape, n->cfg.link_latency_us, n->cfg.link_bandwidth);
 	for (int i = 0; i < k; i++) {
 		int peer = got[i].peer;
-		if (hk_link_init(&n->links[peer], got[i].fd, peer, &shape, &n->stats) < 0) {
+		struct hk_link *l = &n->links[peer];
+		if (l->sender_started || l->fd >= 0) {
+			/* the slot's last joiner was refused or went away */
+			__atomic_store_n(&l->up, false, __ATOMIC_RELEASE);
+			if (l->fd >= 0)
+				epoll_ctl(n->epfd, EPOLL_CTL_DEL, l->fd, NULL);
+			hk_link_stop(l);
+			if (l->fd >= 0)
+				close(l->fd);
+			l->fd = -1;
+		}
+		if (hk_link_init(l, got[i].fd, peer, &shape, &n->stats) < 0) {
 			close(got[i].fd);
 			__atomic_fetch_and(&n->joining, ~hk_bit(peer), __ATOMIC_ACQ_REL);
 			continue;

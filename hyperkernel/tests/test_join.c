@@ -1,0 +1,187 @@
+/* test_join.c - a node joins a running two-node cluster over real sockets
+ * and userfaultfd, in a third slot: one with another machine definition is
+ * refused and the cluster runs on; the next is taken in, gets a share of the
+ * homes from both nodes, reads what they wrote, writes, and then leaves by
+ * evacuation, leaving every page readable on node 0.  A joiner's
+ * configuration that names a starting slot is refused before it dials. */
+#include <poll.h>
+#include <sys/wait.h>
+
+#include "hk.h"
+#include "hk_test.h"
+#include "test_node_util.h"
+
+#define PAGES 64
+
+static uint8_t *ram;
+static int done_pipe[2]; /* parent -> node 1: "finish" */
+
+static struct hk_node *start(int id, bool join, uint8_t hash_byte, char *why, size_t whylen)
+{
+	struct hk_config c;
+	struct hk_node *n;
+	tn_config(&c, id, 3, "j");
+	c.initial_nodes = 2;
+	c.join = join;
+	ram = tn_region(PAGES);
+	if (!ram || hk_node_new(&c, &n) < 0 || hk_region_register(n, ram, PAGES * 4096) < 0 ||
+	    hk_node_start(n) < 0)
+		return NULL;
+	struct hk_machine m = { .vcpus = 2, .vcpu_mask = join ? 0 : 1ull << id };
+	memset(m.hash, hash_byte, sizeof(m.hash));
+	if (hk_cluster_agree(n, &m, why, whylen) < 0) {
+		hk_node_free(n);
+		return NULL;
+	}
+	return n;
+}
+
+static uint8_t value(int p, int round)
+{
+	return (uint8_t)(round * 0x40 + p);
+}
+
+/* Node 1: writes the odd pages, then waits until told to finish. */
+static void node1(void)
+{
+	char why[256];
+	struct hk_node *n = start(1, false, 0xee, why, sizeof(why));
+	if (!n)
+		_exit(2);
+	for (int p = 1; p < PAGES; p += 2)
+		memset(ram + p * 4096, value(p, 1), 4096);
+	struct pollfd pfd = { .fd = done_pipe[0], .events = POLLIN };
+	char c;
+	if (poll(&pfd, 1, 60000) != 1 || read(done_pipe[0], &c, 1) != 1)
+		_exit(3);
+	hk_node_free(n);
+	_exit(0);
+}
+
+/* A joiner with another machine: refused, with the reason. */
+static void wrong_joiner(void)
+{
+	char why[256] = "";
+	struct hk_node *n = start(2, true, 0xdd, why, sizeof(why));
+	_exit(!n && strstr(why, "different machine definition") ? 0 : 4);
+}
+
+static long member(const char *js, const char *name)
+{
+	return tn_counter(js, name);
+}
+
+/* The joiner: takes its homes, reads, writes every fourth page, leaves. */
+static void joiner(void)
+{
+	char why[256] = "";
+	struct hk_node *n = start(2, true, 0xee, why, sizeof(why));
+	if (!n)
+		_exit(5);
+	long given = 0;
+	for (int i = 0; i < 3000 && given != 3; i++) {
+		char *js = hk_stats_json(n);
+		given = member(js, "homes_given");
+		free(js);
+		usleep(10000);
+	}
+	if (given != 3)
+		_exit(6);
+	int homes = 0;
+	for (int p = 0; p < PAGES; p++)
+		homes += hk_page_home(n, (uint64_t)p * 4096) == 2;
+	/* a third of each node's pages: 10 of 32, twice */
+	if (homes < 16 || homes > 24)
+		_exit(7);
+	for (int p = 0; p < PAGES; p++)
+		if (ram[p * 4096] != value(p, p % 2) || ram[p * 4096 + 4095] != value(p, p % 2))
+			_exit(8);
+	for (int p = 0; p < PAGES; p += 4)
+		memset(ram + p * 4096, value(p, 2), 4096);
+	if (hk_evacuate(n, "test", why, sizeof(why)) != 0)
+		_exit(9);
+	struct hk_evac_status st = { 0 };
+	for (int i = 0; i < 3000 && st.phase != HK_EVAC_DONE; i++) {
+		usleep(10000);
+		hk_evac_status_get(n, &st);
+	}
+	if (st.phase != HK_EVAC_DONE || st.pages_left || !st.homes_moved)
+		_exit(10);
+	hk_node_free(n);
+	_exit(0);
+}
+
+static int wait_child(pid_t pid)
+{
+	int st;
+	waitpid(pid, &st, 0);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 100 + WTERMSIG(st);
+}
+
+static void test_nodes_join_a_running_cluster_and_leave(void)
+{
+	tn_init_dir(3);
+	CHECK(pipe(done_pipe) == 0);
+	pid_t p1 = fork();
+	if (p1 == 0)
+		node1();
+	char why[256];
+	struct hk_node *me = start(0, false, 0xee, why, sizeof(why));
+	CHECK(me != NULL);
+	for (int p = 0; p < PAGES; p += 2)
+		memset(ram + p * 4096, value(p, 0), 4096);
+
+	pid_t bad = fork();
+	if (bad == 0)
+		wrong_joiner();
+	CHECK(wait_child(bad) == 0);
+	char *js = hk_stats_json(me);
+	CHECK(member(js, "present_nodes") == 3 && !hk_node_failed(me));
+	free(js);
+
+	pid_t good = fork();
+	if (good == 0)
+		joiner();
+	int rc = wait_child(good);
+	if (rc)
+		fprintf(stderr, "  joiner exited with status %d\n", rc);
+	CHECK(rc == 0);
+	CHECK(!hk_node_failed(me));
+	js = hk_stats_json(me);
+	CHECK(member(js, "present_nodes") == 3 && member(js, "gone_nodes") == 4);
+	CHECK(member(js, "malformed_messages") == 0);
+	free(js);
+	/* every page here, as the joiner left it */
+	for (int p = 0; p < PAGES; p++) {
+		uint8_t want = p % 4 == 0 ? value(p, 2) : value(p, p % 2);
+		CHECK(ram[p * 4096] == want && ram[p * 4096 + 4095] == want);
+		CHECK(hk_page_home(me, (uint64_t)p * 4096) != 2);
+	}
+	CHECK(write(done_pipe[1], "d", 1) == 1);
+	CHECK(wait_child(p1) == 0);
+	hk_node_free(me);
+}
+
+static void test_a_joiner_must_take_a_slot_above_the_starting_nodes(void)
+{
+	struct hk_config c;
+	struct hk_node *n = NULL;
+	tn_init_dir(3);
+	tn_config(&c, 1, 3, "j");
+	c.initial_nodes = 2;
+	c.join = true;
+	CHECK(hk_node_new(&c, &n) == -EINVAL);
+	c.node_id = 2;
+	c.join = false; /* a slot is for a joiner */
+	CHECK(hk_node_new(&c, &n) == -EINVAL);
+	c.initial_nodes = 4;
+	CHECK(hk_node_new(&c, &n) == -EINVAL);
+}
+
+int main(void)
+{
+	RUN(test_a_joiner_must_take_a_slot_above_the_starting_nodes);
+	RUN(test_nodes_join_a_running_cluster_and_leave);
+	printf("%d passed, %d failed\n", hk_t_passed, hk_t_failed);
+	return hk_t_failed ? 1 : 0;
+}
