@@ -9,7 +9,8 @@ for each page; QMP answers once it is in. Then each node in turn hands it a
 share of the directory (about 1/members of the pages get it as their home);
 ``add_node`` returns when they all have. A join the cluster refuses (a
 different machine, a wrong secret, a busy cluster) ends that process alone:
-the guest runs on, and the slot stays free.
+the guest runs on. The nodes keep that slot free, but the harness gives the
+next attempt the next slot (the refused process's logs stay under its index).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 
 # The lines a refused joiner writes before it exits: the library's reason,
 # then the glue's.
-_WHY_RE = re.compile(r"^.*(?:\[hk node \d+\] \w+: join:|cannot join the cluster|"
+_WHY_RE = re.compile(r"^.*(?:\[hk node \d+\] \w+: join:|hyperkernel node \d+:|"
                      r"hyperkernel:).*$", re.MULTILINE)
 
 

@@ -44,3 +44,32 @@ def test_survivors_of_a_killed_node_exit_3_even_when_a_vcpu_touches_a_lost_page(
     assert any(re.search(r"hyperkernel node \d: a guest page lost with node 2 was touched",
                          n.qemu_log_text()) for n in survivors), \
         "no survivor touched a lost page; the sweep did not reach one before the VM stopped"
+
+
+def test_a_node_that_dies_while_it_evacuates_stops_the_guest_cleanly(
+        cluster_factory: ClusterFactory) -> None:
+    """Death in the middle of an evacuation is a loss like any other: every
+    survivor names the node and the pages lost with it, and exits 3."""
+    cluster = cluster_factory(nodes=3, vcpus=3, mem_mib=512, boot_timeout=400)
+    cluster.boot()
+    # enough on node 2 that its pages take a while to leave
+    cluster.run("taskset -c 2 sh -c 'dd if=/dev/urandom of=/tmp/x bs=1M count=160 "
+                "2>/dev/null'", timeout=300)
+    leaver = cluster.nodes[2]
+    leaver.qmp.drain_events()
+    leaver.qmp.command("hyperkernel-evacuate")
+    leaver.qmp.wait_event("HYPERKERNEL_EVACUATION", timeout=30,
+                          match=lambda d: d.get("phase") == "pages")
+    os.kill(leaver.pid, signal.SIGKILL)
+    survivors = cluster.nodes[:2]
+    deadline = time.monotonic() + 30
+    while any(n.alive() for n in survivors) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert leaver.returncode() == -signal.SIGKILL, "node 2 finished before it was killed"
+    for node in survivors:
+        log = node.qemu_log_text()
+        assert not node.alive(), f"node{node.index} kept running after node 2 died"
+        assert node.returncode() == LOST_PEER_EXIT, (
+            f"node{node.index} ended with {node.death_summary()}:\n{log[-2000:]}")
+        assert re.search(rf"hyperkernel node {node.index}: node 2 lost; [1-9]\d* guest pages "
+                         r"lost", log), log[-2000:]
