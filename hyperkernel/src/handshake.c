@@ -16,6 +16,13 @@
 
 #include "hk.h"
 
+struct hk_handshake_cfg hk_handshake_cfg_of(const struct hk_node *n)
+{
+	return (struct hk_handshake_cfg){ .self = n->self, .count = n->count,
+					  .version = n->cfg.protocol_version, .secret = n->secret,
+					  .timeout_ms = n->cfg.connect_timeout_ms };
+}
+
 static int fill_nonce(uint8_t *n)
 {
 	size_t got = 0;

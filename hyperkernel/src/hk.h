@@ -297,6 +297,7 @@ struct hk_link {
 
 int hk_addr_listen(const char *addr);
 int hk_addr_connect(const char *addr, uint32_t timeout_ms);
+int hk_accept_link(int listen_fd);
 int hk_link_init(struct hk_link *l, int fd, int peer, const struct hk_shaper *shape,
 		 struct hk_stats *st);
 void hk_link_stop(struct hk_link *l);
@@ -313,6 +314,8 @@ struct hk_handshake_cfg {
 	const char *secret;
 	uint32_t timeout_ms;
 };
+/* This node's side of every handshake. */
+struct hk_handshake_cfg hk_handshake_cfg_of(const struct hk_node *n);
 /* Returns the authenticated peer's node id or a negative errno; *why gets a
  * human-readable refusal reason on failure. */
 int hk_handshake_connect(int fd, const struct hk_handshake_cfg *hc, int expect_peer,

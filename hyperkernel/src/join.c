@@ -160,18 +160,13 @@ static uint16_t refusal(struct hk_node *n, int peer)
 static void *acceptor_main(void *arg)
 {
 	struct hk_node *n = arg;
-	struct hk_handshake_cfg hc = { .self = n->self, .count = n->count,
-				       .version = n->cfg.protocol_version, .secret = n->secret,
-				       .timeout_ms = n->cfg.connect_timeout_ms };
+	struct hk_handshake_cfg hc = hk_handshake_cfg_of(n);
 	struct timeval tv = { 0, 200000 };
 	setsockopt(n->listen_fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	while (!atomic_load(&n->stop)) {
-		int fd = accept4(n->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+		int fd = hk_accept_link(n->listen_fd);
 		if (fd < 0)
 			continue;
-		int buf = 4 << 20;
-		setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buf, sizeof(buf));
-		setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buf, sizeof(buf));
 		char why[256];
 		int peer = hk_handshake_accept(fd, &hc, why, sizeof(why));
 		if (peer < 0) {

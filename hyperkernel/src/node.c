@@ -110,9 +110,7 @@ int64_t hk_region_register(struct hk_node *n, void *host, size_t len)
  * exactly one link, and there is no race over who dials whom. */
 static int connect_mesh(struct hk_node *n)
 {
-	struct hk_handshake_cfg hc = { .self = n->self, .count = n->count,
-				       .version = n->cfg.protocol_version, .secret = n->secret,
-				       .timeout_ms = n->cfg.connect_timeout_ms };
+	struct hk_handshake_cfg hc = hk_handshake_cfg_of(n);
 	struct hk_shaper shape;
 	hk_shaper_init(&shape, n->cfg.link_latency_us, n->cfg.link_bandwidth);
 	char why[256];
@@ -155,12 +153,9 @@ static int connect_mesh(struct hk_node *n)
 		}
 		struct timeval tv = { 0, 200000 };
 		setsockopt(n->listen_fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-		int fd = accept4(n->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+		int fd = hk_accept_link(n->listen_fd);
 		if (fd < 0)
 			continue;
-		int buf = 4 << 20;
-		setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buf, sizeof(buf));
-		setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buf, sizeof(buf));
 		int peer = hk_handshake_accept(fd, &hc, why, sizeof(why));
 		/* A refused stranger does not count: keep waiting for the real one. */
 		if (peer < 0 || peer <= n->self || peer >= n->initial || n->links[peer].up) {

@@ -77,6 +77,19 @@ int hk_addr_listen(const char *addr)
 }
 
 /* Peers start in any order: retry until the deadline. */
+/* One connection from listen_fd (whose SO_RCVTIMEO bounds the wait), with
+ * the mesh's socket buffers; -1 if none came. */
+int hk_accept_link(int listen_fd)
+{
+	int fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	int buf = 4 << 20;
+	setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buf, sizeof(buf));
+	setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buf, sizeof(buf));
+	return fd;
+}
+
 int hk_addr_connect(const char *addr, uint32_t timeout_ms)
 {
 	struct sockaddr_storage ss;
