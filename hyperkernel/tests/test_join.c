@@ -126,6 +126,39 @@ static void joiner(void)
 	_exit(0);
 }
 
+/* Every process is forked before node 0 starts its threads (a fork of a
+ * threaded process may inherit a lock held by another thread, as malloc's,
+ * and hang); a joiner then waits for its turn on a pipe. */
+struct child {
+	pid_t pid;
+	int go; /* write end */
+};
+
+static struct child spawn(void (*fn)(void))
+{
+	int p[2];
+	if (pipe(p) != 0)
+		abort();
+	pid_t pid = fork();
+	if (pid == 0) {
+		close(p[1]);
+		char c;
+		struct pollfd pfd = { .fd = p[0], .events = POLLIN };
+		if (poll(&pfd, 1, 120000) != 1 || read(p[0], &c, 1) != 1)
+			_exit(20);
+		fn();
+	}
+	close(p[0]);
+	return (struct child){ pid, p[1] };
+}
+
+static void go(struct child c)
+{
+	if (write(c.go, "g", 1) != 1)
+		abort();
+	close(c.go);
+}
+
 static int wait_child(pid_t pid)
 {
 	int st;
@@ -140,28 +173,23 @@ static void test_nodes_join_a_running_cluster_and_leave(void)
 	pid_t p1 = fork();
 	if (p1 == 0)
 		node1();
+	struct child bad = spawn(wrong_joiner), old = spawn(old_joiner), good = spawn(joiner);
 	char why[256];
 	struct hk_node *me = start(0, false, 0xee, why, sizeof(why));
 	CHECK(me != NULL);
 	for (int p = 0; p < PAGES; p += 2)
 		memset(ram + p * 4096, value(p, 0), 4096);
 
-	pid_t bad = fork();
-	if (bad == 0)
-		wrong_joiner();
-	CHECK(wait_child(bad) == 0);
-	pid_t old = fork();
-	if (old == 0)
-		old_joiner();
-	CHECK(wait_child(old) == 0);
+	go(bad);
+	CHECK(wait_child(bad.pid) == 0);
+	go(old);
+	CHECK(wait_child(old.pid) == 0);
 	char *js = hk_stats_json(me);
 	CHECK(member(js, "present_nodes") == 3 && !hk_node_failed(me));
 	free(js);
 
-	pid_t good = fork();
-	if (good == 0)
-		joiner();
-	int rc = wait_child(good);
+	go(good);
+	int rc = wait_child(good.pid);
 	if (rc)
 		fprintf(stderr, "  joiner exited with status %d\n", rc);
 	CHECK(rc == 0);
