@@ -627,12 +627,11 @@ static void hand_over(struct hk_node *n)
 	broadcast_step(n, HK_EVAC_STEP_MOVED);
 	bool rehome = ev->rehome;
 	int to = __builtin_ctzll(ev->targets);
-	uint32_t share = ev->share;
 	apply_moved(n, n->self);
 	if (rehome) {
 		release_held(n); /* our own requests, to the new home */
 		publish(n, HK_EVAC_DONE);
-		hk_join_rehomed(n, n->self, to, share);
+		hk_join_rehomed(n, n->self, to);
 		replay_later(n);
 		return;
 	}
@@ -703,18 +702,22 @@ void hk_evac_progress(struct hk_node *n)
 
 /* ---------------- everyone else ---------------- */
 
-static void hold(struct hk_node *n, int from, const struct hk_msg *m)
+/* Append a copy of m (no payload: requests and steps have none) to a queue. */
+static void enqueue(struct hk_held_msg ***tail, int from, const struct hk_msg *m)
 {
 	struct hk_held_msg *h = malloc(sizeof(*h));
 	if (!h)
-		hk_die("out of memory holding a request while node %d leaves", n->evac.node);
-	h->next = NULL;
-	h->from = from;
-	h->m = *m;
+		hk_die("out of memory holding a %s from node %d", hk_msg_type_name(m->type), from);
+	*h = (struct hk_held_msg){ .from = from, .m = *m };
 	h->m.data = NULL;
 	h->m.data_len = 0;
-	*n->evac.held_tail = h;
-	n->evac.held_tail = &h->next;
+	**tail = h;
+	*tail = &h->next;
+}
+
+static void hold(struct hk_node *n, int from, const struct hk_msg *m)
+{
+	enqueue(&n->evac.held_tail, from, m);
 }
 
 static bool home_bound(unsigned type)
@@ -868,12 +871,7 @@ void hk_evac_deliver(struct hk_node *n, int from, const struct hk_msg *m)
 		if (later_from(n, from) ||
 		    ((m->mode == HK_EVAC_STEP_START || m->mode == HK_EVAC_STEP_REHOME) &&
 		     ev->node >= 0 && ev->node != from)) {
-			struct hk_held_msg *h = malloc(sizeof(*h));
-			if (!h)
-				hk_die("out of memory holding node %d's evacuation step", from);
-			*h = (struct hk_held_msg){ .from = from, .m = *m };
-			*ev->later_tail = h;
-			ev->later_tail = &h->next;
+			enqueue(&ev->later_tail, from, m);
 			return;
 		}
 		if (m->mode == HK_EVAC_STEP_START || m->mode == HK_EVAC_STEP_REHOME) {
@@ -916,12 +914,11 @@ void hk_evac_deliver(struct hk_node *n, int from, const struct hk_msg *m)
 		}
 		bool rehome = ev->rehome;
 		int to = __builtin_ctzll(ev->targets);
-		uint32_t share = ev->share;
 		apply_moved(n, from);
 		release_held(n);
 		publish(n, HK_EVAC_DONE);
 		if (rehome)
-			hk_join_rehomed(n, from, to, share);
+			hk_join_rehomed(n, from, to);
 		replay_later(n);
 		return;
 	case HK_MSG_EVAC_ACK:

@@ -340,7 +340,7 @@ bool hk_join_on_config(struct hk_node *n, int from, const struct hk_msg *m);
 void hk_join_on_home_map(struct hk_node *n, int from, const struct hk_msg *m);
 bool hk_join_abandoned(struct hk_node *n, int peer); /* a joiner died before it joined */
 /* A rehome from giver to the node that joined finished: the next node gives. */
-void hk_join_rehomed(struct hk_node *n, int giver, int to, uint32_t share);
+void hk_join_rehomed(struct hk_node *n, int giver, int to);
 
 /* ---------------- memory.c ---------------- */
 struct hk_memory {
@@ -835,7 +835,7 @@ bool hk_node_leaving(struct hk_node *n, int node);
  * it of each node in turn when one joins); the steps are an evacuation's
  * FREEZE and MOVED.  0, or -EBUSY / -EINVAL. */
 int hk_rehome(struct hk_node *n, int to, uint32_t share);
-/* Chunks each node is home for, as this node's map says (JSON list). */
+/* A rehome is under way here (as giver, taker or one that froze for it). */
 bool hk_evac_rehoming(struct hk_node *n);
 /* The leaver sends a page it pushes (counted: what it moved). */
 void hk_evac_page_pushed(struct hk_node *n);

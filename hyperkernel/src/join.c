@@ -364,9 +364,8 @@ static void give_if_my_turn(struct hk_node *n)
 		hk_warn("cannot hand homes to node %d now", to);
 }
 
-void hk_join_rehomed(struct hk_node *n, int giver, int to, uint32_t share)
+void hk_join_rehomed(struct hk_node *n, int giver, int to)
 {
-	(void)share;
 	if (n->chain_to != to) {
 		n->chain_to = to;
 		n->chain_given = 0;

@@ -220,8 +220,7 @@ void hk_node_free(struct hk_node *n)
 {
 	if (!n)
 		return;
-	hk_node_shutdown(n);
-	hk_join_acceptor_stop(n);
+	hk_node_shutdown(n); /* stops the acceptor too */
 	for (int k = 0; k < n->count; k++) {
 		if (n->links[k].sender_started)
 			hk_link_stop(&n->links[k]);
