@@ -88,7 +88,8 @@ class Node:
         self.files = files
         self.argv = argv
         self.process: subprocess.Popen[bytes] | None = None
-        self.qmp = Qmp(files.sock("qmp"), files.log("qmp.log"), f"node{index}")
+        self.qmp = Qmp(files.sock("qmp"), files.log("qmp.log"), f"node{index}",
+                       on_hang=self.dump_hang)
         self.console = Console(files.sock("ttyS0"), files.log("console.log"), f"node{index}/ttyS0")
         self.control = Console(files.sock("ttyS1"), files.log("control.log"), f"node{index}/ttyS1")
         self._panic_scan_pos = 0

@@ -26,9 +26,13 @@ class QmpError(GuestError):
 
 
 class Qmp:
-    def __init__(self, socket_path: Path, transcript: Path, name: str) -> None:
+    def __init__(self, socket_path: Path, transcript: Path, name: str,
+                 on_hang: Callable[[], str] | None = None) -> None:
         self.socket_path = socket_path
         self.name = name
+        # Called once, on the first command that gets no answer: the process is
+        # killed soon after, and with it every clue (see hangdump).
+        self._on_hang = on_hang
         self._transcript = transcript.open("a", buffering=1)
         self._mon: QEMUMonitorProtocol | None = None
         self._t0 = time.monotonic()
@@ -58,8 +62,12 @@ class Qmp:
                 self._mon.settimeout(timeout)
                 resp = self._mon.cmd_obj(msg)
         except TimeoutError as e:
+            hint = "the node is hung; see its logs"
+            if self._on_hang is not None:
+                on_hang, self._on_hang = self._on_hang, None
+                hint += f" ({on_hang()})"
             raise GuestTimeout(f"{self.name}: QMP {name} got no answer in {timeout:.0f}s",
-                               "the node is hung; see its logs") from e
+                               hint) from e
         except (QMPError, OSError, EOFError) as e:
             raise GuestError(f"{self.name}: QMP connection lost during {name}: {e!r}",
                              "the node exited; see its logs") from e

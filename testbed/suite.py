@@ -222,7 +222,7 @@ class SuiteRunner:
                     else:
                         record, broken = self._run_cell(cluster, cell)
                         if broken:  # the guest broke or hangs: the next cell needs a fresh boot
-                            cluster.shutdown()
+                            self._shutdown(cluster)
                             cluster = None
                     self._finish(record, cell, unit, run, time.monotonic() - t0, outcome)
                     if not record.ok:
@@ -230,7 +230,14 @@ class SuiteRunner:
                 self.done.add((cell.id, unit.repetition))
         finally:
             if cluster is not None:
-                cluster.shutdown()
+                self._shutdown(cluster)
+
+    def _shutdown(self, cluster: Cluster) -> None:
+        """Tear a cluster down; a teardown that fails is said, and the suite goes on."""
+        try:
+            cluster.shutdown()
+        except GuestError as e:
+            self.progress.step(self.step, f"  teardown of {cluster.run_dir} failed: {e}")
 
     def _finish(self, record: RunRecord, cell: Cell, unit: Unit, run: int, seconds: float,
                 outcome: Outcome) -> None:
@@ -263,10 +270,11 @@ class SuiteRunner:
         t0 = time.monotonic()
         try:
             cluster.boot()
+            stats = cluster.node_stats()  # a node that hangs right after the boot fails it
         except GuestError as e:
             record.reason = str(e)
             record.failure = cluster.failure_report() if cluster.nodes else ""
-            cluster.shutdown()
+            self._shutdown(cluster)
             result: tuple[Cluster | None, str] = (None, str(e))
         except BaseException:
             cluster.shutdown()
@@ -275,7 +283,7 @@ class SuiteRunner:
             record.ok = True
             assert cluster.boot_seconds is not None
             record.add("boot_seconds", cluster.boot_seconds)
-            record.add_hk_stats(delta([], cluster.node_stats()))
+            record.add_hk_stats(delta([], stats))
             result = (cluster, "")
         seconds = time.monotonic() - t0
         self.boots_spent.append(seconds)

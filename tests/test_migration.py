@@ -41,19 +41,31 @@ def _settle(cluster: Cluster, cpu: int, node: int, seconds: float = 3.0) -> None
 
 def test_a_request_sent_to_a_bystander_node_moves_the_vcpu(module_cluster: Cluster) -> None:
     cluster = module_cluster
-    cluster.migrate_vcpu(2, 2)
-    _settle(cluster, 2, 2)
-    forwarded = _counters(cluster, 1)["migrate_requests_forwarded"]
-    target = cluster.nodes[0].qmp
-    target.drain_events()
-    # Node 1 neither runs vCPU 2 nor is its target: its hyperkernel forwards the request.
-    cluster.nodes[1].qmp.command("hyperkernel-migrate-vcpu", **{"cpu-index": 2, "node": 0})
-    ev = target.wait_event(MIGRATED, 30,
-                           match=lambda d: d["cpu-index"] == 2 and d["reason"] == "request")
-    assert ev["data"]["from"] == 2 and ev["data"]["to"] == 0, ev
-    assert ev["data"]["state-bytes"] > 0 and ev["data"]["latency-ns"] > 0, ev
-    assert _counters(cluster, 1)["migrate_requests_forwarded"] > forwarded
-    _settle(cluster, 2, 0)
+    # vCPU 2 may be on an I/O visit to node 0 (it goes home 2 ms later) at the instant
+    # the request arrives: then node 0 runs it, keeps it and says so (STAYS), which is
+    # right but moves nothing. A few attempts make sure a forwarded request is seen
+    # moving it at least once.
+    stays = []
+    for _ in range(5):
+        cluster.migrate_vcpu(2, 2)
+        _settle(cluster, 2, 2)
+        forwarded = _counters(cluster, 1)["migrate_requests_forwarded"]
+        target = cluster.nodes[0].qmp
+        target.drain_events()
+        # Node 1 neither runs vCPU 2 nor is its target: its hyperkernel forwards the request.
+        cluster.nodes[1].qmp.command("hyperkernel-migrate-vcpu", **{"cpu-index": 2, "node": 0})
+        ev = target.wait_event(
+            (MIGRATED, STAYS), 30,
+            match=lambda d: d["cpu-index"] == 2 and d.get("reason", "request") == "request")
+        assert _counters(cluster, 1)["migrate_requests_forwarded"] > forwarded
+        _settle(cluster, 2, 0)
+        if ev["event"] == MIGRATED:
+            assert ev["data"]["from"] == 2 and ev["data"]["to"] == 0, ev
+            assert ev["data"]["state-bytes"] > 0 and ev["data"]["latency-ns"] > 0, ev
+            return
+        assert ev["data"]["node"] == 0, ev
+        stays.append(ev)
+    pytest.fail(f"every forwarded request found vCPU 2 already on node 0: {stays}")
 
 
 def test_a_vcpu_already_on_the_target_stays_and_says_so(module_cluster: Cluster) -> None:

@@ -11,11 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from testbed.cluster import Artifacts, Cluster
 from testbed.config import POLICIES
 from testbed.errors import ConfigError
+from testbed.progress import Progress
 from testbed.record import RunRecord
 from testbed.store import Filters, SuiteRun, open_store
-from testbed.suite import plan
+from testbed.suite import SuiteRunner, plan
 from testbed.suitefile import SuiteError, load_suite, parse_shard
 
 TESTBED = [sys.executable, "-m", "testbed.cli"]
@@ -288,3 +290,50 @@ def test_a_noisy_cell_gets_more_repetitions(tmp_path: Path) -> None:
                       for rec in s.records(Filters(kind="workload")))
     # Two runs in each boot, and no more boots than max_repetitions.
     assert runs == [(1, 1), (1, 2), (2, 1), (2, 2), (3, 1), (3, 2)]
+
+
+HANG_AFTER_BOOT = """\
+[suite]
+name = "frozen"
+nodes = [2]
+vcpus = 2
+mem = "512M"
+repetitions = 2
+cell_timeout = 120
+
+[[workload]]
+name = "pingpong"
+params = { rounds = 300 }
+"""
+
+
+@pytest.mark.boot
+@pytest.mark.usefixtures("needs_hyperkernel")
+def test_a_node_that_hangs_after_its_boot_fails_that_boot_and_the_suite_goes_on(
+        tmp_path: Path, artifacts: Artifacts, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A real hang: node 0 of the first boot is stopped (SIGSTOP) once it booted, so
+    # the boot's statistics query gets no answer, as a hung QEMU's does.
+    boot = Cluster.boot
+    frozen: list[Cluster] = []
+
+    def boot_then_freeze(self: Cluster) -> None:
+        boot(self)
+        if not frozen:
+            frozen.append(self)
+            os.kill(self.nodes[0].pid, signal.SIGSTOP)
+
+    monkeypatch.setattr(Cluster, "boot", boot_then_freeze)
+    path = tmp_path / "frozen.toml"
+    path.write_text(HANG_AFTER_BOOT)
+    with open_store(tmp_path / "s.sqlite") as store:
+        runner = SuiteRunner(load_suite(path), store, artifacts, Progress(quiet=True),
+                             run_root=tmp_path / "runs")
+        outcome = runner.execute()
+        boots = store.records(Filters(suite_run=runner.run.id, kind="bench"))
+        cells = store.records(Filters(suite_run=runner.run.id, kind="workload"))
+    assert not outcome.ok and runner.run.id
+    [hung] = [b for b in boots if not b.ok]
+    assert "query-hyperkernel got no answer" in (hung.reason or ""), hung.reason
+    assert "node0.hang.txt" in (hung.reason or "") or "gdb" in (hung.reason or "")
+    assert sorted((c.labels["repetition"], c.ok) for c in cells) == [(1, False), (2, True)]
+    assert not frozen[0].nodes[0].alive()  # the stopped node was torn down too
