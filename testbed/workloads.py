@@ -251,6 +251,8 @@ _CATALOGUE = (
         "smc",
         "code rewritten on one vCPU and called on another (cross-modifying code)",
         _int("rounds", 1000, 1, 10000000, "rewrite-and-call rounds"),
+        _int("race", 0, 0, 1, "1: the caller translates while the store waits for its page "
+             "(cpus=0,1,2: a third thread on the other node reads the code page)"),
     ),
     _workload(
         "firstread",

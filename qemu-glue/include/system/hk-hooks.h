@@ -29,6 +29,11 @@ extern bool (*hk_force_io_hook)(MemoryRegion *mr);
 extern bool (*hk_apic_forward_hook)(void *apic, int mode, int vec, int trig);
 extern void (*hk_apic_addr_hook)(void *apic);
 extern bool (*hk_apic_eoi_hook)(int vec);
+/*
+ * get_page_addr_code_hostp and tb_gen_code: true if the code of this RAM page
+ * (a ram_addr_t) must not be cached in TBs now (a store to it waits).
+ */
+extern bool (*hk_code_uncached_hook)(uint64_t ram_addr);
 /* Device interrupts are only live on the io-node. */
 extern bool (*hk_device_irq_blocked_hook)(void);
 

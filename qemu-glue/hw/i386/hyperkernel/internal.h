@@ -104,6 +104,7 @@ struct HyperkernelState {
     uint64_t tbinval_try_ok, tbinval_deferred, tbinval_arrival_deferred;
     uint64_t tbinval_acks_released;
     uint64_t tbinval_ack_early_stall, tbinval_ack_early_timeout;
+    uint64_t tbinval_after_store;
     uint64_t policy_moves, requests_stayed, requests_followed;
     uint64_t pulls, pulls_raced, pulls_outside_tb, pulls_not_in_fault;
     uint64_t irqs_unlicensed;
@@ -160,6 +161,7 @@ void hk_cb_eoi(void *opaque, int from, int vector);
 /* tb.c */
 void hk_tb_init(void);
 void hk_tb_page_stalled(uint64_t offset);
+void hk_tb_write_stalled(int vcpu, uint64_t offset);
 void hk_cb_page_arrived(void *opaque, uint64_t offset);
 int hk_cb_page_left(void *opaque, uint64_t offset);
 

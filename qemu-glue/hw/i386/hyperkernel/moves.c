@@ -135,6 +135,9 @@ void hk_cb_stall(void *opaque, const struct hk_stall *stall,
             k = i;
         }
     }
+    if (stall->is_write && k >= 0 && k < HK_MAX_VCPUS) {
+        hk_tb_write_stalled(k, stall->offset);
+    }
     /* vCPU 0 receives the legacy PIC and boots the machine: keep it on node 0 */
     if (decision->kind == HK_MOVE_VCPU && k > 0 && k < HK_MAX_VCPUS &&
         decision->target_node >= 0 &&

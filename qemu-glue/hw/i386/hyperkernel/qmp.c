@@ -58,6 +58,7 @@ static QDict *hk_glue_stats(void)
     qdict_put_int(glue, "tb-acks-released", hks->tbinval_acks_released);
     qdict_put_int(glue, "tb-ack-early-stall", hks->tbinval_ack_early_stall);
     qdict_put_int(glue, "tb-ack-early-timeout", hks->tbinval_ack_early_timeout);
+    qdict_put_int(glue, "tb-invalidate-after-store", hks->tbinval_after_store);
     return glue;
 }
 

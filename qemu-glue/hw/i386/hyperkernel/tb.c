@@ -25,8 +25,31 @@
  * translation that held the lock finishes with the new contents for the
  * bytes it had not read yet.
  *
+ * A store that waits for its page widens a race QEMU itself keeps narrow.
+ * The store passed its TLB check (and notdirty_write dropped the page's
+ * translations) before it faulted; while it waits (a write-protect fault for
+ * an upgrade, or a missing page), another vCPU of this node may translate the
+ * page from its old bytes and protect it again, and the store then lands
+ * without passing notdirty_write: that translation stays stale for as long as
+ * the page stays here.  In the guest this was a kernel text_poke (a static key
+ * flipped during boot): the writer's vCPU restored an int3's first byte while
+ * CPU 0 translated the old int3, and CPU 0 then trapped on it forever (the
+ * kprobe handler backs up over an int3 that memory no longer holds), inside
+ * an interrupt handler, so the writer's next IPI never completed: an RCU
+ * stall.  The smc workload's race=1 mode catches it.
+ *
+ * So while a vCPU's store waits for a page (from on_stall until the store
+ * has landed), the page's code is not cached (patch 0012: it runs from
+ * temporary TBs), and its translations are dropped when the wait begins
+ * (those made since notdirty_write) and again after the store (work queued
+ * on the vCPU, which runs once the vCPU is back in its loop).  What is left:
+ * a translation finished between the fault and on_stall whose page lock was
+ * busy when on_stall tried to drop it lives until the tbinval thread can
+ * (within 100 us of the lock coming free).
+ *
  * HK_DEBUG_TB_DEFER=1 sends every page that leaves down the deferred path
- * (tests/test_translations.py).
+ * (tests/test_translations.py).  HK_DEBUG_CODE_CACHED_UNDER_STORE=1 turns the
+ * store-wait handling off, to show that smc race=1 catches its absence.
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
@@ -34,6 +57,8 @@
 #include "qemu/rcu.h"
 #include "qemu/thread.h"
 #include "exec/exec-all.h"
+#include "exec/ram_addr.h"
+#include "system/hk-hooks.h"
 #include "internal.h"
 
 #define HK_ACK_HOLD_MAX_NS (50 * 1000 * 1000)
@@ -198,11 +223,88 @@ void hk_tb_page_stalled(uint64_t offset)
     }
 }
 
+/* The page (ram_addr) each vCPU's stalled store waits for, or -1. */
+static uint64_t hk_store_waits[HK_MAX_VCPUS];
+static int hk_store_waiting;            /* how many are set */
+
+static bool hk_code_uncached(uint64_t ram_addr)
+{
+    uint64_t page = ram_addr & TARGET_PAGE_MASK;
+
+    if (!qatomic_read(&hk_store_waiting)) {
+        return false;
+    }
+    for (int k = 0; k < HK_MAX_VCPUS; k++) {
+        if (qatomic_read(&hk_store_waits[k]) == page) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static bool hk_tb_ram_addr(uint64_t offset, ram_addr_t *ra)
+{
+    HkRegion *r = hk_region_of_offset(offset);
+
+    if (!r) {
+        return false;
+    }
+    *ra = r->ram_addr + (offset - r->region_off);
+    return true;
+}
+
+/*
+ * The vCPU's thread, BQL held, back in its loop: its store has landed (or
+ * the vCPU was pulled out before it did).  Code-dirty clear means the page
+ * was translated and protected again since notdirty_write.
+ */
+static void hk_tb_after_store_work(CPUState *cs, run_on_cpu_data d)
+{
+    uint64_t page = d.host_ulong;
+    int k = cs->cpu_index;
+
+    if (!cpu_physical_memory_get_dirty_flag(page, DIRTY_MEMORY_CODE)) {
+        tb_invalidate_phys_range(page, page + HK_PAGE_SIZE - 1);
+        qatomic_inc(&hks->tbinval_after_store);
+    }
+    if (qatomic_cmpxchg(&hk_store_waits[k], page, (uint64_t)-1) == page) {
+        qatomic_dec(&hk_store_waiting);
+    }
+}
+
+/* Event thread, on_stall: vCPU k's store waits for the page. */
+void hk_tb_write_stalled(int k, uint64_t offset)
+{
+    CPUState *cs = qemu_get_cpu(k);
+    ram_addr_t page;
+
+    if (!hk_code_uncached_hook || !cs || k >= HK_MAX_VCPUS || !hk_tb_ram_addr(offset, &page)) {
+        return;
+    }
+    page &= TARGET_PAGE_MASK;
+    /* one stall per vCPU at a time; a newer one replaces an older mark */
+    if (qatomic_xchg(&hk_store_waits[k], page) == (uint64_t)-1) {
+        qatomic_inc(&hk_store_waiting);
+    }
+    smp_mb();   /* the mark before the drop: a translation after it sees it */
+    if (!hk_tb_try_invalidate(offset)) {
+        hk_tb_defer(offset, 0);
+    }
+    async_run_on_cpu(cs, hk_tb_after_store_work, RUN_ON_CPU_HOST_ULONG(page));
+}
+
 void hk_tb_init(void)
 {
     const char *defer = getenv("HK_DEBUG_TB_DEFER");
+    const char *broken = getenv("HK_DEBUG_CODE_CACHED_UNDER_STORE");
 
     hk_tb_always_defer = defer && atoi(defer) > 0;
+    for (int k = 0; k < HK_MAX_VCPUS; k++) {
+        hk_store_waits[k] = -1;
+    }
+    if (!(broken && atoi(broken) > 0)) {
+        hk_code_uncached_hook = hk_code_uncached;
+    }
     qemu_mutex_init(&hk_tb_lock);
     hk_tb_held = g_hash_table_new(g_direct_hash, g_direct_equal);
     hk_tb_queue = g_async_queue_new();
