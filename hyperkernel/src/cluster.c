@@ -256,7 +256,13 @@ void hk_cluster_rebalance(struct hk_node *n, int arrived, int from)
 	uint32_t cpus = hk_cluster_capacity(n, n->self);
 	if (!cpus || hk_cluster_vcpus_homed(n, n->self) <= cpus)
 		return;
-	int victim = hk_cluster_swap_candidate(n, n->self, arrived, n->cfg.fixed_vcpus, 0);
+	/* Only a vCPU settled here for a hold-down goes back.  A vCPU that
+	 * arrived by a swap is not: otherwise two nodes whose views of the
+	 * homes disagree swap the same vCPUs back and forth without end (4
+	 * nodes of one CPU each, vcpu policy: 200,000 swaps in one boot, and
+	 * the migration events buried the QMP replies). */
+	int victim = hk_cluster_swap_candidate(n, n->self, arrived, n->cfg.fixed_vcpus,
+					       n->tuning.hold_down_ns);
 	pthread_mutex_lock(&c->lock);
 	bool here = victim >= 0 && c->location[victim] == n->self;
 	if (here)
