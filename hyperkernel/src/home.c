@@ -86,6 +86,15 @@ int hk_home_take_back(struct hk_node *n, uint64_t page)
 		e->owner = -1;
 		e->copyset = 0;
 	}
+	if (taken == 2) {
+		/* Until our translations of it are gone, no node may be
+		 * granted it: the entry waits for our own DONE, which
+		 * hk_page_flush_deferred sends once they are. */
+		e->phase = HK_DIR_WAIT_DONE;
+		e->cur_node = (int8_t)n->self;
+		e->cur_push = false;
+		hk_page_ack(n, page, true, n->self, HK_MSG_DONE);
+	}
 	return taken;
 }
 

@@ -152,8 +152,6 @@ void hk_page_flush_deferred(struct hk_node *n)
 	for (size_t i = 0; i < cnt; i++) {
 		struct hk_page *p = &n->pages[d[i]];
 		if (!p->ack_type) {
-			if (n->evac.node == n->self)
-				continue; /* a zero page it gave back: nobody waits */
 			hk_warn("page %lu: translations gone, but no acknowledgement was held", d[i]);
 			continue;
 		}
