@@ -150,6 +150,14 @@ struct hk_callbacks {
 	 */
 	int (*on_page_left)(void *opaque, uint64_t offset);
 	/*
+	 * Threads that waited to write the page are about to resume: it is
+	 * writable here now.  Return 0 to let them go, or HK_DEFER to resume
+	 * them later with hk_page_wake() (TCG: once the translations made from
+	 * the old bytes while they waited are gone; a store that lands first
+	 * leaves them stale).  Event thread; optional.
+	 */
+	int (*on_write_wake)(void *opaque, uint64_t offset);
+	/*
 	 * A peer died (EOF or heartbeat timeout).  ranges lists the pages this
 	 * node knows are gone: pages whose directory lived on the dead node and
 	 * pages whose only/exclusive copy was there.  If this returns, the
@@ -272,6 +280,9 @@ int hk_stall_left(struct hk_node *node, uint64_t offset, uint64_t stall_id);
 /* Any thread: the translations of a page whose on_page_left returned
  * HK_DEFER are gone; the held acknowledgement goes out. */
 int hk_page_left_done(struct hk_node *node, uint64_t offset);
+
+/* Any thread: resume the threads whose wake on_write_wake deferred. */
+int hk_page_wake(struct hk_node *node, uint64_t offset);
 
 /* ---- the cluster (cluster.c): agreement, vCPU locations, glue messages ---- */
 

@@ -171,7 +171,7 @@ struct hk_counters {
 		vcpu_blobs_received, vcpu_move_decisions, evictions;
 	uint64_t irqs_forwarded, irqs_received, migrate_requests_forwarded,
 		migrate_requests_lost, location_updates, deferred_acks, pushes_refused,
-		shared_drops, readaheads, vcpu_pulls, vcpu_swaps;
+		shared_drops, readaheads, vcpu_pulls, vcpu_swaps, deferred_wakes;
 };
 
 struct hk_thread_stats {

@@ -147,7 +147,8 @@ int hk_memory_protect(struct hk_memory *mem, uint64_t page, bool wp)
 		return -ERANGE;
 	struct uffdio_writeprotect w = {
 		.range = { .start = (uintptr_t)dst, .len = HK_PAGE_SIZE },
-		.mode = wp ? UFFDIO_WRITEPROTECT_MODE_WP : 0, /* unprotect wakes */
+		/* the waiters' wake is complete_waiters' (on_write_wake) */
+		.mode = wp ? UFFDIO_WRITEPROTECT_MODE_WP : UFFDIO_WRITEPROTECT_MODE_DONTWAKE,
 	};
 	return ioctl(mem->uffd, UFFDIO_WRITEPROTECT, &w) < 0 ? -errno : 0;
 }

@@ -21,7 +21,7 @@ static void complete_waiters(struct hk_node *n, uint64_t page)
 {
 	struct hk_page *p = &n->pages[page];
 	struct hk_waiter **pw = &p->waiters;
-	bool woke = false;
+	bool woke = false, wrote = false;
 	uint64_t now = hk_now_ns();
 	while (*pw) {
 		struct hk_waiter *w = *pw;
@@ -32,16 +32,30 @@ static void complete_waiters(struct hk_node *n, uint64_t page)
 			continue;
 		}
 		hk_stats_stall_done(&n->stats, w->tid, page, w->write, now - w->t0);
+		wrote |= w->write;
 		*pw = w->next;
 		free(w);
 		woke = true;
 	}
-	/* Installs and unprotects already woke the range; this covers faults
-	 * that were satisfied before we read them. */
-	if (woke) {
-		hk_memory_wake(&n->mem, page);
-		n->last_serve_ns = now;
+	/* Installs already woke the range; unprotects do not (a store must not
+	 * land before the embedder is ready for it), nor were faults satisfied
+	 * before we read them. */
+	if (!woke)
+		return;
+	n->last_serve_ns = now;
+	if (wrote && n->cfg.cb.on_write_wake &&
+	    n->cfg.cb.on_write_wake(n->cfg.cb.opaque, page * HK_PAGE_SIZE) == HK_DEFER) {
+		n->stats.node.deferred_wakes++;
+		return;
 	}
+	hk_memory_wake(&n->mem, page);
+}
+
+int hk_page_wake(struct hk_node *n, uint64_t offset)
+{
+	if (!n || offset / HK_PAGE_SIZE >= n->mem.npages)
+		return -EINVAL;
+	return hk_memory_wake(&n->mem, offset / HK_PAGE_SIZE);
 }
 
 /* A read-ahead request that a thread now waits for (or that ended) counts
@@ -77,20 +91,25 @@ void hk_requester_evaluate(struct hk_node *n, uint64_t page)
 		return;
 	bool write = false;
 	uint64_t oldest = UINT64_MAX;
+	/* the stall describes a writer if there is one: the embedder learns
+	 * which thread's store waits (TCG keeps the page's code uncached) */
+	struct hk_waiter *first = p->waiters;
 	for (struct hk_waiter *w = p->waiters; w; w = w->next) {
+		if (w->write && !write)
+			first = w;
 		write |= w->write;
 		if (w->t0 < oldest)
 			oldest = w->t0;
 	}
 	struct hk_stall st = {
-		.tid = p->waiters->tid,
-		.vcpu = vcpu_of(n, p->waiters->tid),
+		.tid = first->tid,
+		.vcpu = vcpu_of(n, first->tid),
 		.offset = page * HK_PAGE_SIZE,
 		.is_write = write,
 		.home_node = hk_home_of(n, page),
 		.likely_owner = p->hint >= 0 ? p->hint : hk_home_of(n, page),
 		.wake_generation = hk_wake_generation(n),
-		.id = p->waiters->id,
+		.id = first->id,
 	};
 	if (n->policy == HK_POLICY_LEARNED && st.vcpu >= 0)
 		st.guest_thread = n->cfg.cb.guest_thread ?
@@ -114,7 +133,7 @@ void hk_requester_evaluate(struct hk_node *n, uint64_t page)
 	hk_policy_count(n, d.reason);
 	if (d.kind == HK_MOVE_VCPU) {
 		n->stats.node.vcpu_move_decisions++;
-		p->waiters->pulling = true; /* the stall st describes */
+		first->pulling = true; /* the stall st describes */
 		hk_learned_moved(n, st.vcpu, d.target_node);
 		/* a full target sends one of its vCPUs back when this one
 		 * arrives (hk_cluster_rebalance) */

@@ -84,11 +84,13 @@ static int rehome2_giver = -1;
 static bool rehome2_pending;
 static enum hk_evac_phase evac_phase;
 /* TCG's translations: a node that ran a page's code may keep running it
- * until the embedder's invalidation is done; the embedder defers some. */
+ * until the embedder's invalidation is done; the embedder defers some, and
+ * some wakes of threads whose store waited (on_write_wake). */
 static uint8_t *translated[SIM_MAX_NODES];
 struct sim_deferral {
 	int node;
 	uint64_t page;
+	bool wake; /* a deferred wake, not an acknowledgement */
 };
 static struct sim_deferral deferrals[4096];
 static int ndeferrals;
@@ -132,10 +134,20 @@ static int on_page_left(void *opaque, uint64_t offset)
 	int k = (int)(intptr_t)opaque;
 	uint64_t page = offset / HK_PAGE_SIZE;
 	if (sim_below(3) == 0 && ndeferrals < (int)(sizeof(deferrals) / sizeof(deferrals[0]))) {
-		deferrals[ndeferrals++] = (struct sim_deferral){ k, page };
+		deferrals[ndeferrals++] = (struct sim_deferral){ k, page, false };
 		return HK_DEFER;
 	}
 	translated[k][page] = 0;
+	return 0;
+}
+
+static int on_write_wake(void *opaque, uint64_t offset)
+{
+	int k = (int)(intptr_t)opaque;
+	if (sim_below(3) == 0 && ndeferrals < (int)(sizeof(deferrals) / sizeof(deferrals[0]))) {
+		deferrals[ndeferrals++] = (struct sim_deferral){ k, offset / HK_PAGE_SIZE, true };
+		return HK_DEFER;
+	}
 	return 0;
 }
 
@@ -314,6 +326,7 @@ static void build_world(uint64_t seed)
 		cfg.peer_timeout_ms = 1000000; /* death comes from the driver, not silence */
 		cfg.cb.on_peer_lost = on_peer_lost;
 		cfg.cb.on_page_left = on_page_left;
+		cfg.cb.on_write_wake = on_write_wake;
 		cfg.cb.on_stall = on_stall;
 		cfg.cb.on_migrate_request = on_migrate_request;
 		cfg.cb.on_evacuation = on_evacuation;
@@ -669,8 +682,12 @@ static void do_action(const struct action *a)
 		/* the embedder's deferred invalidation finished */
 		struct sim_deferral d = deferrals[a->b];
 		deferrals[a->b] = deferrals[--ndeferrals];
-		translated[d.node][d.page] = 0;
 		struct hk_node *n = sim.node[d.node].hk;
+		if (d.wake) {
+			hk_page_wake(n, d.page * HK_PAGE_SIZE);
+			break;
+		}
+		translated[d.node][d.page] = 0;
 		hk_page_left_done(n, d.page * HK_PAGE_SIZE);
 		hk_page_flush_deferred(n);
 		break;
@@ -845,14 +862,16 @@ static int run_seed(uint64_t seed)
 	if (killed < 0)
 		check_final();
 	if (sim.verbose) {
-		uint64_t ra = 0, ev = 0;
+		uint64_t ra = 0, ev = 0, dw = 0;
 		for (int k = 0; k < sim.nodes; k++) {
 			ra += sim.node[k].hk->stats.node.readaheads;
 			ev += sim.node[k].hk->stats.node.evictions;
+			dw += sim.node[k].hk->stats.node.deferred_wakes;
 		}
 		fprintf(stdout, "sim seed %lu: steps=%lu frames=%lu writes=%lu readaheads=%lu "
-			"evictions=%lu vcpu_moves=%lu evacuation=%d rehome=%d->%d/%d violations=%lu\n",
-			seed, steps, sim.frames_delivered, version, ra, ev, sim_moves,
+			"evictions=%lu deferred_wakes=%lu vcpu_moves=%lu evacuation=%d rehome=%d->%d/%d "
+			"violations=%lu\n",
+			seed, steps, sim.frames_delivered, version, ra, ev, dw, sim_moves,
 			evac_node >= 0 ? (int)evac_phase : -1, rehome_giver, rehome_to, rehome_share,
 			violations);
 	}

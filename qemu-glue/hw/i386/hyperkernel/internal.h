@@ -105,6 +105,7 @@ struct HyperkernelState {
     uint64_t tbinval_acks_released;
     uint64_t tbinval_ack_early_stall, tbinval_ack_early_timeout;
     uint64_t tbinval_after_store;
+    uint64_t tbinval_wake_deferred, tbinval_wake_slow;
     uint64_t policy_moves, requests_stayed, requests_followed;
     uint64_t pulls, pulls_raced, pulls_outside_tb, pulls_not_in_fault;
     uint64_t irqs_unlicensed;
@@ -164,6 +165,7 @@ void hk_tb_page_stalled(uint64_t offset);
 void hk_tb_write_stalled(int vcpu, uint64_t offset);
 void hk_cb_page_arrived(void *opaque, uint64_t offset);
 int hk_cb_page_left(void *opaque, uint64_t offset);
+int hk_cb_write_wake(void *opaque, uint64_t offset);
 
 /* evacuation.c */
 void hk_evacuation_init(void);

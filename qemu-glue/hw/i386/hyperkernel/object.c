@@ -404,6 +404,7 @@ static void hk_complete(UserCreatable *uc, Error **errp)
     cfg.cb.on_stall = hk_cb_stall;
     cfg.cb.on_page_arrived = hk_cb_page_arrived;
     cfg.cb.on_page_left = hk_cb_page_left;
+    cfg.cb.on_write_wake = hk_cb_write_wake;
     cfg.cb.on_peer_lost = hk_cb_peer_lost;
     cfg.cb.on_vcpu_receive = hk_cb_vcpu_receive;
     cfg.cb.on_irq = hk_cb_irq;

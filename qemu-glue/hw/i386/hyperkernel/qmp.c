@@ -59,6 +59,8 @@ static QDict *hk_glue_stats(void)
     qdict_put_int(glue, "tb-ack-early-stall", hks->tbinval_ack_early_stall);
     qdict_put_int(glue, "tb-ack-early-timeout", hks->tbinval_ack_early_timeout);
     qdict_put_int(glue, "tb-invalidate-after-store", hks->tbinval_after_store);
+    qdict_put_int(glue, "tb-store-wake-deferred", hks->tbinval_wake_deferred);
+    qdict_put_int(glue, "tb-store-wake-slow", hks->tbinval_wake_slow);
     return glue;
 }
 

@@ -41,11 +41,14 @@
  * So while a vCPU's store waits for a page (from on_stall until the store
  * has landed), the page's code is not cached (patch 0012: it runs from
  * temporary TBs), and its translations are dropped when the wait begins
- * (those made since notdirty_write) and again after the store (work queued
- * on the vCPU, which runs once the vCPU is back in its loop).  What is left:
- * a translation finished between the fault and on_stall whose page lock was
- * busy when on_stall tried to drop it lives until the tbinval thread can
- * (within 100 us of the lock coming free).
+ * (those made since notdirty_write), again before the store may land (the
+ * library asks on_write_wake before it wakes the writer; if a lock is busy
+ * the hk-tbinval thread wakes it once they are gone), and once more after
+ * the store, waiting for the page's lock so that a translation begun from
+ * the old bytes has ended unkept (work queued on the vCPU, which runs once
+ * the vCPU is back in its loop; it then clears the mark).  The same race
+ * without a userfault, a store landing while another vCPU translates the
+ * page, is QEMU's own: patch 0013 closes it.
  *
  * HK_DEBUG_TB_DEFER=1 sends every page that leaves down the deferred path
  * (tests/test_translations.py).  HK_DEBUG_CODE_CACHED_UNDER_STORE=1 turns the
@@ -68,6 +71,8 @@
 typedef struct HkTbWork {
     uint64_t offset;
     uint64_t gen;           /* of the held ack, 0 for an arrival (no ack) */
+    bool wake;              /* stores wait for it to resume (on_write_wake) */
+    bool slow;              /* the wake waited longer than HK_ACK_HOLD_MAX_NS */
     int64_t since;
 } HkTbWork;
 
@@ -126,14 +131,21 @@ static bool hk_tb_release(uint64_t offset, uint64_t gen)
     return release;
 }
 
-static void hk_tb_defer(uint64_t offset, uint64_t gen)
+static void hk_tb_defer_work(uint64_t offset, uint64_t gen, bool wake)
 {
     HkTbWork *w = g_new(HkTbWork, 1);
 
     w->offset = offset;
     w->gen = gen;
+    w->wake = wake;
+    w->slow = false;
     w->since = hk_now();
     g_async_queue_push(hk_tb_queue, w);
+}
+
+static void hk_tb_defer(uint64_t offset, uint64_t gen)
+{
+    hk_tb_defer_work(offset, gen, false);
 }
 
 /*
@@ -158,13 +170,26 @@ static void *hk_tb_thread_fn(void *opaque)
                 if (w->gen) {
                     hk_tb_release(w->offset, w->gen);
                 }
+                if (w->wake) {
+                    hk_page_wake(hks->hk, w->offset);
+                }
                 pending = g_list_delete_link(pending, l);
                 g_free(w);
-            } else if (w->gen && hk_now() - w->since > HK_ACK_HOLD_MAX_NS) {
-                if (hk_tb_release(w->offset, w->gen)) {
+            } else if (hk_now() - w->since > HK_ACK_HOLD_MAX_NS) {
+                if (w->gen && hk_tb_release(w->offset, w->gen)) {
                     qatomic_inc(&hks->tbinval_ack_early_timeout);
                 }
                 w->gen = 0;
+                /*
+                 * A wake is never given up: the lock's holder translates,
+                 * and a translation waits for nothing the stalled store
+                 * holds (it may fault on another page, which the event
+                 * thread serves).  Counted, so that a long one shows.
+                 */
+                if (w->wake && !w->slow) {
+                    w->slow = true;
+                    qatomic_inc(&hks->tbinval_wake_slow);
+                }
             }
         }
         if (pending) {
@@ -256,7 +281,10 @@ static bool hk_tb_ram_addr(uint64_t offset, ram_addr_t *ra)
 /*
  * The vCPU's thread, BQL held, back in its loop: its store has landed (or
  * the vCPU was pulled out before it did).  Code-dirty clear means the page
- * was translated and protected again since notdirty_write.
+ * was translated and protected again since notdirty_write.  The invalidation
+ * runs either way, before the mark goes: it waits for the page's lock, so a
+ * translation that began before the mark (from the old bytes) has ended, and
+ * seen the mark, and was not kept.  Clearing the mark first would let it be.
  */
 static void hk_tb_after_store_work(CPUState *cs, run_on_cpu_data d)
 {
@@ -264,12 +292,34 @@ static void hk_tb_after_store_work(CPUState *cs, run_on_cpu_data d)
     int k = cs->cpu_index;
 
     if (!cpu_physical_memory_get_dirty_flag(page, DIRTY_MEMORY_CODE)) {
-        tb_invalidate_phys_range(page, page + HK_PAGE_SIZE - 1);
         qatomic_inc(&hks->tbinval_after_store);
     }
+    tb_invalidate_phys_range(page, page + HK_PAGE_SIZE - 1);
     if (qatomic_cmpxchg(&hk_store_waits[k], page, (uint64_t)-1) == page) {
         qatomic_dec(&hk_store_waiting);
     }
+}
+
+/*
+ * Event thread: stores that waited for the page may land now.  Translations
+ * made from its old bytes between the stores' TLB checks and the mark
+ * (hk_tb_write_stalled) must be gone first: once a store lands, its vCPU runs
+ * on, and may publish what it wrote before its queued after-store work runs.
+ */
+int hk_cb_write_wake(void *opaque, uint64_t offset)
+{
+    ram_addr_t page;
+
+    if (!hk_code_uncached_hook || !hk_tb_ram_addr(offset, &page) ||
+        !hk_code_uncached(page & TARGET_PAGE_MASK)) {
+        return 0;
+    }
+    if (hk_tb_try_invalidate(offset)) {
+        return 0;
+    }
+    qatomic_inc(&hks->tbinval_wake_deferred);
+    hk_tb_defer_work(offset, 0, true);
+    return HK_DEFER;
 }
 
 /* Event thread, on_stall: vCPU k's store waits for the page. */
