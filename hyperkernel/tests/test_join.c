@@ -26,9 +26,16 @@ static struct hk_node *start_v(int id, bool join, uint8_t hash_byte, int version
 	c.join = join;
 	c.protocol_version = version;
 	ram = tn_region(PAGES);
-	if (!ram || hk_node_new(&c, &n) < 0 || hk_region_register(n, ram, PAGES * 4096) < 0 ||
-	    hk_node_start(n) < 0)
+	if (!ram || hk_node_new(&c, &n) < 0)
 		return NULL;
+	int r = hk_region_register(n, ram, PAGES * 4096);
+	if (r == 0)
+		r = hk_node_start(n);
+	if (r < 0) {
+		snprintf(why, whylen, "start: %s", strerror(-r)); /* EBUSY: try again */
+		hk_node_free(n);
+		return NULL;
+	}
 	struct hk_machine m = { .vcpus = 2, .vcpu_mask = join ? 0 : 1ull << id };
 	memset(m.hash, hash_byte, sizeof(m.hash));
 	if (hk_cluster_agree(n, &m, why, whylen) < 0) {
@@ -65,11 +72,24 @@ static void node1(void)
 	_exit(0);
 }
 
+/* A joiner does as the refusal says when the cluster is busy (still
+ * starting, under load): it tries again. */
+static struct hk_node *start_when_not_busy(int id, uint8_t hash_byte, char *why, size_t whylen)
+{
+	for (int i = 0;; i++) {
+		why[0] = 0;
+		struct hk_node *n = start(id, true, hash_byte, why, whylen);
+		if (n || !strstr(why, "busy") || i == 100)
+			return n;
+		usleep(100000);
+	}
+}
+
 /* A joiner with another machine: refused, with the reason. */
 static void wrong_joiner(void)
 {
 	char why[256] = "";
-	struct hk_node *n = start(2, true, 0xdd, why, sizeof(why));
+	struct hk_node *n = start_when_not_busy(2, 0xdd, why, sizeof(why));
 	_exit(!n && strstr(why, "different machine definition") ? 0 : 4);
 }
 
@@ -90,7 +110,7 @@ static long member(const char *js, const char *name)
 static void joiner(void)
 {
 	char why[256] = "";
-	struct hk_node *n = start(2, true, 0xee, why, sizeof(why));
+	struct hk_node *n = start_when_not_busy(2, 0xee, why, sizeof(why));
 	if (!n)
 		_exit(5);
 	long given = 0;
