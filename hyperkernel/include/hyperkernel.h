@@ -154,7 +154,10 @@ struct hk_callbacks {
 	 * writable here now.  Return 0 to let them go, or HK_DEFER to resume
 	 * them later with hk_page_wake() (TCG: once the translations made from
 	 * the old bytes while they waited are gone; a store that lands first
-	 * leaves them stale).  Event thread; optional.
+	 * leaves them stale).  Not asked when a missing page is installed
+	 * writable (a zero grant): that wakes its waiters itself, and its old
+	 * bytes' translations went before the page left.  Event thread;
+	 * optional.
 	 */
 	int (*on_write_wake)(void *opaque, uint64_t offset);
 	/*
