@@ -91,16 +91,25 @@ static gpointer hk_tb_key(uint64_t offset)
     return (gpointer)(uintptr_t)(offset / HK_PAGE_SIZE + 1);
 }
 
+static bool hk_tb_ram_addr(uint64_t offset, ram_addr_t *ra)
+{
+    HkRegion *r = hk_region_of_offset(offset);
+
+    if (!r) {
+        return false;
+    }
+    *ra = r->ram_addr + (offset - r->region_off);
+    return true;
+}
+
 /* Drop the page's translations if no lock is busy; any thread. */
 static bool hk_tb_try_invalidate(uint64_t offset)
 {
-    HkRegion *r = hk_region_of_offset(offset);
     ram_addr_t ra;
 
-    if (!r) {
+    if (!hk_tb_ram_addr(offset, &ra)) {
         return true;
     }
-    ra = r->ram_addr + (offset - r->region_off);
     if (!hk_rcu_registered) {
         rcu_register_thread();
         hk_rcu_registered = true;
@@ -131,7 +140,7 @@ static bool hk_tb_release(uint64_t offset, uint64_t gen)
     return release;
 }
 
-static void hk_tb_defer_work(uint64_t offset, uint64_t gen, bool wake)
+static void hk_tb_defer(uint64_t offset, uint64_t gen, bool wake)
 {
     HkTbWork *w = g_new(HkTbWork, 1);
 
@@ -143,10 +152,6 @@ static void hk_tb_defer_work(uint64_t offset, uint64_t gen, bool wake)
     g_async_queue_push(hk_tb_queue, w);
 }
 
-static void hk_tb_defer(uint64_t offset, uint64_t gen)
-{
-    hk_tb_defer_work(offset, gen, false);
-}
 
 /*
  * Works on every deferred page at once, so one page whose lock stays busy
@@ -206,7 +211,7 @@ void hk_cb_page_arrived(void *opaque, uint64_t offset)
         return;
     }
     qatomic_inc(&hks->tbinval_arrival_deferred);
-    hk_tb_defer(offset, 0);
+    hk_tb_defer(offset, 0, false);
 }
 
 int hk_cb_page_left(void *opaque, uint64_t offset)
@@ -222,7 +227,7 @@ int hk_cb_page_left(void *opaque, uint64_t offset)
     g_hash_table_insert(hk_tb_held, hk_tb_key(offset), (gpointer)(uintptr_t)gen);
     qemu_mutex_unlock(&hk_tb_lock);
     qatomic_inc(&hks->tbinval_deferred);
-    hk_tb_defer(offset, gen);
+    hk_tb_defer(offset, gen, false);
     return HK_DEFER;
 }
 
@@ -267,17 +272,6 @@ static bool hk_code_uncached(uint64_t ram_addr)
     return false;
 }
 
-static bool hk_tb_ram_addr(uint64_t offset, ram_addr_t *ra)
-{
-    HkRegion *r = hk_region_of_offset(offset);
-
-    if (!r) {
-        return false;
-    }
-    *ra = r->ram_addr + (offset - r->region_off);
-    return true;
-}
-
 /*
  * The vCPU's thread, BQL held, back in its loop: its store has landed (or
  * the vCPU was pulled out before it did).  Code-dirty clear means the page
@@ -318,7 +312,7 @@ int hk_cb_write_wake(void *opaque, uint64_t offset)
         return 0;
     }
     qatomic_inc(&hks->tbinval_wake_deferred);
-    hk_tb_defer_work(offset, 0, true);
+    hk_tb_defer(offset, 0, true);
     return HK_DEFER;
 }
 
@@ -338,7 +332,7 @@ void hk_tb_write_stalled(int k, uint64_t offset)
     }
     smp_mb();   /* the mark before the drop: a translation after it sees it */
     if (!hk_tb_try_invalidate(offset)) {
-        hk_tb_defer(offset, 0);
+        hk_tb_defer(offset, 0, false);
     }
     async_run_on_cpu(cs, hk_tb_after_store_work, RUN_ON_CPU_HOST_ULONG(page));
 }
