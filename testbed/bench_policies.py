@@ -74,7 +74,11 @@ def _cell(record: RunRecord) -> dict[str, Any]:
                           + hk.get("totals", {}).get("write_stalls", 0)),
             "vcpu_moves_by_reason": moves,
             "pulls": int(hk.get("glue", {}).get("pulls", 0)),
-            "migrations": int(hk.get("glue", {}).get("vcpu-migrations-in", 0))}
+            "migrations": int(hk.get("glue", {}).get("vcpu-migrations-in", 0)),
+            # a node home to more vCPUs than its CPUs, seen on a tick, and
+            # the vCPUs its tick then sent where there was room
+            "overfull_ticks": int(hk.get("totals", {}).get("overfull_ticks", 0)),
+            "capacity_moves": int(hk.get("totals", {}).get("capacity_moves", 0))}
 
 
 Cells = dict[str, dict[str, Any]]
@@ -207,6 +211,8 @@ def _print(table: dict[str, dict[str, dict[str, Any]]], policies: list[str], nod
             line += f"{ratio + ' ' + mb + (f' m{moves}' if moves else ''):>26}"
         print(line)
     for p, where in placements.items():
-        print(f"  placement after {p}: vCPU -> node {where}")
+        over = sum(int(row.get(p, {}).get("overfull_ticks") or 0) for row in table.values())
+        print(f"  placement after {p}: vCPU -> node {where}; ticks that found a node "
+              f"over its CPUs: {over}")
     print("summary: " + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
                                   for k, v in summary.items()))

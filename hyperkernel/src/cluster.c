@@ -274,6 +274,55 @@ void hk_cluster_rebalance(struct hk_node *n, int arrived, int from)
 	n->cfg.cb.on_migrate_request(n->cfg.cb.opaque, n->self, (uint32_t)victim, from);
 }
 
+/* Each tick: a node home to more vCPUs than its CPUs sends one that settled
+ * here to the node with the most room, as this node sees the homes.  On
+ * arrival (above) only a settled vCPU goes back, so when two moves cross the
+ * node can stay overfull: node 1 sends vCPU 3 here just as this node sends
+ * vCPU 1 there in exchange for vCPU 2, and both that remain here arrived a
+ * moment ago.  Without this it stayed so until some other move (the nightly's
+ * policy test found 3 vCPUs homed on one node of 2 CPUs about one run in
+ * two).  So a node stays overfull for at most a hold-down and a tick (two
+ * nodes' views of the homes agree within a message), and overfull_ticks
+ * counts the ticks that found it so. */
+void hk_cluster_capacity_tick(struct hk_node *n)
+{
+	struct hk_cluster *c = &n->cluster;
+	if (n->policy == HK_POLICY_PAGE || hk_node_leaving(n, n->self))
+		return;
+	uint32_t cpus = hk_cluster_capacity(n, n->self);
+	if (!cpus || hk_cluster_vcpus_homed(n, n->self) <= cpus)
+		return;
+	n->stats.node.overfull_ticks++;
+	if (n->skip_capacity_tick)
+		return;
+	int to = -1;
+	int64_t most = 0;
+	for (int k = 0; k < n->count; k++) {
+		if (k == n->self || !hk_node_member(n, k) || hk_node_leaving(n, k) ||
+		    !n->links[k].up || n->links[k].bye)
+			continue;
+		int64_t cap = (int64_t)hk_cluster_capacity(n, k);
+		int64_t room = cap - (int64_t)hk_cluster_vcpus_homed(n, k);
+		if (cap && room > most) {
+			most = room;
+			to = k;
+		}
+	}
+	if (to < 0) /* the nodes' CPUs add up to fewer than the vCPUs */
+		return;
+	int victim = hk_cluster_swap_candidate(n, n->self, -1, n->cfg.fixed_vcpus,
+					       n->tuning.hold_down_ns);
+	pthread_mutex_lock(&c->lock);
+	bool here = victim >= 0 && c->location[victim] == n->self;
+	if (here)
+		c->home[victim] = (int8_t)to;
+	pthread_mutex_unlock(&c->lock);
+	if (!here || !n->cfg.cb.on_migrate_request)
+		return;
+	count(&n->stats.node.capacity_moves);
+	n->cfg.cb.on_migrate_request(n->cfg.cb.opaque, n->self, (uint32_t)victim, to);
+}
+
 int hk_vcpu_home(struct hk_node *n, int vcpu)
 {
 	if (vcpu < 0 || vcpu >= HK_MAX_VCPUS)
@@ -309,11 +358,14 @@ uint64_t hk_cluster_vcpu_leaving(struct hk_node *n, uint32_t vcpu, int target, i
 	return seq;
 }
 
-/* The send failed: it still runs here (the embedder keeps it). */
-void hk_cluster_vcpu_stayed(struct hk_node *n, uint32_t vcpu)
+/* The send failed or was refused: it still runs here (the embedder keeps
+ * it), and is counted here, not on the target a move made its home. */
+void hk_cluster_vcpu_stayed(struct hk_node *n, uint32_t vcpu, int target)
 {
 	pthread_mutex_lock(&n->cluster.lock);
 	n->cluster.location[vcpu] = (int8_t)n->self;
+	if (n->cluster.home[vcpu] == target)
+		n->cluster.home[vcpu] = (int8_t)n->self;
 	pthread_mutex_unlock(&n->cluster.lock);
 }
 

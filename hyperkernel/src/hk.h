@@ -172,6 +172,7 @@ struct hk_counters {
 	uint64_t irqs_forwarded, irqs_received, migrate_requests_forwarded,
 		migrate_requests_lost, location_updates, deferred_acks, pushes_refused,
 		shared_drops, readaheads, vcpu_pulls, vcpu_swaps, deferred_wakes;
+	uint64_t capacity_moves, overfull_ticks; /* hk_cluster_capacity_tick */
 };
 
 struct hk_thread_stats {
@@ -701,6 +702,7 @@ struct hk_node {
 	bool skip_invalidate; /* HK_DEBUG_SKIP_INVALIDATE: broken on purpose */
 	bool evac_skip_freeze; /* HK_DEBUG_EVAC_SKIP_FREEZE: broken on purpose */
 	bool rehome_skip_freeze; /* HK_DEBUG_REHOME_SKIP_FREEZE: broken on purpose */
+	bool skip_capacity_tick; /* HK_DEBUG_SKIP_CAPACITY_TICK: broken on purpose */
 	uint64_t skipped_invalidations;
 	pthread_mutex_t vcpu_lock;
 	pid_t vcpu_tid[HK_MAX_VCPUS]; /* hk_thread_set_vcpu: the thread of each vCPU */
@@ -863,6 +865,7 @@ void hk_cluster_deliver(struct hk_node *n, int from, const struct hk_msg *m);
 uint64_t hk_cluster_vcpu_leaving(struct hk_node *n, uint32_t vcpu, int target, int *home);
 void hk_cluster_vcpu_arrived(struct hk_node *n, uint32_t vcpu, uint64_t seq, int home);
 void hk_cluster_rebalance(struct hk_node *n, int arrived, int from);
-void hk_cluster_vcpu_stayed(struct hk_node *n, uint32_t vcpu);
+void hk_cluster_capacity_tick(struct hk_node *n);
+void hk_cluster_vcpu_stayed(struct hk_node *n, uint32_t vcpu, int target);
 
 #endif

@@ -261,6 +261,7 @@ void hk_tick(struct hk_node *n)
 	}
 	n->clock_ticks++;
 	hk_requester_check_moves(n);
+	hk_cluster_capacity_tick(n);
 	hk_budget_tick(n);
 	hk_drain_local(n);
 }

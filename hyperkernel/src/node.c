@@ -76,6 +76,8 @@ int hk_node_new(const struct hk_config *cfg, struct hk_node **out)
 			      atoi(getenv("HK_DEBUG_EVAC_SKIP_FREEZE")) > 0;
 	n->rehome_skip_freeze = getenv("HK_DEBUG_REHOME_SKIP_FREEZE") &&
 				atoi(getenv("HK_DEBUG_REHOME_SKIP_FREEZE")) > 0;
+	n->skip_capacity_tick = getenv("HK_DEBUG_SKIP_CAPACITY_TICK") &&
+				atoi(getenv("HK_DEBUG_SKIP_CAPACITY_TICK")) > 0;
 	hk_cluster_init(&n->cluster);
 	hk_evac_init(n);
 	hk_health_init(n);

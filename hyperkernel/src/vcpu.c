@@ -15,10 +15,14 @@ int hk_vcpu_send(struct hk_node *n, int target, uint32_t vcpu_id, const void *bl
 		return -EMSGSIZE;
 	if (vcpu_id >= HK_MAX_VCPUS)
 		return -EINVAL;
-	if (!n->links[target].up)
+	if (!n->links[target].up) {
+		hk_cluster_vcpu_stayed(n, vcpu_id, target);
 		return -ENOTCONN;
-	if (hk_node_leaving(n, target) || !hk_node_member(n, target))
+	}
+	if (hk_node_leaving(n, target) || !hk_node_member(n, target)) {
+		hk_cluster_vcpu_stayed(n, vcpu_id, target);
 		return -EHOSTDOWN; /* it is evacuating, left, or still joining */
+	}
 	int home;
 	uint64_t seq = hk_cluster_vcpu_leaving(n, vcpu_id, target, &home);
 	struct hk_msg m = { .type = HK_MSG_VCPU, .version = HK_PROTOCOL_VERSION, .vcpu = vcpu_id,
@@ -27,7 +31,7 @@ int hk_vcpu_send(struct hk_node *n, int target, uint32_t vcpu_id, const void *bl
 	if (r == 0)
 		__atomic_fetch_add(&n->stats.node.vcpu_blobs_sent, 1, __ATOMIC_RELAXED);
 	else
-		hk_cluster_vcpu_stayed(n, vcpu_id);
+		hk_cluster_vcpu_stayed(n, vcpu_id, target);
 	return r;
 }
 

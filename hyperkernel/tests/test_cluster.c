@@ -209,6 +209,60 @@ static void test_locations_interrupts_and_migration_requests_follow_the_vcpu(voi
 	hk_node_free(me);
 }
 
+/* A node home to more vCPUs than its CPUs (two moves crossed) sends one
+ * that settled there to the node with the most room, once per tick, and
+ * never a fixed vCPU or one that just arrived.  One node, not started: the
+ * tick only reads the homes and asks its embedder to move a vCPU. */
+static void test_an_overfull_node_sends_a_settled_vcpu_where_there_is_room(void)
+{
+	tn_init_dir(3);
+	struct hk_config c;
+	struct hk_node *n;
+	tn_config(&c, 0, 3, "c");
+	c.policy = "vcpu";
+	c.fixed_vcpus = 1; /* vCPU 0 stays on node 0 */
+	c.cb.on_migrate_request = on_migrate;
+	CHECK(hk_node_new(&c, &n) == 0);
+	struct hk_cluster *cl = &n->cluster;
+	uint64_t now = hk_now_ns();
+	cl->vcpus = 6;
+	static const int8_t homes[6] = { 0, 0, 0, 1, 1, 2 };
+	for (int v = 0; v < 6; v++) {
+		cl->home[v] = cl->location[v] = homes[v];
+		cl->moved_ns[v] = now; /* all just moved */
+	}
+	for (int k = 0; k < 3; k++) {
+		cl->capacity[k] = 2;
+		n->links[k].up = k != 0;
+	}
+	migrate_vcpu = migrate_target = -1;
+	/* node 2 has room, but every vCPU that could go arrived a moment ago */
+	hk_cluster_capacity_tick(n);
+	CHECK(migrate_vcpu == -1 && n->stats.node.overfull_ticks == 1);
+	cl->moved_ns[2] = now - 1000000000ull; /* vCPU 2 has settled */
+	hk_cluster_capacity_tick(n);
+	CHECK(migrate_vcpu == 2 && migrate_target == 2);
+	CHECK(hk_vcpu_home(n, 2) == 2 && n->stats.node.capacity_moves == 1);
+	/* counted there from now on: full, not overfull */
+	migrate_vcpu = -1;
+	hk_cluster_capacity_tick(n);
+	CHECK(migrate_vcpu == -1 && n->stats.node.overfull_ticks == 2);
+	/* overfull again, and no node has room: nothing moves */
+	cl->home[2] = cl->location[2] = 0;
+	cl->capacity[2] = 1;
+	hk_cluster_capacity_tick(n);
+	CHECK(migrate_vcpu == -1 && n->stats.node.overfull_ticks == 3);
+	/* the fixed vCPU never goes, even settled */
+	cl->capacity[2] = 2;
+	cl->moved_ns[0] = cl->moved_ns[1] = cl->moved_ns[2] = now;
+	cl->moved_ns[0] = 0;
+	hk_cluster_capacity_tick(n);
+	CHECK(migrate_vcpu == -1);
+	for (int k = 0; k < 3; k++)
+		n->links[k].up = false;
+	hk_node_free(n);
+}
+
 int main(void)
 {
 	RUN(test_a_different_machine_is_refused_with_its_node);
@@ -216,5 +270,6 @@ int main(void)
 	RUN(test_a_vcpu_on_no_node_is_refused);
 	RUN(test_budgets_smaller_than_guest_ram_are_refused);
 	RUN(test_locations_interrupts_and_migration_requests_follow_the_vcpu);
+	RUN(test_an_overfull_node_sends_a_settled_vcpu_where_there_is_room);
 	TEST_DONE();
 }

@@ -71,6 +71,15 @@ static int sim_hot_pages;       /* accesses favour the first few pages */
 uint64_t sim_moves;             /* threads the policy moved to another node */
 static uint64_t move_seq;       /* their move counts, for the location directory */
 static const char *policy_name; /* this seed's policy */
+/* Each node's CPUs: as many as the most threads any node starts with.  An
+ * arrival at a node is answered (hk_cluster_rebalance) at the next step, as
+ * a real node answers after on_vcpu_receive returns. */
+static uint32_t sim_cpus;
+struct sim_arrival {
+	int node, vcpu, from;
+};
+static struct sim_arrival arrivals[SIM_MAX_THREADS * 4];
+static int narrivals;
 /* A node leaves on purpose (evacuate.c) at evac_at_step; evac_phase is the
  * last phase its embedder heard of. */
 static int evac_at_step = -1, evac_node = -1;
@@ -151,6 +160,46 @@ static int on_write_wake(void *opaque, uint64_t offset)
 	return 0;
 }
 
+static void queue_arrival(int node, int vcpu, int from)
+{
+	if (narrivals < (int)(sizeof(arrivals) / sizeof(arrivals[0])))
+		arrivals[narrivals++] = (struct sim_arrival){ node, vcpu, from };
+}
+
+/* Those queued so far: the vCPUs their answers send arrive at the next step
+ * (a swap chain takes simulated time, as it does between real nodes). */
+static void answer_arrivals(void)
+{
+	for (int todo = narrivals; todo > 0; todo--) {
+		struct sim_arrival a = arrivals[0];
+		memmove(arrivals, arrivals + 1, (size_t)--narrivals * sizeof(arrivals[0]));
+		if (sim.node[a.node].alive)
+			hk_cluster_rebalance(sim.node[a.node].hk, a.vcpu, a.from);
+	}
+}
+
+/* A node runs more threads than its CPUs while another node has room: the
+ * capacity tick (hk_cluster_capacity_tick) must move one, so the run goes
+ * on until it has; a node that stays overfull ends it as a hang. */
+static bool overfull(void)
+{
+	/* (after a death, where its vCPUs were is unknowable: a VCPU_AT may
+	 * have died with it, and so did the guest) */
+	if (!strcmp(policy_name, "page") || killed >= 0)
+		return false;
+	uint32_t on[SIM_MAX_NODES] = { 0 };
+	for (int i = 0; i < nthreads; i++)
+		on[threads[i].node]++;
+	bool over = false, room = false;
+	for (int k = 0; k < sim.nodes; k++) {
+		if (!sim.node[k].alive || (k == evac_node && evac_phase != HK_EVAC_NONE))
+			continue;
+		over |= on[k] > sim_cpus;
+		room |= on[k] < sim_cpus;
+	}
+	return over && room;
+}
+
 /* The policy's move: pull the thread out of its fault and run it on the
  * target node (a vCPU's move), or bring the page after all, or leave the
  * thread in its fault (an embedder that cannot pull it out). */
@@ -187,6 +236,7 @@ static void on_stall(void *opaque, const struct hk_stall *s, struct hk_decision 
 		/* as hk_vcpu_deliver does: the target knows when it arrived */
 		hk_cluster_vcpu_arrived(sim.node[th->node].hk, (uint32_t)s->vcpu, ++move_seq,
 					th->node);
+		queue_arrival(th->node, s->vcpu, k);
 		hk_stall_left(sim.node[k].hk, s->offset, s->id);
 		sim_moves++;
 	}
@@ -199,17 +249,25 @@ static void move_evacuee(struct sim_thread *th)
 {
 	int from = th->node, to = th->evac_to, v = (int)(th - threads);
 	struct hk_cluster *c = &sim.node[from].hk->cluster;
+	th->evac_to = -1;
+	if (hk_node_leaving(sim.node[from].hk, to) || !sim.node[to].alive) {
+		/* asked before the target left or died: its send is refused
+		 * or fails (hk_vcpu_send) and it stays */
+		hk_cluster_vcpu_stayed(sim.node[from].hk, (uint32_t)v, to);
+		return;
+	}
 	uint64_t seq = ++move_seq;
 	pthread_mutex_lock(&c->lock);
 	c->location[v] = (int8_t)to;
+	c->home[v] = (int8_t)to; /* as the glue's request work does before it sends */
 	if (seq > c->seq[v])
 		c->seq[v] = seq;
 	pthread_mutex_unlock(&c->lock);
 	sim.node[from].hk->vcpu_tid[v] = 0;
 	th->node = to;
-	th->evac_to = -1;
 	sim.node[to].hk->vcpu_tid[v] = th->tid;
 	hk_cluster_vcpu_arrived(sim.node[to].hk, (uint32_t)v, seq, to);
+	queue_arrival(to, v, from);
 	sim_moves++;
 }
 
@@ -219,7 +277,8 @@ static void on_migrate_request(void *opaque, int from, uint32_t vcpu, int target
 	(void)from;
 	if ((int)vcpu >= nthreads || threads[vcpu].node != k)
 		return;
-	if (target == k || target < 0 || target >= sim.nodes || target == evac_node)
+	/* (to a node that leaves, only before this node heard it leaves) */
+	if (target == k || target < 0 || target >= sim.nodes || hk_node_leaving(sim.node[k].hk, target))
 		violation("node %d: vCPU %u asked to move to node %d", k, vcpu, target);
 	struct sim_thread *th = &threads[vcpu];
 	th->evac_to = target;
@@ -384,11 +443,19 @@ static void build_world(uint64_t seed)
 	}
 	/* what hk_cluster_agree leaves behind: where each vCPU runs, each
 	 * node's budget */
+	uint32_t started[SIM_MAX_NODES] = { 0 };
+	sim_cpus = 0;
+	narrivals = 0;
+	for (int i = 0; i < nthreads; i++)
+		if (++started[threads[i].node] > sim_cpus)
+			sim_cpus = started[threads[i].node];
 	for (int k = 0; k < sim.nodes; k++) {
 		struct hk_cluster *c = &sim.node[k].hk->cluster;
 		c->vcpus = (uint32_t)nthreads;
 		for (int i = 0; i < nthreads; i++)
 			c->location[i] = c->home[i] = (int8_t)threads[i].node;
+		for (int j = 0; j < sim.nodes; j++)
+			c->capacity[j] = sim_cpus;
 		for (int j = 0; j < sim.nodes; j++)
 			c->peer[j].budget = budget * HK_PAGE_SIZE;
 	}
@@ -446,6 +513,9 @@ static void thread_step(struct sim_thread *th)
 			violation("node %d thread %d: SIGBUS on page %lu with no node lost", th->node,
 				  th->tid, th->page);
 		th->state = T_DONE;
+		th->page = UINT64_MAX;
+		if (th->evac_to >= 0) /* asked to move while it waited */
+			move_evacuee(th);
 		return;
 	}
 	if (th->write ? writable(*m) : readable(*m)) {
@@ -753,7 +823,11 @@ static int run_seed(uint64_t seed)
 		for (int k = 0; k < sim.nodes && rehome_giver >= 0; k++)
 			threads_busy |= hk_evac_rehoming(sim.node[k].hk) || sim.node[k].hk->evac.requested ||
 					sim.node[k].hk->evac.later;
-		threads_busy |= rehome2_pending;
+		threads_busy |= rehome2_pending || narrivals > 0 || overfull();
+		if (n == 0 && narrivals > 0) {
+			answer_arrivals();
+			continue;
+		}
 		if (n == 0) {
 			if (!threads_busy && !frames_in_flight())
 				break; /* everything done and delivered */
@@ -787,12 +861,26 @@ static int run_seed(uint64_t seed)
 			quiet_since = 0;
 		}
 		do_action(&acts[sim_below((uint64_t)n)]);
+		answer_arrivals();
 		sim.now_ns += 1000 + sim_below(20000);
 		check_pages();
 		check_budgets();
 	}
 	if (steps >= max_steps) {
 		fprintf(stdout, "sim seed %lu: hang: no end after %lu steps (livelock?)\n", seed, steps);
+		if (overfull()) {
+			fprintf(stdout, "  a node runs more threads than its %u CPUs while another has room:", sim_cpus);
+			for (int i = 0; i < nthreads; i++)
+				fprintf(stdout, " t%d@%d", i, threads[i].node);
+			fputc('\n', stdout);
+			for (int k = 0; k < sim.nodes; k++) {
+				struct hk_cluster *c = &sim.node[k].hk->cluster;
+				fprintf(stdout, "    node %d sees (home/location/seq):", k);
+				for (int i = 0; i < nthreads; i++)
+					fprintf(stdout, " %d/%d/%lu", c->home[i], c->location[i], c->seq[i]);
+				fputc('\n', stdout);
+			}
+		}
 		if (rehome_giver >= 0)
 			fprintf(stdout, "  rehome %d->%d/%d at %d; second by node %d %s\n", rehome_giver,
 				rehome_to, rehome_share, rehome_at_step, rehome2_giver,
