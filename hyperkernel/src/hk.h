@@ -256,6 +256,7 @@ struct hk_tuning {
 	bool event_rt; /* the event thread asks for SCHED_FIFO */
 	bool serve_spin_set; /* HK_FAULT_SPIN_US or HK_PEER_SPIN_US given */
 	uint32_t readahead;  /* pages asked for ahead of a sequential reader */
+	bool cork;           /* HK_LINK_CORK: a batch of events sends in one write per link */
 	uint64_t hold_down_ns;   /* "cost": a vCPU stays this long after it arrives */
 	uint32_t hysteresis_pct; /* "cost": a move must win by this margin */
 	uint64_t vcpu_prior_ns;  /* "cost": a vCPU move's cost until one is measured */
@@ -286,6 +287,11 @@ struct hk_link {
 	bool sender_started, stopping;
 	struct hk_shaper shaper;
 	uint32_t seq;
+	/* hk_link_cork: frames gather here while the event thread works
+	 * through one batch of events, and go out in one write after it */
+	bool corked;
+	uint8_t *cork;
+	size_t cork_len;
 	/* receive side: owned by the event thread */
 	uint8_t *rbuf;
 	size_t rlen, rcap;
@@ -304,6 +310,11 @@ int hk_link_init(struct hk_link *l, int fd, int peer, const struct hk_shaper *sh
 void hk_link_stop(struct hk_link *l);
 /* Encode and send m (thread-safe, never blocks the caller for long). */
 int hk_link_send(struct hk_link *l, struct hk_msg *m);
+/* Hold frames (copied) until hk_link_uncork, which writes them at once.
+ * Only the event thread corks, around one batch of events and never across
+ * a wait, so a held frame waits for the rest of that batch at most. */
+void hk_link_cork(struct hk_link *l);
+void hk_link_uncork(struct hk_link *l);
 /* Blocking helpers for the handshake (before the event thread runs). */
 int hk_fd_write_all(int fd, const void *buf, size_t len);
 int hk_fd_read_msg(int fd, uint8_t *buf, size_t cap, struct hk_msg *m, uint32_t timeout_ms);

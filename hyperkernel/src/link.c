@@ -14,6 +14,8 @@
 
 #include "hk.h"
 
+static int link_flush_locked(struct hk_link *l);
+
 static void *sender_main(void *arg)
 {
 	struct hk_link *l = arg;
@@ -89,6 +91,8 @@ void hk_link_stop(struct hk_link *l)
 	if (!l->sender_started)
 		return;
 	pthread_mutex_lock(&l->lock);
+	l->corked = false;
+	link_flush_locked(l); /* held frames go first */
 	l->stopping = true;
 	pthread_cond_signal(&l->cond);
 	/* What is queued goes out first (a node that leaves queues its last
@@ -107,16 +111,19 @@ void hk_link_stop(struct hk_link *l)
 	l->sender_started = false;
 	free(l->rbuf);
 	l->rbuf = NULL;
+	free(l->cork);
+	l->cork = NULL;
+	l->cork_len = 0;
+	l->corked = false;
 }
 
 /*
- * Sends one frame made of `n` parts; the link is locked. The frame goes
- * straight to the socket when nothing is queued and the link is not shaped;
- * whatever the socket does not take is copied to the sender thread's queue,
- * so the caller may reuse its buffers at once.
+ * Writes bytes made of `n` parts; the link is locked. They go straight to
+ * the socket when nothing is queued and the link is not shaped; whatever
+ * the socket does not take is copied to the sender thread's queue, so the
+ * caller may reuse its buffers at once.
  */
-static int link_emit_locked(struct hk_link *l, const struct iovec *parts, int n, size_t total,
-			    uint8_t type)
+static int link_write_locked(struct hk_link *l, const struct iovec *parts, int n, size_t total)
 {
 	size_t off = 0;
 	uint64_t release = 0;
@@ -168,9 +175,66 @@ static int link_emit_locked(struct hk_link *l, const struct iovec *parts, int n,
 		l->tail = it;
 		pthread_cond_signal(&l->cond);
 	}
-	if (l->stats)
-		hk_stats_msg(l->stats, true, type, total);
 	return 0;
+}
+
+/* What a batch of events sends on one link is, in a stream of faults or
+ * read-ahead, a dozen or more frames: one write for all of them instead of
+ * a sendmsg() each (on loopback TCP each write also runs the receiver's
+ * protocol stack on the sender's CPU).  A corked frame is copied (a page
+ * the holder sends may be dropped later in the same batch). */
+#define HK_CORK_MAX (256u * 1024u)
+
+static int link_flush_locked(struct hk_link *l)
+{
+	if (!l->cork_len)
+		return 0;
+	struct iovec part = { l->cork, l->cork_len };
+	size_t len = l->cork_len;
+	l->cork_len = 0;
+	return link_write_locked(l, &part, 1, len);
+}
+
+/* One frame of `n` parts; the link is locked. */
+static int link_emit_locked(struct hk_link *l, const struct iovec *parts, int n, size_t total,
+			    uint8_t type)
+{
+	int r = 0;
+	if (l->corked && l->cork && total <= HK_CORK_MAX) {
+		if (l->cork_len + total > HK_CORK_MAX)
+			r = link_flush_locked(l);
+		for (int i = 0; i < n && r == 0; i++) {
+			memcpy(l->cork + l->cork_len, parts[i].iov_base, parts[i].iov_len);
+			l->cork_len += parts[i].iov_len;
+		}
+	} else {
+		r = link_flush_locked(l); /* in order */
+		if (r == 0)
+			r = link_write_locked(l, parts, n, total);
+	}
+	if (r == 0 && l->stats)
+		hk_stats_msg(l->stats, true, type, total);
+	return r;
+}
+
+void hk_link_cork(struct hk_link *l)
+{
+	pthread_mutex_lock(&l->lock);
+	if (!l->cork)
+		l->cork = malloc(HK_CORK_MAX);
+	/* a shaped link times each frame itself */
+	l->corked = l->cork && !l->stopping && !hk_shaper_active(&l->shaper);
+	pthread_mutex_unlock(&l->lock);
+}
+
+void hk_link_uncork(struct hk_link *l)
+{
+	pthread_mutex_lock(&l->lock);
+	l->corked = false;
+	if (!l->stopping && link_flush_locked(l) < 0)
+		l->stopping = true; /* as the sender does: the reader sees the EOF */
+	l->cork_len = 0;
+	pthread_mutex_unlock(&l->lock);
 }
 
 /* DATA: the page goes out by sendmsg() straight from where it is (guest

@@ -350,6 +350,12 @@ void *hk_coherence_thread(void *arg)
 				continue;
 			hk_die("epoll_wait: %s", strerror(errno));
 		}
+		/* what this batch sends goes out together, after it
+		 * (hk_link_cork; nothing below waits for a reply) */
+		bool cork = n->tuning.cork && k > 0;
+		for (int j = 0; cork && j < n->count; j++)
+			if (j != n->self && n->links[j].up)
+				hk_link_cork(&n->links[j]);
 		for (int i = 0; i < k; i++) {
 			uint64_t tag = evs[i].data.u64;
 			if (tag == TAG_UFFD)
@@ -366,6 +372,9 @@ void *hk_coherence_thread(void *arg)
 				read_link(n, (int)tag);
 			hk_drain_local(n);
 		}
+		for (int j = 0; cork && j < n->count; j++)
+			if (j != n->self && n->links[j].sender_started)
+				hk_link_uncork(&n->links[j]);
 	}
 	return NULL;
 }

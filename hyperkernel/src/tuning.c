@@ -38,7 +38,9 @@ int hk_tuning_load(struct hk_tuning *t, bool event_rt)
 	static const struct knob spin = { "HK_ADAPTIVE_SPIN", 0, 100000, 200, "microseconds, 0 = off" };
 	static const struct knob fault = { "HK_FAULT_SPIN_US", 0, 100000, 20, "microseconds" };
 	static const struct knob peer = { "HK_PEER_SPIN_US", 0, 100000, 50, "microseconds" };
-	static const struct knob ra = { "HK_READAHEAD", 0, 64, 16, "pages, 0 = off" };
+	static const struct knob ra = { "HK_READAHEAD", 0, 64, 32, "pages, 0 = off" };
+	static const struct knob cork = { "HK_LINK_CORK", 0, 1, 1,
+					  "1: a batch of events sends in one write per link, 0: a write per frame" };
 	/* the "cost" policy */
 	static const struct knob hold = { "HK_HOLD_DOWN_US", 0, 10000000, 10000,
 					  "microseconds a vCPU stays after it arrives" };
@@ -70,6 +72,9 @@ int hk_tuning_load(struct hk_tuning *t, bool event_rt)
 	if (number(&ra, &v))
 		return -EINVAL;
 	t->readahead = (uint32_t)v;
+	if (number(&cork, &v))
+		return -EINVAL;
+	t->cork = v != 0;
 	if (number(&hold, &v))
 		return -EINVAL;
 	t->hold_down_ns = v * 1000;

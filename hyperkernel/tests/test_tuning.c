@@ -16,6 +16,8 @@ static void clear(void)
 	unsetenv("HK_HOLD_DOWN_US");
 	unsetenv("HK_COST_HYSTERESIS_PCT");
 	unsetenv("HK_VCPU_COST_US");
+	unsetenv("HK_READAHEAD");
+	unsetenv("HK_LINK_CORK");
 }
 
 static void test_defaults_and_the_embedders_class(void)
@@ -26,6 +28,7 @@ static void test_defaults_and_the_embedders_class(void)
 	CHECK(t.spin_cap_ns == 200000 && t.fault_spin_ns == 20000 && t.peer_spin_ns == 50000);
 	CHECK(!t.event_rt && !t.serve_spin_set);
 	CHECK(t.hold_down_ns == 10000000 && t.hysteresis_pct == 25 && t.vcpu_prior_ns == 500000);
+	CHECK(t.readahead == 32 && t.cork);
 	CHECK(hk_tuning_load(&t, true) == 0 && t.event_rt);
 	setenv("HK_EVENT_SCHED", "normal", 1);
 	CHECK(hk_tuning_load(&t, true) == 0 && !t.event_rt);
@@ -45,6 +48,9 @@ static void test_values_in_range_are_taken(void)
 	CHECK(hk_tuning_load(&t, true) == 0 && t.hold_down_ns == 0 && t.hysteresis_pct == 100);
 	setenv("HK_ADAPTIVE_SPIN", "0", 1); /* off: nothing spins */
 	CHECK(hk_tuning_load(&t, true) == 0 && t.spin_cap_ns == 0 && t.fault_spin_ns == 0);
+	setenv("HK_LINK_CORK", "0", 1); /* a write per frame, as before */
+	setenv("HK_READAHEAD", "0", 1);
+	CHECK(hk_tuning_load(&t, true) == 0 && !t.cork && t.readahead == 0);
 	clear();
 }
 
@@ -55,7 +61,8 @@ static void test_bad_values_are_refused(void)
 		{ "HK_FAULT_SPIN_US", "abc" },    { "HK_PEER_SPIN_US", "" },
 		{ "HK_PEER_SPIN_US", "5us" },     { "HK_EVENT_SCHED", "rr" },
 		{ "HK_HOLD_DOWN_US", "10000001" }, { "HK_COST_HYSTERESIS_PCT", "1001" },
-		{ "HK_VCPU_COST_US", "0" },
+		{ "HK_VCPU_COST_US", "0" },       { "HK_LINK_CORK", "2" },
+		{ "HK_READAHEAD", "65" },
 	};
 	struct hk_tuning t;
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
