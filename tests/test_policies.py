@@ -51,11 +51,11 @@ def _check_capacity(cluster: Cluster) -> None:
     """No node is home to more vCPUs than its 2 CPUs once moves have settled.
     Where a vCPU runs at one instant may be node 0 for a 2 ms I/O visit; its
     home is where it runs. Two nodes that move vCPUs to each other at once can
-    overfill one for a moment, and the node's tick then sends one back (within
-    a hold-down, 10 ms, and a tick, 200 ms). The policy keeps moving vCPUs while
-    the guest idles, so one look can catch a move half done: this waits, up to
-    10 s (50 ticks; not a timing claim), for a moment when the nodes agree on
-    every home and none is over its CPUs."""
+    overfill one for a moment, and the node then sends one back once one has
+    settled there (a hold-down, 10 ms; its tick, every 200 ms, looks too). The
+    policy keeps moving vCPUs while the guest idles, so one look can catch a
+    move half done: this waits, up to 10 s (not a timing claim), for a moment
+    when the nodes agree on every home and none is over its CPUs."""
     deadline = time.monotonic() + 10
     seen: list[list[int]] = []
     while time.monotonic() < deadline:

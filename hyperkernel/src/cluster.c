@@ -243,6 +243,15 @@ int hk_cluster_swap_candidate(struct hk_node *n, int node, int except, uint64_t 
 	return best;
 }
 
+/* Overfull, and no vCPU here has settled yet: look again once one has
+ * (hk_cluster_capacity_recheck), not only at the next tick. */
+static void settle_later(struct hk_node *n)
+{
+	uint64_t wait = n->tuning.hold_down_ns > 1000000 ? n->tuning.hold_down_ns : 1000000;
+	if (!n->capacity_recheck_ns)
+		n->capacity_recheck_ns = hk_now_ns() + wait + 1000000;
+}
+
 /* A vCPU arrived (from node from) under a moving policy: if this node is now
  * home to more vCPUs than its CPUs, one of the vCPUs that run here goes to
  * from in exchange.  The target decides, for the vCPUs it runs itself, so
@@ -268,6 +277,8 @@ void hk_cluster_rebalance(struct hk_node *n, int arrived, int from)
 	if (here)
 		c->home[victim] = (int8_t)from; /* counted there from now on */
 	pthread_mutex_unlock(&c->lock);
+	if (!here)
+		settle_later(n);
 	if (!here || !n->cfg.cb.on_migrate_request)
 		return;
 	count(&n->stats.node.vcpu_swaps);
@@ -281,10 +292,12 @@ void hk_cluster_rebalance(struct hk_node *n, int arrived, int from)
  * vCPU 1 there in exchange for vCPU 2, and both that remain here arrived a
  * moment ago.  Without this it stayed so until some other move (the nightly's
  * policy test found 3 vCPUs homed on one node of 2 CPUs about one run in
- * two).  So a node stays overfull for at most a hold-down and a tick (two
- * nodes' views of the homes agree within a message), and overfull_ticks
- * counts the ticks that found it so. */
-void hk_cluster_capacity_tick(struct hk_node *n)
+ * two).  A node that finds no settled vCPU to send (here or on an arrival)
+ * looks again once a hold-down has passed, without waiting for the tick.  So
+ * a node stays overfull for about a hold-down after moves cross (two nodes'
+ * views of the homes agree within a message), and overfull_ticks counts the
+ * ticks that found it so. */
+static void capacity_check(struct hk_node *n, bool tick)
 {
 	struct hk_cluster *c = &n->cluster;
 	if (n->policy == HK_POLICY_PAGE || hk_node_leaving(n, n->self))
@@ -292,7 +305,8 @@ void hk_cluster_capacity_tick(struct hk_node *n)
 	uint32_t cpus = hk_cluster_capacity(n, n->self);
 	if (!cpus || hk_cluster_vcpus_homed(n, n->self) <= cpus)
 		return;
-	n->stats.node.overfull_ticks++;
+	if (tick)
+		n->stats.node.overfull_ticks++;
 	if (n->skip_capacity_tick)
 		return;
 	int to = -1;
@@ -317,10 +331,24 @@ void hk_cluster_capacity_tick(struct hk_node *n)
 	if (here)
 		c->home[victim] = (int8_t)to;
 	pthread_mutex_unlock(&c->lock);
+	if (!here)
+		settle_later(n);
 	if (!here || !n->cfg.cb.on_migrate_request)
 		return;
 	count(&n->stats.node.capacity_moves);
 	n->cfg.cb.on_migrate_request(n->cfg.cb.opaque, n->self, (uint32_t)victim, to);
+}
+
+void hk_cluster_capacity_tick(struct hk_node *n)
+{
+	capacity_check(n, true);
+}
+
+/* The event loop, when capacity_recheck_ns is due. */
+void hk_cluster_capacity_recheck(struct hk_node *n)
+{
+	n->capacity_recheck_ns = 0;
+	capacity_check(n, false);
 }
 
 int hk_vcpu_home(struct hk_node *n, int vcpu)

@@ -721,6 +721,9 @@ struct hk_node {
 #define HK_MOVING_MAX 256
 	uint64_t moving[HK_MOVING_MAX];
 	int nmoving;
+	/* event thread: when an overfull node's vCPUs will have settled
+	 * (hk_cluster_capacity_recheck; 0: nothing to check) */
+	uint64_t capacity_recheck_ns;
 	/* threads pulled out of their faults (hk_stall_left, any thread) */
 	struct { uint64_t page, id; } left[HK_MOVING_MAX];
 	int nleft;
@@ -877,6 +880,7 @@ uint64_t hk_cluster_vcpu_leaving(struct hk_node *n, uint32_t vcpu, int target, i
 void hk_cluster_vcpu_arrived(struct hk_node *n, uint32_t vcpu, uint64_t seq, int home);
 void hk_cluster_rebalance(struct hk_node *n, int arrived, int from);
 void hk_cluster_capacity_tick(struct hk_node *n);
+void hk_cluster_capacity_recheck(struct hk_node *n);
 void hk_cluster_vcpu_stayed(struct hk_node *n, uint32_t vcpu, int target);
 
 #endif

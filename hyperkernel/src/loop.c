@@ -312,6 +312,13 @@ void *hk_coherence_thread(void *arg)
 	while (!atomic_load(&n->stop)) {
 		int timeout = -1;
 		uint64_t now = hk_now_ns();
+		/* an overfull node whose vCPUs will have settled by then */
+		if (n->capacity_recheck_ns && now >= n->capacity_recheck_ns)
+			hk_cluster_capacity_recheck(n);
+		if (n->capacity_recheck_ns)
+			timeout = n->capacity_recheck_ns > now
+					  ? (int)((n->capacity_recheck_ns - now) / 1000000) + 1
+					  : 0;
 		uint64_t spin_until = n->cfg.spin_us ? now + n->cfg.spin_us * 1000ull : 0;
 		int k;
 		/* Adaptive busy-poll, only while a thread of ours is stalled on a

@@ -170,6 +170,12 @@ static void queue_arrival(int node, int vcpu, int from)
  * (a swap chain takes simulated time, as it does between real nodes). */
 static void answer_arrivals(void)
 {
+	/* and what the event loop does when an overfull node's vCPUs have settled */
+	for (int k = 0; k < sim.nodes; k++) {
+		struct hk_node *n = sim.node[k].hk;
+		if (sim.node[k].alive && n->capacity_recheck_ns && sim.now_ns >= n->capacity_recheck_ns)
+			hk_cluster_capacity_recheck(n);
+	}
 	for (int todo = narrivals; todo > 0; todo--) {
 		struct sim_arrival a = arrivals[0];
 		memmove(arrivals, arrivals + 1, (size_t)--narrivals * sizeof(arrivals[0]));
