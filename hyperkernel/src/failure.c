@@ -26,6 +26,9 @@ void hk_failure_peer_lost(struct hk_node *n, int dead)
 		if (k != n->self && k != dead && n->links[k].up) {
 			struct hk_msg m = { .type = HK_MSG_PEER_LOST, .node = (uint32_t)dead };
 			hk_node_send(n, k, &m);
+			/* now, not after this batch: the embedder may end
+			 * the process (hk_link_cork) */
+			hk_link_uncork(&n->links[k]);
 		}
 	}
 	/* Lost: pages whose directory lived there, and pages whose directory

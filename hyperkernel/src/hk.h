@@ -290,6 +290,7 @@ struct hk_link {
 	/* hk_link_cork: frames gather here while the event thread works
 	 * through one batch of events, and go out in one write after it */
 	bool corked;
+	pthread_t corker;   /* the event thread: only its frames are held */
 	uint8_t *cork;
 	size_t cork_len;
 	/* receive side: owned by the event thread */
@@ -310,9 +311,11 @@ int hk_link_init(struct hk_link *l, int fd, int peer, const struct hk_shaper *sh
 void hk_link_stop(struct hk_link *l);
 /* Encode and send m (thread-safe, never blocks the caller for long). */
 int hk_link_send(struct hk_link *l, struct hk_msg *m);
-/* Hold frames (copied) until hk_link_uncork, which writes them at once.
+/* Hold the calling thread's frames (copied) until hk_link_uncork, which
+ * writes them at once; other threads' frames go out at once, behind them.
  * Only the event thread corks, around one batch of events and never across
- * a wait, so a held frame waits for the rest of that batch at most. */
+ * a wait, so a held frame waits for the rest of that batch at most (and
+ * before a callback that may end the process, it uncorks). */
 void hk_link_cork(struct hk_link *l);
 void hk_link_uncork(struct hk_link *l);
 /* Blocking helpers for the handshake (before the event thread runs). */

@@ -200,7 +200,9 @@ static int link_emit_locked(struct hk_link *l, const struct iovec *parts, int n,
 			    uint8_t type)
 {
 	int r = 0;
-	if (l->corked && l->cork && total <= HK_CORK_MAX) {
+	/* (another thread's frame, e.g. a vCPU's state or QMP's shutdown,
+	 * must not wait for the event thread's batch: its sender may exit) */
+	if (l->corked && l->cork && total <= HK_CORK_MAX && pthread_equal(l->corker, pthread_self())) {
 		if (l->cork_len + total > HK_CORK_MAX)
 			r = link_flush_locked(l);
 		for (int i = 0; i < n && r == 0; i++) {
@@ -224,6 +226,7 @@ void hk_link_cork(struct hk_link *l)
 		l->cork = malloc(HK_CORK_MAX);
 	/* a shaped link times each frame itself */
 	l->corked = l->cork && !l->stopping && !hk_shaper_active(&l->shaper);
+	l->corker = pthread_self();
 	pthread_mutex_unlock(&l->lock);
 }
 
