@@ -219,12 +219,20 @@ uint32_t hk_cluster_vcpus_homed(struct hk_node *n, int node)
 	return k;
 }
 
+/* However short the hold-down (HK_HOLD_DOWN_US=0 is allowed), a vCPU that
+ * moved less than this ago is not sent on: with no floor, two full nodes
+ * answered each arrival with the vCPU that had just come the other way, and
+ * the simulation's seeds with a hold-down of 0 never ended. */
+#define HK_SETTLE_MIN_NS 1000000ull
+
 int hk_cluster_swap_candidate(struct hk_node *n, int node, int except, uint64_t fixed,
 			      uint64_t settled_ns)
 {
 	struct hk_cluster *c = &n->cluster;
 	int best = -1;
 	uint64_t best_seq = UINT64_MAX, now = hk_now_ns();
+	if (settled_ns < HK_SETTLE_MIN_NS)
+		settled_ns = HK_SETTLE_MIN_NS;
 	pthread_mutex_lock(&c->lock);
 	for (uint32_t v = 0; v < c->vcpus && v < 64; v++) {
 		int at = c->home[v] >= 0 ? c->home[v] : c->location[v];

@@ -16,9 +16,7 @@ else
 fi
 # And the chase bound: without a hold-down (HK_HOLD_DOWN_US=0), "cost" and
 # "learned" move a vCPU again within 10 ms of its last move.
-# (Without it vCPUs also swap without end on full nodes, so each seed stops
-# at 20,000 steps rather than 400,000.)
-out=$(HK_HOLD_DOWN_US=0 SIM_MAX_STEPS=20000 "$sim" --seeds 200 2>&1)
+out=$(HK_HOLD_DOWN_US=0 "$sim" --seeds 200 2>&1)
 rc=$?
 if [ "$rc" -ne 0 ] && echo "$out" | grep -q "moved again"; then
 	echo "$out" | grep -m1 "moved again"
