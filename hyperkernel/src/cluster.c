@@ -260,13 +260,32 @@ static void settle_later(struct hk_node *n)
 		n->capacity_recheck_ns = hk_now_ns() + wait + 1000000;
 }
 
+/* Send a vCPU that settled here (not except) to node to, counted there from
+ * now on; with none settled yet, look again later. */
+static void send_settled_vcpu(struct hk_node *n, int except, int to, uint64_t *counter)
+{
+	struct hk_cluster *c = &n->cluster;
+	int victim = hk_cluster_swap_candidate(n, n->self, except, n->cfg.fixed_vcpus,
+					       n->tuning.hold_down_ns);
+	pthread_mutex_lock(&c->lock);
+	bool here = victim >= 0 && c->location[victim] == n->self;
+	if (here)
+		c->home[victim] = (int8_t)to;
+	pthread_mutex_unlock(&c->lock);
+	if (!here)
+		settle_later(n);
+	if (!here || !n->cfg.cb.on_migrate_request)
+		return;
+	count(counter);
+	n->cfg.cb.on_migrate_request(n->cfg.cb.opaque, n->self, (uint32_t)victim, to);
+}
+
 /* A vCPU arrived (from node from) under a moving policy: if this node is now
  * home to more vCPUs than its CPUs, one of the vCPUs that run here goes to
  * from in exchange.  The target decides, for the vCPUs it runs itself, so
  * two nodes that send each other vCPUs at once cannot both overfill. */
 void hk_cluster_rebalance(struct hk_node *n, int arrived, int from)
 {
-	struct hk_cluster *c = &n->cluster;
 	if (n->policy == HK_POLICY_PAGE || from < 0 || from >= n->count || from == n->self ||
 	    hk_node_leaving(n, from))
 		return;
@@ -278,19 +297,7 @@ void hk_cluster_rebalance(struct hk_node *n, int arrived, int from)
 	 * homes disagree swap the same vCPUs back and forth without end (4
 	 * nodes of one CPU each, vcpu policy: 200,000 swaps in one boot, and
 	 * the migration events buried the QMP replies). */
-	int victim = hk_cluster_swap_candidate(n, n->self, arrived, n->cfg.fixed_vcpus,
-					       n->tuning.hold_down_ns);
-	pthread_mutex_lock(&c->lock);
-	bool here = victim >= 0 && c->location[victim] == n->self;
-	if (here)
-		c->home[victim] = (int8_t)from; /* counted there from now on */
-	pthread_mutex_unlock(&c->lock);
-	if (!here)
-		settle_later(n);
-	if (!here || !n->cfg.cb.on_migrate_request)
-		return;
-	count(&n->stats.node.vcpu_swaps);
-	n->cfg.cb.on_migrate_request(n->cfg.cb.opaque, n->self, (uint32_t)victim, from);
+	send_settled_vcpu(n, arrived, from, &n->stats.node.vcpu_swaps);
 }
 
 /* Each tick: a node home to more vCPUs than its CPUs sends one that settled
@@ -307,7 +314,6 @@ void hk_cluster_rebalance(struct hk_node *n, int arrived, int from)
  * ticks that found it so. */
 static void capacity_check(struct hk_node *n, bool tick)
 {
-	struct hk_cluster *c = &n->cluster;
 	if (n->policy == HK_POLICY_PAGE || hk_node_leaving(n, n->self))
 		return;
 	uint32_t cpus = hk_cluster_capacity(n, n->self);
@@ -332,19 +338,7 @@ static void capacity_check(struct hk_node *n, bool tick)
 	}
 	if (to < 0) /* the nodes' CPUs add up to fewer than the vCPUs */
 		return;
-	int victim = hk_cluster_swap_candidate(n, n->self, -1, n->cfg.fixed_vcpus,
-					       n->tuning.hold_down_ns);
-	pthread_mutex_lock(&c->lock);
-	bool here = victim >= 0 && c->location[victim] == n->self;
-	if (here)
-		c->home[victim] = (int8_t)to;
-	pthread_mutex_unlock(&c->lock);
-	if (!here)
-		settle_later(n);
-	if (!here || !n->cfg.cb.on_migrate_request)
-		return;
-	count(&n->stats.node.capacity_moves);
-	n->cfg.cb.on_migrate_request(n->cfg.cb.opaque, n->self, (uint32_t)victim, to);
+	send_settled_vcpu(n, -1, to, &n->stats.node.capacity_moves);
 }
 
 void hk_cluster_capacity_tick(struct hk_node *n)
