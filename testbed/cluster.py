@@ -297,6 +297,26 @@ class Cluster:
             raise GuestError(f"no node reports running vCPU {cpu}", f"see {self.run_dir}")
         return node
 
+    def vcpu_homes(self) -> list[int]:
+        """The home of each vCPU, as the node running it knows it.
+
+        Unlike vcpu_locations(), a vCPU visiting the io-node for a device
+        access (2 ms at a time) still counts on its home, so a placement
+        check right after boot does not depend on what the guest was doing.
+        """
+        deadline = time.monotonic() + 5
+        while True:
+            homes = [-1] * self.spec.vcpus
+            for node in self.live_nodes:
+                reply = node.qmp.command("query-hyperkernel")
+                home = reply.get("vcpu-home", [])
+                for cpu in reply.get("local-vcpus", []):
+                    if 0 <= int(cpu) < len(homes) and int(cpu) < len(home):
+                        homes[int(cpu)] = int(home[int(cpu)])
+            if -1 not in homes or time.monotonic() > deadline:
+                return homes
+            time.sleep(0.01)
+
     def vcpu_home(self, cpu: int) -> int:
         """The node vCPU ``cpu`` returns to after an I/O visit, as the node running it knows."""
         runs_on = self.nodes[self.vcpu_location(cpu)]

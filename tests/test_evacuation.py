@@ -31,7 +31,7 @@ def test_a_node_past_its_health_threshold_evacuates_and_the_guest_runs_on(
         cluster_factory: ClusterFactory) -> None:
     cluster = cluster_factory(**SPEC)
     cluster.boot()
-    assert cluster.vcpu_locations() == [0, 1, 2]
+    assert cluster.vcpu_homes() == [0, 1, 2]
     # Data written on node 2, and a workload that runs there throughout.
     cluster.run("taskset -c 2 sh -c 'dd if=/dev/urandom of=/tmp/x bs=1M count=48 "
                 "2>/dev/null; md5sum /tmp/x > /tmp/x.md5'", timeout=300)

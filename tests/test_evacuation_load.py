@@ -30,7 +30,7 @@ def test_a_node_evacuates_under_load_and_every_workload_still_verifies(
         cluster_factory: ClusterFactory) -> None:
     cluster = cluster_factory(**SPEC)
     cluster.boot()
-    assert cluster.vcpu_locations() == [0, 1, 2, 3]
+    assert cluster.vcpu_homes() == [0, 1, 2, 3]
     for name, (runs, params) in LOOPS.items():
         cmd = workloads.guest_command(name, workloads.validate_params(name, params, 4), 4)
         cluster.run(f"(for i in $(seq {runs}); do {cmd}; done > /tmp/{name}.out 2>&1; "
