@@ -20,6 +20,7 @@ from pathlib import Path
 import pexpect
 import pexpect.fdpexpect
 
+from testbed import signals
 from testbed.errors import GuestError
 
 
@@ -53,8 +54,10 @@ class Console:
                 time.sleep(0.02)
         self._sock = sock
         self.spawn = pexpect.fdpexpect.fdspawn(self._pipe_r, timeout=5, encoding=None)
-        self._thread = threading.Thread(target=self._drain, name=f"drain-{self.name}", daemon=True)
-        self._thread.start()
+        thread = threading.Thread(target=self._drain, name=f"drain-{self.name}", daemon=True)
+        with signals.held():
+            thread.start()
+            self._thread = thread
 
     def _drain(self) -> None:
         assert self._sock is not None

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import FrameType
 
 HANDLED = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
@@ -28,6 +30,8 @@ class Interrupted(KeyboardInterrupt):
 
 
 _raised: list[int] = []
+_held: list[bool] = []
+_deferred: list[int] = []
 
 
 def _handler(signum: int, frame: FrameType | None) -> None:
@@ -36,14 +40,39 @@ def _handler(signum: int, frame: FrameType | None) -> None:
               file=sys.stderr, flush=True)
         return
     _raised.append(signum)
+    if _held:
+        _deferred.append(signum)
+        return
     raise Interrupted(signum)
 
 
 def install() -> None:
     """Route the stop signals through ``Interrupted`` (main thread only)."""
     _raised.clear()
+    _deferred.clear()
     for sig in HANDLED:
         signal.signal(sig, _handler)
+
+
+@contextmanager
+def held() -> Iterator[None]:
+    """Hold the stop signals for a step that must not be cut in two.
+
+    ``Interrupted`` raised inside ``threading.Thread.start()`` leaves a thread
+    that may run but cannot be joined ("cannot join thread before it is
+    started"), and the teardown then failed instead of stopping the nodes
+    (CI saw this once). A signal that arrives meanwhile is raised when the
+    step ends. (Masking the signal would not do: the kernel hands it to any
+    thread that does not mask it, and Python runs the handler in the main
+    thread all the same.)
+    """
+    _held.append(True)
+    try:
+        yield
+    finally:
+        _held.pop()
+    if not _held and _deferred:
+        raise Interrupted(_deferred.pop())
 
 
 def exit_status(exc: KeyboardInterrupt) -> int:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from testbed import procs
+from testbed import procs, signals
 from testbed.bench import bench_boot
 from testbed.cli import _node_counts
 from testbed.errors import ConfigError
@@ -185,6 +185,25 @@ def test_a_stopped_harness_shuts_its_nodes_down(tmp_path: Path, sig: signal.Sign
     assert f"stopped by {sig.name}; every node was shut down" in err
     assert all(_gone(pid) for pid in nodes), nodes
     assert not _nodes_of(h.pid)
+
+
+def test_a_stop_signal_inside_a_held_step_lands_after_it() -> None:
+    # The console's drain thread starts inside signals.held(): a stop signal
+    # that arrived inside Thread.start() once left a thread that the teardown
+    # could not join, and the harness exited 1 instead of 128 + N.
+    old = {sig: signal.getsignal(sig) for sig in signals.HANDLED}
+    signals.install()
+    steps = []
+    try:
+        with pytest.raises(signals.Interrupted) as stopped, signals.held():
+            os.kill(os.getpid(), signal.SIGHUP)
+            time.sleep(0.05)  # the handler would have run by now, unheld
+            steps.append("finished")
+        assert steps == ["finished"]
+        assert stopped.value.signum == signal.SIGHUP
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
 @pytest.mark.boot
