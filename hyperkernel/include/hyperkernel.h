@@ -244,6 +244,17 @@ int hk_node_new(const struct hk_config *cfg, struct hk_node **out);
  * end to end in registration order, so every node must register the same
  * sizes in the same order) or a negative errno.  Before hk_node_start(). */
 int64_t hk_region_register(struct hk_node *node, void *host, size_t len);
+/* Home the pages [offset, offset + len) of the region space on node `home`
+ * (one of the nodes that start the cluster) instead of striping them in
+ * chunks across all of those nodes.  For an embedder that tells the guest its
+ * topology: RAM the guest takes from NUMA node k is then untouched RAM homed
+ * on node k, mapped there as zero pages up front, so a first touch on node k
+ * costs no message.  Every node must give the same homes (the embedder's
+ * machine definition covers them).  Before hk_node_start(); homes go by
+ * chunk (hk_config.home_chunk_pages), so a chunk takes the home of its first
+ * page.  -EINVAL: not page-aligned, outside the registered regions, or not a
+ * starting node; -EBUSY: started; -ENOSPC: too many ranges. */
+int hk_region_set_home(struct hk_node *node, int64_t offset, size_t len, int home);
 /* Connect to every peer, authenticate, start the library's threads. */
 int hk_node_start(struct hk_node *node);
 /* Tell peers we leave on purpose, stop threads.  Call after every node is

@@ -742,6 +742,12 @@ struct hk_node {
 	 * leaves (evacuate.c).  Every node applies the same changes. */
 	int8_t *home_map;
 	uint64_t nchunks;
+	/* hk_region_set_home: ranges whose chunks start homed on one node */
+	struct {
+		uint64_t first_page, npages;
+		int home;
+	} home_ranges[HK_MAX_REGIONS];
+	int nhome_ranges;
 	struct hk_evac evac;
 	struct hk_health_state health;
 	/* pages whose translations are gone (hk_page_left_done, any thread) */

@@ -445,8 +445,13 @@ int hk_coherence_init(struct hk_node *n)
 	n->home_map = malloc(n->nchunks ? n->nchunks : 1);
 	if (!n->home_map)
 		return -ENOMEM;
-	for (uint64_t c = 0; c < n->nchunks; c++)
-		n->home_map[c] = (int8_t)hk_directory_home(c * chunk, chunk, n->initial);
+	for (uint64_t c = 0; c < n->nchunks; c++) {
+		uint64_t first = c * chunk;
+		n->home_map[c] = (int8_t)hk_directory_home(first, chunk, n->initial);
+		for (int i = 0; i < n->nhome_ranges; i++)
+			if (first - n->home_ranges[i].first_page < n->home_ranges[i].npages)
+				n->home_map[c] = (int8_t)n->home_ranges[i].home;
+	}
 	premap_home_pages(n);
 	/* the busy-poll's knobs (tuning.c); see hk_coherence_thread */
 	n->spin_cap_ns = n->tuning.spin_cap_ns;

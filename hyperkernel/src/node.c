@@ -108,6 +108,23 @@ int64_t hk_region_register(struct hk_node *n, void *host, size_t len)
 	return r < 0 ? r : (int64_t)base;
 }
 
+int hk_region_set_home(struct hk_node *n, int64_t offset, size_t len, int home)
+{
+	if (n->started)
+		return -EBUSY;
+	if (offset < 0 || ((uint64_t)offset | len) & (HK_PAGE_SIZE - 1) || len == 0 ||
+	    (uint64_t)offset / HK_PAGE_SIZE + len / HK_PAGE_SIZE > n->mem.npages || home < 0 ||
+	    home >= n->initial)
+		return -EINVAL;
+	if (n->nhome_ranges == HK_MAX_REGIONS)
+		return -ENOSPC;
+	int i = n->nhome_ranges++;
+	n->home_ranges[i].first_page = (uint64_t)offset / HK_PAGE_SIZE;
+	n->home_ranges[i].npages = len / HK_PAGE_SIZE;
+	n->home_ranges[i].home = home;
+	return 0;
+}
+
 /* Node i accepts from higher ids and connects to lower ids: each pair gets
  * exactly one link, and there is no race over who dials whom. */
 static int connect_mesh(struct hk_node *n)
