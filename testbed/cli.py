@@ -118,6 +118,10 @@ def _add_cluster_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cpu-affinity", default="node", choices=["node", "none"],
                    help="node: each node's threads on host CPUs of its own, as separate "
                    "machines (default); none: anywhere")
+    p.add_argument("--flat", action="store_true",
+                   help="hide the topology from the guest: one NUMA node, pages homed in "
+                   "chunks striped across the nodes (default with several nodes: a guest NUMA "
+                   "node per node, its RAM homed there)")
     p.add_argument("--max-vcpus", type=_positive_int, metavar="N",
                    help="licensed vCPUs: from vCPU N on, the hyperkernel never starts them "
                    "(default: all of --vcpus)")
@@ -258,7 +262,7 @@ def _spec(args: argparse.Namespace) -> ClusterSpec:
     return ClusterSpec(nodes=args.nodes, vcpus=args.vcpus, mem_mib=args.mem, append=args.append,
                        boot_timeout=args.boot_timeout, placement=args.placement,
                        budget_mib=args.budget, policy=args.policy,
-                       cpu_affinity=args.cpu_affinity,
+                       cpu_affinity=args.cpu_affinity, guest_numa=not args.flat,
                        hyperkernel=True if args.hyperkernel else None,
                        max_vcpus=getattr(args, "max_vcpus", None),
                        online_vcpus=getattr(args, "online_vcpus", None),

@@ -136,7 +136,8 @@ class Cluster:
                               kernel=self.artifacts.images.kernel_path,
                               initrd=self.initramfs, append=self._append,
                               hyperkernel=self._hyperkernel_args(index, files, join=join,
-                                                                 budget_mib=budget_mib))
+                                                                 budget_mib=budget_mib),
+                              numa=self.spec.numa_layout)
         if self.spec.cpu_affinity == "node":
             slots = self.spec.nodes if index < self.spec.nodes else self.spec.node_slots
             argv = affinity.pinned_argv(
@@ -257,7 +258,8 @@ class Cluster:
         return {"nodes": self.spec.nodes, "vcpus": self.spec.vcpus, "mem_mib": self.spec.mem_mib,
                 "placement": [list(c) for c in self.spec.vcpu_placement],
                 "budget_mib": list(self.spec.budgets_mib), "policy": self.spec.policy,
-                "hyperkernel": self.spec.uses_hyperkernel, "boot_seconds": self.boot_seconds}
+                "hyperkernel": self.spec.uses_hyperkernel,
+                "guest_numa": self.spec.numa_layout is not None, "boot_seconds": self.boot_seconds}
 
     # -- hyperkernel ------------------------------------------------------
     def node_stats(self) -> list[dict[str, Any]]:

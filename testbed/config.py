@@ -98,6 +98,17 @@ class ClusterSpec:
     # Node slots: nodes `nodes`..max_nodes-1 may join while the guest runs
     # (Cluster.add_node). None: no slot beyond the starting nodes.
     max_nodes: int | None = None
+    # Tell the guest its topology (ACPI SRAT): NUMA node k is node k's vCPUs
+    # and an equal share of RAM whose pages are homed on node k, so the
+    # guest's own allocator puts a thread's fresh pages where it runs.
+    guest_numa: bool = True
+
+    @property
+    def numa_layout(self) -> tuple[tuple[int, ...], ...] | None:
+        """The vCPUs of each guest NUMA node (one per node), or None for a flat guest."""
+        if not (self.guest_numa and self.uses_hyperkernel and self.nodes > 1):
+            return None
+        return self.vcpu_placement
 
     @property
     def node_slots(self) -> int:

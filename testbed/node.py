@@ -64,6 +64,24 @@ HYPERKERNEL_MACHINE = "pc,smm=off,hpet=off,mem-merge=off"
 HYPERKERNEL_GLOBALS = ["-global", "apic.vapic=off"]
 
 
+def numa_argv(layout: tuple[tuple[int, ...], ...], mem_mib: int) -> list[str]:
+    """One RAM backend and one guest NUMA node per node, given each one's vCPUs.
+
+    Each gets an equal share of RAM in 2 MiB units (a home chunk), the last
+    one the remainder. The hyperkernel homes each backend's pages on the node
+    of the same index (qemu-glue's hk_register_ram), so RAM the guest
+    allocates on NUMA node k starts out local to node k.
+    """
+    share = mem_mib // len(layout) // 2 * 2
+    argv: list[str] = []
+    for k, cpus in enumerate(layout):
+        mib = share if k < len(layout) - 1 else mem_mib - share * k
+        argv += ["-object", f"memory-backend-ram,id=ram-node{k},size={mib}M,merge=off"]
+        argv += ["-numa", ",".join([f"node,nodeid={k}", f"memdev=ram-node{k}",
+                                    *(f"cpus={c}" for c in cpus)])]
+    return argv
+
+
 @dataclass(frozen=True)
 class NodeFiles:
     """Where a node keeps its sockets (short paths) and logs (run directory)."""
@@ -99,7 +117,8 @@ class Node:
     @staticmethod
     def qemu_argv(qemu: Path, *, name: str, files: NodeFiles, vcpus: int, mem_mib: int,
                   kernel: Path, initrd: Path, append: str,
-                  hyperkernel: HyperkernelArgs | None = None) -> list[str]:
+                  hyperkernel: HyperkernelArgs | None = None,
+                  numa: tuple[tuple[int, ...], ...] | None = None) -> list[str]:
         for path, what in ((qemu, "QEMU binary"), (kernel, "guest kernel"), (initrd, "initramfs")):
             if not path.is_file():
                 raise ConfigError(f"{what} {path} does not exist", "run 'testbed build'")
@@ -111,7 +130,10 @@ class Node:
             str(qemu), "-name", name, "-S",
             "-machine", HYPERKERNEL_MACHINE if hyperkernel else "pc",
             "-accel", "tcg,thread=multi", "-cpu", "qemu64",
-            "-smp", str(vcpus), "-m", f"{mem_mib}M",
+            # a socket per vCPU under NUMA: a guest NUMA node holds whole
+            # packages, or Linux warns that a core's LLC spans two nodes
+            "-smp", f"{vcpus},sockets={vcpus},cores=1,threads=1" if numa else str(vcpus),
+            "-m", f"{mem_mib}M",
             "-nodefaults", "-no-user-config", "-display", "none", "-vga", "none", "-nic", "none",
             "-no-reboot",
             "-kernel", str(kernel), "-initrd", str(initrd), "-append", append,
@@ -121,6 +143,8 @@ class Node:
             "-serial", "chardev:ttyS1",
             "-qmp", f"unix:{files.sock('qmp')},server=on,wait=off",
         ]
+        if numa is not None:
+            argv += numa_argv(numa, mem_mib)
         for d in FIRMWARE_DIRS:
             argv += ["-L", str(d)]
         if hyperkernel is not None:

@@ -115,7 +115,8 @@ def spec_dimensions(spec: ClusterSpec) -> dict[str, Any]:
             "placement": [list(c) for c in spec.vcpu_placement],
             "budget_mib": list(spec.budgets_mib),
             "policy": spec.policy if spec.uses_hyperkernel else "none",
-            "hyperkernel": spec.uses_hyperkernel}
+            "hyperkernel": spec.uses_hyperkernel,
+            "guest_numa": spec.numa_layout is not None}
 
 
 def utc_now() -> str:

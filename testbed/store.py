@@ -120,6 +120,9 @@ def identity(record: RunRecord) -> dict[str, Any]:
     return {"kind": record.kind, "name": record.name,
             **{k: d.get(k) for k in ("nodes", "vcpus", "mem_mib", "placement", "budget_mib",
                                      "policy", "hyperkernel")},
+            # a guest told its NUMA topology is another machine; records from
+            # before the dimension existed were all flat
+            **({"guest_numa": True} if d.get("guest_numa") else {}),
             "params": params}
 
 

@@ -71,11 +71,30 @@ bool hk_mr_is_coherent(MemoryRegion *mr)
 }
 
 /*
- * Guest RAM is every memory-backend RAM block (on pc: pc.ram; the below- and
- * above-4G regions are aliases of it).  BIOS, option ROMs and fw_cfg blobs
- * stay node-local: every node loads the same files.
+ * The guest NUMA node whose RAM is backend `owner`, or -1.  NUMA node k's
+ * RAM is homed on node k (for k below nodes=): the guest allocates a
+ * thread's fresh pages from the NUMA node of its CPU, and those pages are
+ * then untouched RAM of the node the vCPU runs on, mapped there as zero pages
+ * from the start (hk_region_set_home).
  */
-static void hk_register_ram(void)
+static int hk_numa_node_of(MachineState *ms, Object *owner)
+{
+    for (int i = 0; ms->numa_state && i < ms->numa_state->num_nodes; i++) {
+        if (ms->numa_state->nodes[i].node_memdev &&
+            OBJECT(ms->numa_state->nodes[i].node_memdev) == owner) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+/*
+ * Guest RAM is every memory-backend RAM block (on pc: pc.ram, or one backend
+ * per guest NUMA node; the below- and above-4G regions are aliases into it).
+ * BIOS, option ROMs and fw_cfg blobs stay node-local: every node loads the
+ * same files.
+ */
+static void hk_register_ram(MachineState *ms)
 {
     RAMBlock *rb;
 
@@ -83,6 +102,7 @@ static void hk_register_ram(void)
     RAMBLOCK_FOREACH(rb) {
         Object *owner = rb->mr ? rb->mr->owner : NULL;
         int64_t off;
+        int numa;
         HkRegion *r;
 
         if (!owner || !object_dynamic_cast(owner, TYPE_MEMORY_BACKEND)) {
@@ -103,6 +123,14 @@ static void hk_register_ram(void)
         if (off < 0) {
             hk_fatal("cannot register guest RAM block %s with userfaultfd: %s",
                      rb->idstr, strerror(-off));
+        }
+        numa = hk_numa_node_of(ms, owner);
+        if (numa >= 0 && numa < (int)hks->nodes) {
+            int e = hk_region_set_home(hks->hk, off, rb->max_length, numa);
+            if (e < 0) {
+                hk_fatal("cannot home guest RAM block %s (NUMA node %d) on node %d: %s",
+                         rb->idstr, numa, numa, strerror(-e));
+            }
         }
         r = &hks->regions[hks->nregions++];
         r->rb = rb;
@@ -142,6 +170,13 @@ static void hk_compute_hash(MachineState *ms, uint8_t hash[32])
     gsize n = 32;
 
     g_checksum_update(ck, (const guchar *)desc, strlen(desc));
+    /* the guest NUMA layout decides the pages' homes (hk_register_ram) */
+    for (int i = 0; ms->numa_state && i < ms->numa_state->num_nodes; i++) {
+        g_autofree char *node = g_strdup_printf(
+            " numa%d=%" PRIu64 "@%s", i, ms->numa_state->nodes[i].node_mem,
+            ms->numa_state->nodes[i].node_memdev ? "memdev" : "none");
+        g_checksum_update(ck, (const guchar *)node, strlen(node));
+    }
     hk_hash_file(ck, ms->kernel_filename);
     hk_hash_file(ck, ms->initrd_filename);
     g_checksum_get_digest(ck, hash, &n);
@@ -196,7 +231,7 @@ static void hk_machine_init_done(Notifier *n, void *data)
         hks->max_vcpus = ms->smp.cpus;
     }
     hk_peer_loss_thread_init();     /* the main thread runs the devices */
-    hk_register_ram();
+    hk_register_ram(ms);
     hk_tb_init();
 
     r = hk_node_start(hks->hk);
