@@ -81,3 +81,17 @@ def test_an_unknown_policy_is_refused_with_the_choices() -> None:
     message = f"{err.value} {err.value.hint}"
     for name in POLICIES:
         assert name in message
+
+
+def test_a_multi_node_guest_gets_a_numa_node_per_node() -> None:
+    from testbed.node import numa_argv
+    spec = ClusterSpec(nodes=2, vcpus=3, mem_mib=513, placement=((0, 2), (1,))).validate()
+    assert spec.numa_layout == ((0, 2), (1,))
+    assert numa_argv(spec.numa_layout, spec.mem_mib) == [
+        "-object", "memory-backend-ram,id=ram-node0,size=256M,merge=off",
+        "-numa", "node,nodeid=0,memdev=ram-node0,cpus=0,cpus=2",
+        "-object", "memory-backend-ram,id=ram-node1,size=257M,merge=off",
+        "-numa", "node,nodeid=1,memdev=ram-node1,cpus=1"]
+    # flat on request, and a single node (nothing to tell) or no hyperkernel
+    assert ClusterSpec(nodes=2, vcpus=2, guest_numa=False).validate().numa_layout is None
+    assert ClusterSpec(nodes=1, vcpus=2, hyperkernel=True).validate().numa_layout is None
