@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -279,13 +279,22 @@ class Cluster:
         authority for a vCPU is the node that runs it. A vCPU in flight shows
         up on no node for a moment, so this retries briefly.
         """
+        return self._from_runners(lambda node, reply, cpu: node.index)
+
+    def _from_runners(self, pick: Callable[[Node, dict[str, Any], int], int]) -> list[int]:
+        """``pick(node, query-hyperkernel reply, cpu)`` per vCPU, from the node running it.
+
+        -1 for a vCPU no node runs after 5 s of retries (one in flight shows up
+        on no node for a moment).
+        """
         deadline = time.monotonic() + 5
         while True:
             where = [-1] * self.spec.vcpus
             for node in self.live_nodes:
-                for cpu in node.qmp.command("query-hyperkernel").get("local-vcpus", []):
+                reply = node.qmp.command("query-hyperkernel")
+                for cpu in reply.get("local-vcpus", []):
                     if 0 <= int(cpu) < len(where):
-                        where[int(cpu)] = node.index
+                        where[int(cpu)] = pick(node, reply, int(cpu))
             if -1 not in where or time.monotonic() > deadline:
                 return where
             time.sleep(0.01)
@@ -306,18 +315,7 @@ class Cluster:
         access (2 ms at a time) still counts on its home, so a placement
         check right after boot does not depend on what the guest was doing.
         """
-        deadline = time.monotonic() + 5
-        while True:
-            homes = [-1] * self.spec.vcpus
-            for node in self.live_nodes:
-                reply = node.qmp.command("query-hyperkernel")
-                home = reply.get("vcpu-home", [])
-                for cpu in reply.get("local-vcpus", []):
-                    if 0 <= int(cpu) < len(homes) and int(cpu) < len(home):
-                        homes[int(cpu)] = int(home[int(cpu)])
-            if -1 not in homes or time.monotonic() > deadline:
-                return homes
-            time.sleep(0.01)
+        return self._from_runners(lambda node, reply, cpu: int(reply["vcpu-home"][cpu]))
 
     def vcpu_home(self, cpu: int) -> int:
         """The node vCPU ``cpu`` returns to after an I/O visit, as the node running it knows."""

@@ -248,8 +248,8 @@ int64_t hk_region_register(struct hk_node *node, void *host, size_t len);
  * (one of the nodes that start the cluster) instead of striping them in
  * chunks across all of those nodes.  For an embedder that tells the guest its
  * topology: RAM the guest takes from NUMA node k is then untouched RAM homed
- * on node k, mapped there as zero pages up front, so a first touch on node k
- * costs no message.  Every node must give the same homes (the embedder's
+ * on node k, so a first touch on node k sends no message to another node
+ * (with no budget it is even premapped there as a zero page).  Every node must give the same homes (the embedder's
  * machine definition covers them).  Before hk_node_start(); homes go by
  * chunk (hk_config.home_chunk_pages), so a chunk takes the home of its first
  * page.  -EINVAL: not page-aligned, outside the registered regions, or not a

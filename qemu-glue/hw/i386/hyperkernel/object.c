@@ -74,8 +74,8 @@ bool hk_mr_is_coherent(MemoryRegion *mr)
  * The guest NUMA node whose RAM is backend `owner`, or -1.  NUMA node k's
  * RAM is homed on node k (for k below nodes=): the guest allocates a
  * thread's fresh pages from the NUMA node of its CPU, and those pages are
- * then untouched RAM of the node the vCPU runs on, mapped there as zero pages
- * from the start (hk_region_set_home).
+ * then untouched RAM homed on the node the vCPU runs on: a first touch there
+ * asks no other node (hk_region_set_home).
  */
 static int hk_numa_node_of(MachineState *ms, Object *owner)
 {
