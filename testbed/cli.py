@@ -239,6 +239,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="catalogue workloads to run (default: all; the boot always)")
     b.add_argument("--policies", default=",".join(POLICIES), metavar="POLICY,...",
                    help="policies to compare (default: all)")
+    b = bench_sub.add_parser("knob", help="a hyperkernel knob's values compared within one boot, "
+                             "workload by workload")
+    b.add_argument("--knob", default="HK_PAGE_HOLD_US",
+                   help="a knob that can change while the guest runs (default HK_PAGE_HOLD_US)")
+    b.add_argument("--values", default="0,200", metavar="V,V,...",
+                   help="values to compare; the first is the baseline (default 0,200)")
+    b.add_argument("--nodes", type=_positive_int, default=2)
+    b.add_argument("--vcpus", type=_positive_int, default=4)
+    b.add_argument("--mem", type=_size, default=768, metavar="SIZE")
+    b.add_argument("--policy", default="page", choices=list(POLICIES))
+    b.add_argument("--workloads", metavar="NAME,...",
+                   help="catalogue workloads, at the nightly suite's sizes (default: all)")
+    b.add_argument("--repeat", type=_count, default=3, help="rounds over every value (default 3)")
     b = bench_sub.add_parser("evacuate", help="a node leaves holding SIZE of guest memory while "
                              "a workload runs there: time, bytes, vs page streaming in one run")
     b.add_argument("--nodes", type=_positive_int, default=3, help="nodes (default 3); the last leaves")
@@ -511,6 +524,8 @@ def cmd_bench(args: argparse.Namespace, progress: Progress) -> int:
     from testbed.bench import bench_boot, bench_migrate, bench_stall, stall_params
     from testbed.bench_evacuate import bench_evacuate
     from testbed.bench_evacuate import check_args as check_evacuate_args
+    from testbed.bench_knob import bench_knob
+    from testbed.bench_knob import check_args as check_knob_args
     from testbed.bench_policies import bench_policies
     from testbed.bench_policies import check_args as check_policies_args
 
@@ -523,6 +538,8 @@ def cmd_bench(args: argparse.Namespace, progress: Progress) -> int:
         check_policies_args(args.nodes, args.workloads, policies, args.vcpus)
     if args.bench == "evacuate":  # likewise
         check_evacuate_args(args.nodes, args.size, args.mem)
+    if args.bench == "knob":  # likewise
+        check_knob_args(args.knob, args.values, args.nodes, args.policy, args.workloads, args.vcpus)
     if args.bench == "boot" and args.nodes.replace(" ", "") != ",".join(map(str, counts)):
         progress.step("bench", f"node counts in order: {','.join(map(str, counts))}")
     run_dir = _run_dir(args.run_dir, f"bench-{args.bench}")
@@ -537,6 +554,10 @@ def cmd_bench(args: argparse.Namespace, progress: Progress) -> int:
         elif args.bench == "evacuate":
             result, records = bench_evacuate(arts, run_dir, args.nodes, args.size, args.mem,
                                              progress, args.cpu_affinity)
+        elif args.bench == "knob":
+            result, records = bench_knob(arts, run_dir, args.knob, args.values, args.nodes,
+                                         args.vcpus, args.mem, args.policy, args.workloads,
+                                         args.repeat, progress, args.cpu_affinity)
         elif args.bench == "policies":
             result, records = bench_policies(arts, run_dir, args.nodes, args.vcpus, args.mem,
                                              args.workloads, policies, progress, args.cpu_affinity)

@@ -99,6 +99,8 @@ class Cluster:
         self._secret = ""
         self._epoch_ns = 0
         self.boot_seconds: float | None = None
+        # knobs turned while the guest runs (set_knob): part of what a record measured
+        self.knobs: dict[str, int] = {}
         self.guest_nproc: int | None = None
         self._shell: GuestShell | None = None
         self._closed = False
@@ -259,7 +261,8 @@ class Cluster:
                 "placement": [list(c) for c in self.spec.vcpu_placement],
                 "budget_mib": list(self.spec.budgets_mib), "policy": self.spec.policy,
                 "hyperkernel": self.spec.uses_hyperkernel,
-                "guest_numa": self.spec.numa_layout is not None, "boot_seconds": self.boot_seconds}
+                "guest_numa": self.spec.numa_layout is not None, "boot_seconds": self.boot_seconds,
+                **({"knobs": dict(self.knobs)} if self.knobs else {})}
 
     # -- hyperkernel ------------------------------------------------------
     def node_stats(self) -> list[dict[str, Any]]:
@@ -267,6 +270,21 @@ class Cluster:
         if not self.spec.uses_hyperkernel:
             return []
         return [n.qmp.command("query-hyperkernel") for n in self.live_nodes]
+
+    def set_knob(self, name: str, value: int) -> None:
+        """Turn a hyperkernel knob on every node while the guest runs.
+
+        Only knobs that are safe to change at any moment take it (today
+        ``HK_PAGE_HOLD_US``); the node refuses others, and values out of
+        range, with a message that says what it accepts. The others are set
+        in the nodes' environment when they start.
+        """
+        if not self.spec.uses_hyperkernel:
+            raise ConfigError(f"{name}: a single node without --hyperkernel has no knobs",
+                              "run with --hyperkernel or several nodes")
+        for node in self.live_nodes:
+            node.qmp.command("hyperkernel-set-knob", name=name, value=value)
+        self.knobs[name] = value
 
     def stats(self) -> dict[str, Any]:
         """Every node's statistics merged into one record (see testbed.stats)."""

@@ -49,7 +49,7 @@ class Qmp:
         self._log("<", greeting)
         self._mon = mon
 
-    def command(self, name: str, timeout: float = 10.0, **args: Any) -> Any:
+    def command(self, name: str, /, timeout: float = 10.0, **args: Any) -> Any:
         """Run one command; return its ``return`` value or raise QmpError."""
         if self._mon is None:
             raise GuestError(f"{self.name}: QMP is not connected")

@@ -152,6 +152,8 @@ class RunRecord:
         """A record with the dimensions of ``cluster`` filled in."""
         record = cls(kind=kind, name=name, ok=ok, run_dir=str(cluster.run_dir), **fields)
         record.dimensions = dimensions(cluster.spec, cluster.artifacts, params or {})
+        if cluster.knobs:  # turned while the guest ran (Cluster.set_knob)
+            record.dimensions["knobs"] = dict(cluster.knobs)
         return record
 
     def add(self, name: str, *samples: float, unit: str | None = None,

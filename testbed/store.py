@@ -123,6 +123,8 @@ def identity(record: RunRecord) -> dict[str, Any]:
             # a guest told its NUMA topology is another machine; records from
             # before the dimension existed were all flat
             **({"guest_numa": True} if d.get("guest_numa") else {}),
+            # knobs turned while the guest ran (Cluster.set_knob)
+            **({"knobs": d["knobs"]} if d.get("knobs") else {}),
             "params": params}
 
 

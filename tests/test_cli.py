@@ -46,6 +46,12 @@ def _run(*args: str, timeout: float = 60, stdin: str | None = None) -> subproces
     (["run", "--nodes", "3", "--max-nodes", "65", "--", "true"], "--max-nodes 65 is out of range"),
     (["run", "--max-nodes", "2", "--", "true"], "join only a cluster run by the hyperkernel"),
     (["bench", "evacuate", "--nodes", "2"], "bench evacuate needs 3 nodes or more"),
+    (["bench", "knob", "--knob", "HK_READAHEAD"], "HK_READAHEAD cannot be changed while the guest runs"),
+    (["bench", "knob", "--values", "300"], "--values '300' compares nothing"),
+    (["bench", "knob", "--values", "0,3ms"], "--values '0,3ms' is not a list of integers"),
+    (["bench", "knob", "--values", "0,100001"], "HK_PAGE_HOLD_US=100001 is out of range"),
+    (["bench", "knob", "--nodes", "1"], "--nodes 1: a knob of the protocol needs several nodes"),
+    (["bench", "knob", "--workloads", "nosuch"], "unknown workload 'nosuch'"),
     (["bench", "evacuate", "--size", "900M", "--mem", "1G"], "does not fit a 1024 MiB guest"),
 ])
 def test_bad_arguments_stop_with_one_line(args: list[str], words: str) -> None:

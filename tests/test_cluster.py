@@ -128,6 +128,31 @@ def test_pinned_threads_on_different_nodes_compute_the_right_answer(
         _wait_for_locations(cluster, [0, 1])
 
 
+def test_the_page_hold_down_turns_while_the_guest_runs(cluster_factory: ClusterFactory) -> None:
+    """HK_PAGE_HOLD_US set on every node through QMP: off, no request waits;
+    at 5 ms, two threads writing counters 64 bytes apart on two nodes wait
+    for each other's holds; both runs verify, and the second record says
+    which knob it ran under. Knobs that cannot turn, and values out of
+    range, are refused with what the node accepts."""
+    cluster = cluster_factory(nodes=2, vcpus=2)
+    cluster.boot()
+    with pytest.raises(QmpError, match=r"HK_READAHEAD cannot be changed .*HK_PAGE_HOLD_US"):
+        cluster.set_knob("HK_READAHEAD", 4)
+    with pytest.raises(QmpError, match=r"HK_PAGE_HOLD_US=100001 is out of range: use 0\.\.100000"):
+        cluster.set_knob("HK_PAGE_HOLD_US", 100001)
+    held = {}
+    for hold in (0, 5000):
+        cluster.set_knob("HK_PAGE_HOLD_US", hold)
+        _wait_for_locations(cluster, [0, 1])
+        before = cluster.node_stats()
+        record = cluster.run_workload("falseshare", {"threads": 2, "iters": 20000, "cpus": "0,1"},
+                                      guest_timeout=300)
+        assert record.ok, record.raw
+        held[hold] = sum(_delta(cluster.node_stats(), before, "page_holds"))
+    assert held[0] == 0 and held[5000] > 0, f"requests held per HK_PAGE_HOLD_US: {held}"
+    assert record.dimensions["knobs"] == {"HK_PAGE_HOLD_US": 5000}
+
+
 def _move(cluster: Cluster, cpu: int, homes: list[int]) -> VcpuMigration:
     """Move vCPU ``cpu`` (of two nodes) to the node that is not its home.
 

@@ -344,6 +344,12 @@ void hk_evac_status_get(struct hk_node *node, struct hk_evac_status *st);
  * hyperkernel-inject-health).  -EINVAL with a reason for a value out of
  * range.  Past a threshold (HK_HEALTH_MAX_*), the node evacuates itself. */
 int hk_health_inject(struct hk_node *node, const struct hk_health *h, char *why, size_t whylen);
+/* Any thread: turn a knob while the guest runs (the testbed's
+ * hyperkernel-set-knob), e.g. to compare two settings within one boot.
+ * Only knobs that are safe to change at any moment take it:
+ * HK_PAGE_HOLD_US.  -ENOENT for another name, -EINVAL for a value out of
+ * the knob's range, each with a reason in why. */
+int hk_set_knob(struct hk_node *node, const char *name, uint64_t value, char *why, size_t whylen);
 /* This node's telemetry (real sources plus injected) and health score
  * (100: healthy, 0: past a threshold). */
 void hk_health_get(struct hk_node *node, struct hk_health *h, uint32_t *score);

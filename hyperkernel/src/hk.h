@@ -173,6 +173,7 @@ struct hk_counters {
 		migrate_requests_lost, location_updates, deferred_acks, pushes_refused,
 		shared_drops, readaheads, vcpu_pulls, vcpu_swaps, deferred_wakes;
 	uint64_t capacity_moves, overfull_ticks; /* hk_cluster_capacity_tick */
+	uint64_t page_holds; /* home.c: a request waited for the page's hold-down */
 };
 
 struct hk_thread_stats {
@@ -258,6 +259,7 @@ struct hk_tuning {
 	uint32_t readahead;  /* pages asked for ahead of a sequential reader */
 	bool cork;           /* HK_LINK_CORK: a batch of events sends in one write per link */
 	uint64_t hold_down_ns;   /* "cost": a vCPU stays this long after it arrives */
+	uint64_t page_hold_ns;   /* a page granted for writing stays this long before it leaves */
 	uint32_t hysteresis_pct; /* "cost": a move must win by this margin */
 	uint64_t vcpu_prior_ns;  /* "cost": a vCPU move's cost until one is measured */
 	uint64_t health_max_ce, health_max_link_errors; /* health.c: evacuate past these */
@@ -410,7 +412,9 @@ struct hk_dir_req {
 	uint64_t t_arrived;
 };
 
-enum hk_dir_phase { HK_DIR_IDLE = 0, HK_DIR_INVALIDATING, HK_DIR_WAIT_DONE };
+/* HELD: no transaction under way, but the next one waits for the page's
+ * hold-down (home.c); no other starts meanwhile. */
+enum hk_dir_phase { HK_DIR_IDLE = 0, HK_DIR_INVALIDATING, HK_DIR_WAIT_DONE, HK_DIR_HELD };
 
 struct hk_dir_entry {
 	uint64_t copyset;
@@ -423,6 +427,7 @@ struct hk_dir_entry {
 	bool cur_push;    /* the transaction is an eviction pushing the page to cur_node */
 	int8_t prev_owner; /* a push: the giver, owner again if the receiver refuses */
 	uint64_t t_inv;    /* INVs sent */
+	uint64_t t_granted; /* the owner's exclusive grant completed (its DONE); 0: none since */
 	struct hk_dir_req *qhead, *qtail;
 };
 
@@ -727,6 +732,11 @@ struct hk_node {
 	/* event thread: when an overfull node's vCPUs will have settled
 	 * (hk_cluster_capacity_recheck; 0: nothing to check) */
 	uint64_t capacity_recheck_ns;
+	/* pages in HK_DIR_HELD (home.c), and when each may go */
+	struct hk_page_hold { uint64_t page, until; } *holds;
+	uint32_t nholds, holds_cap;
+	int holdfd; /* a timerfd armed at the earliest hold's end (loop.c) */
+	uint64_t hold_armed_ns; /* what it is armed at (0: disarmed) */
 	/* threads pulled out of their faults (hk_stall_left, any thread) */
 	struct { uint64_t page, id; } left[HK_MOVING_MAX];
 	int nleft;
@@ -817,6 +827,11 @@ void hk_home_on_req(struct hk_node *n, int from, const struct hk_msg *m, int evi
 void hk_home_on_inv_ack(struct hk_node *n, int from, const struct hk_msg *m);
 void hk_home_on_done(struct hk_node *n, int from, const struct hk_msg *m);
 int hk_home_take_back(struct hk_node *n, uint64_t page);
+/* The page hold-down: the earliest time a held page's next transaction may
+ * start (UINT64_MAX: none held), and starting those whose time has come
+ * (all of them if now is UINT64_MAX). */
+uint64_t hk_home_hold_deadline(const struct hk_node *n);
+void hk_home_release_held(struct hk_node *n, uint64_t now);
 
 /* ---------------- failure.c ---------------- */
 void hk_failure_peer_lost(struct hk_node *n, int dead);

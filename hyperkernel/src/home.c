@@ -9,13 +9,76 @@
 
 static void dir_start(struct hk_node *n, uint64_t page, struct hk_dir_req *q);
 
+/* The page hold-down (Mirage's delta): a page just granted to a node for
+ * writing stays there for page_hold_ns before another node's request may
+ * take it.  A page that two nodes write in turn (a lock word, a counter, the
+ * guest's mm lock while threads on both fault) then moves once per hold,
+ * after its owner had the time to use it, rather than once per write, with
+ * each node stalling on the other's every access.  The cost: the other
+ * node's first access waits up to the hold on top of the transfer.  Only
+ * ordinary requests wait (an eviction or a drop is the owner's own, and goes
+ * at once), never during an evacuation or after a loss, and the entry is
+ * HELD meanwhile: a transaction that has not started, so nothing about the
+ * page has changed and nothing else may start. */
+static bool hold(struct hk_node *n, uint64_t page)
+{
+	struct hk_dir_entry *e = &n->dir.e[page];
+	const struct hk_dir_req *q = e->qhead;
+	uint64_t hold_ns = __atomic_load_n(&n->tuning.page_hold_ns, __ATOMIC_RELAXED);
+	if (!hold_ns || !e->t_granted || !q || q->mode != HK_MODE_EXCL || q->drop || q->evict_target >= 0 ||
+	    e->owner < 0 || q->node == e->owner || atomic_load(&n->failed) ||
+	    __atomic_load_n(&n->evac.node, __ATOMIC_RELAXED) >= 0)
+		return false;
+	uint64_t until = e->t_granted + hold_ns;
+	if (hk_now_ns() >= until)
+		return false;
+	if (n->nholds == n->holds_cap) {
+		uint32_t cap = n->holds_cap ? 2 * n->holds_cap : 64;
+		struct hk_page_hold *t = realloc(n->holds, cap * sizeof(*t));
+		if (!t)
+			return false; /* no room to remember it: no hold */
+		n->holds = t;
+		n->holds_cap = cap;
+	}
+	n->holds[n->nholds++] = (struct hk_page_hold){ page, until };
+	e->phase = HK_DIR_HELD;
+	n->stats.node.page_holds++;
+	return true;
+}
+
 static void dir_next(struct hk_node *n, uint64_t page)
 {
 	struct hk_dir_entry *e = &n->dir.e[page];
 	struct hk_dir_req *r;
-	while (e->phase == HK_DIR_IDLE && (r = hk_directory_dequeue(e))) {
+	while (e->phase == HK_DIR_IDLE && e->qhead && !hold(n, page) &&
+	       (r = hk_directory_dequeue(e))) {
 		dir_start(n, page, r);
 		free(r);
+	}
+}
+
+uint64_t hk_home_hold_deadline(const struct hk_node *n)
+{
+	uint64_t t = UINT64_MAX;
+	for (uint32_t i = 0; i < n->nholds; i++)
+		if (n->holds[i].until < t)
+			t = n->holds[i].until;
+	return t;
+}
+
+void hk_home_release_held(struct hk_node *n, uint64_t now)
+{
+	/* A released page cannot be held again at once (its hold is over),
+	 * so the entries this loop appends are for other pages. */
+	for (uint32_t i = 0; i < n->nholds;) {
+		struct hk_page_hold h = n->holds[i];
+		if (h.until > now) {
+			i++;
+			continue;
+		}
+		n->holds[i] = n->holds[--n->nholds];
+		n->dir.e[h.page].phase = HK_DIR_IDLE;
+		dir_next(n, h.page);
 	}
 }
 
@@ -118,6 +181,7 @@ static void home_drop(struct hk_node *n, uint64_t page, int r)
 		e->owner = (int8_t)__builtin_ctzll(others);
 	e->copyset = others;
 	e->cur_node = (int8_t)r;
+	e->cur_mode = HK_MODE_SHARED; /* no grant for writing: no hold-down after it */
 	e->cur_push = false;
 	e->phase = HK_DIR_WAIT_DONE;
 	hk_send_page(n, r, HK_MSG_DROP_OK, page, n->self, 0, 1, NULL);
@@ -256,6 +320,10 @@ void hk_home_on_done(struct hk_node *n, int from, const struct hk_msg *m)
 		e->owner = e->prev_owner;
 		e->copyset = hk_bit(e->prev_owner);
 	}
+	/* the hold-down counts from here: the owner can write it now */
+	e->t_granted = !refused && !e->cur_push && e->cur_mode == HK_MODE_EXCL && e->owner == from
+			       ? hk_now_ns()
+			       : 0;
 	e->phase = HK_DIR_IDLE;
 	e->cur_node = -1;
 	hk_coherence_check_invariants(n, m->page);

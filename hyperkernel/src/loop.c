@@ -18,7 +18,7 @@
 
 #include "hk.h"
 
-enum { TAG_UFFD = 1000, TAG_EVENT, TAG_TIMER };
+enum { TAG_UFFD = 1000, TAG_EVENT, TAG_TIMER, TAG_HOLD };
 
 void hk_dispatch(struct hk_node *n, int from, const struct hk_msg *m)
 {
@@ -303,6 +303,28 @@ static void run_realtime(struct hk_node *n)
 		n->fault_spin_ns = n->peer_spin_ns = 0;
 }
 
+/* The page hold-down (home.c) ends at times finer than epoll's
+ * milliseconds: a timerfd, armed at the earliest one. */
+static void arm_hold_timer(struct hk_node *n)
+{
+	uint64_t t = n->nholds ? hk_home_hold_deadline(n) : 0;
+	if (t == n->hold_armed_ns)
+		return;
+	n->hold_armed_ns = t;
+	struct itimerspec its = { .it_value = { (time_t)(t / 1000000000ull),
+						 (long)(t % 1000000000ull) } };
+	timerfd_settime(n->holdfd, TFD_TIMER_ABSTIME, &its, NULL);
+}
+
+static void on_hold_timer(struct hk_node *n)
+{
+	uint64_t ticks;
+	if (read(n->holdfd, &ticks, sizeof(ticks)) < 0)
+		return;
+	n->hold_armed_ns = 0;
+	hk_home_release_held(n, hk_now_ns());
+}
+
 void *hk_coherence_thread(void *arg)
 {
 	struct hk_node *n = arg;
@@ -319,6 +341,7 @@ void *hk_coherence_thread(void *arg)
 			timeout = n->capacity_recheck_ns > now
 					  ? (int)((n->capacity_recheck_ns - now) / 1000000) + 1
 					  : 0;
+		arm_hold_timer(n);
 		uint64_t spin_until = n->cfg.spin_us ? now + n->cfg.spin_us * 1000ull : 0;
 		int k;
 		/* Adaptive busy-poll, only while a thread of ours is stalled on a
@@ -369,6 +392,8 @@ void *hk_coherence_thread(void *arg)
 				read_faults(n);
 			else if (tag == TAG_TIMER)
 				on_timer(n);
+			else if (tag == TAG_HOLD)
+				on_hold_timer(n);
 			else if (tag == TAG_EVENT) {
 				uint64_t v;
 				if (read(n->evfd, &v, sizeof(v)) < 0)
@@ -463,7 +488,8 @@ int hk_coherence_init(struct hk_node *n)
 	n->epfd = epoll_create1(EPOLL_CLOEXEC);
 	n->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	n->timerfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
-	if (n->epfd < 0 || n->evfd < 0 || n->timerfd < 0)
+	n->holdfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+	if (n->epfd < 0 || n->evfd < 0 || n->timerfd < 0 || n->holdfd < 0)
 		return -errno;
 	uint64_t hb = n->cfg.heartbeat_ms;
 	struct itimerspec its = { { (time_t)(hb / 1000), (long)(hb % 1000) * 1000000 },
@@ -476,6 +502,8 @@ int hk_coherence_init(struct hk_node *n)
 	epoll_ctl(n->epfd, EPOLL_CTL_ADD, n->evfd, &ev);
 	ev.data.u64 = TAG_TIMER;
 	epoll_ctl(n->epfd, EPOLL_CTL_ADD, n->timerfd, &ev);
+	ev.data.u64 = TAG_HOLD;
+	epoll_ctl(n->epfd, EPOLL_CTL_ADD, n->holdfd, &ev);
 	for (int k = 0; k < n->count; k++) {
 		if (k == n->self || !n->links[k].up)
 			continue;
@@ -518,5 +546,10 @@ void hk_coherence_destroy(struct hk_node *n)
 		close(n->evfd);
 	if (n->timerfd >= 0)
 		close(n->timerfd);
-	n->epfd = n->evfd = n->timerfd = -1;
+	if (n->holdfd >= 0)
+		close(n->holdfd);
+	n->epfd = n->evfd = n->timerfd = n->holdfd = -1;
+	free(n->holds);
+	n->holds = NULL;
+	n->nholds = n->holds_cap = 0;
 }

@@ -83,7 +83,7 @@ int hk_node_new(const struct hk_config *cfg, struct hk_node **out)
 	hk_health_init(n);
 	pthread_mutex_init(&n->deferred_lock, NULL);
 	n->listen_fd = -1;
-	n->epfd = n->evfd = n->timerfd = -1;
+	n->epfd = n->evfd = n->timerfd = n->holdfd = -1;
 	for (int k = 0; k < HK_MAX_NODES; k++)
 		n->links[k].fd = -1;
 	n->learned = hk_learned_new();

@@ -4,6 +4,7 @@
  * that names the knob and what it accepts, rather than running quietly with
  * something else. */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -30,6 +31,31 @@ static int number(const struct knob *k, uint64_t *out)
 		return -EINVAL;
 	}
 	*out = v;
+	return 0;
+}
+
+/* the page hold-down (home.c); hk_set_knob changes it while the guest runs */
+static const struct knob page_hold = { "HK_PAGE_HOLD_US", 0, 100000, 300,
+				       "microseconds a page granted for writing stays, 0 = off" };
+
+int hk_set_knob(struct hk_node *n, const char *name, uint64_t value, char *why, size_t whylen)
+{
+	if (!n || !name)
+		return -EINVAL;
+	if (strcmp(name, page_hold.name)) {
+		snprintf(why, whylen, "%s cannot be changed while the node runs (only %s can)", name,
+			 page_hold.name);
+		return -ENOENT;
+	}
+	if (value < page_hold.min || value > page_hold.max) {
+		snprintf(why, whylen, "%s=%lu is out of range: use %lu..%lu (%s)", name, value,
+			 page_hold.min, page_hold.max, page_hold.unit);
+		return -EINVAL;
+	}
+	/* read by the event thread (home.c) without a lock: a hold already
+	 * under way keeps the end it was given */
+	__atomic_store_n(&n->tuning.page_hold_ns, value * 1000, __ATOMIC_RELAXED);
+	hk_info("%s=%lu (set while running)", name, value);
 	return 0;
 }
 
@@ -84,6 +110,9 @@ int hk_tuning_load(struct hk_tuning *t, bool event_rt)
 	if (number(&prior, &v))
 		return -EINVAL;
 	t->vcpu_prior_ns = v * 1000;
+	if (number(&page_hold, &v))
+		return -EINVAL;
+	t->page_hold_ns = v * 1000;
 	const char *s = getenv("HK_EVENT_SCHED");
 	if (!s) {
 		t->event_rt = event_rt;

@@ -3,6 +3,7 @@
  * is taken, and the embedder's default scheduling class holds unless
  * HK_EVENT_SCHED says otherwise. */
 #include <stdlib.h>
+#include <string.h>
 
 #include "hk.h"
 #include "hk_test.h"
@@ -18,6 +19,7 @@ static void clear(void)
 	unsetenv("HK_VCPU_COST_US");
 	unsetenv("HK_READAHEAD");
 	unsetenv("HK_LINK_CORK");
+	unsetenv("HK_PAGE_HOLD_US");
 }
 
 static void test_defaults_and_the_embedders_class(void)
@@ -29,6 +31,7 @@ static void test_defaults_and_the_embedders_class(void)
 	CHECK(!t.event_rt && !t.serve_spin_set);
 	CHECK(t.hold_down_ns == 10000000 && t.hysteresis_pct == 25 && t.vcpu_prior_ns == 500000);
 	CHECK(t.readahead == 32 && t.cork);
+	CHECK(t.page_hold_ns == 300000);
 	CHECK(hk_tuning_load(&t, true) == 0 && t.event_rt);
 	setenv("HK_EVENT_SCHED", "normal", 1);
 	CHECK(hk_tuning_load(&t, true) == 0 && !t.event_rt);
@@ -51,6 +54,8 @@ static void test_values_in_range_are_taken(void)
 	setenv("HK_LINK_CORK", "0", 1); /* a write per frame, as before */
 	setenv("HK_READAHEAD", "0", 1);
 	CHECK(hk_tuning_load(&t, true) == 0 && !t.cork && t.readahead == 0);
+	setenv("HK_PAGE_HOLD_US", "100000", 1); /* the longest hold-down */
+	CHECK(hk_tuning_load(&t, true) == 0 && t.page_hold_ns == 100000000);
 	clear();
 }
 
@@ -62,7 +67,7 @@ static void test_bad_values_are_refused(void)
 		{ "HK_PEER_SPIN_US", "5us" },     { "HK_EVENT_SCHED", "rr" },
 		{ "HK_HOLD_DOWN_US", "10000001" }, { "HK_COST_HYSTERESIS_PCT", "1001" },
 		{ "HK_VCPU_COST_US", "0" },       { "HK_LINK_CORK", "2" },
-		{ "HK_READAHEAD", "65" },
+		{ "HK_READAHEAD", "65" },         { "HK_PAGE_HOLD_US", "100001" },
 	};
 	struct hk_tuning t;
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -88,11 +93,34 @@ static void test_a_bad_knob_refuses_the_node(void)
 	hk_node_free(n);
 }
 
+/* hk_set_knob: only a knob that is safe to turn at any moment, only in range */
+static void test_a_running_node_takes_only_a_runtime_knob_in_range(void)
+{
+	struct hk_config cfg;
+	struct hk_node *n = NULL;
+	char why[160] = "";
+	clear();
+	hk_config_init(&cfg);
+	cfg.secret = "s";
+	cfg.node_count = 1;
+	cfg.node_id = 0;
+	CHECK(hk_node_new(&cfg, &n) == 0);
+	CHECK(hk_set_knob(n, "HK_PAGE_HOLD_US", 250, why, sizeof(why)) == 0);
+	CHECK(n->tuning.page_hold_ns == 250000);
+	CHECK(hk_set_knob(n, "HK_PAGE_HOLD_US", 100001, why, sizeof(why)) == -EINVAL);
+	CHECK(strstr(why, "HK_PAGE_HOLD_US") && strstr(why, "0..100000"));
+	CHECK(n->tuning.page_hold_ns == 250000);
+	CHECK(hk_set_knob(n, "HK_READAHEAD", 4, why, sizeof(why)) == -ENOENT);
+	CHECK(strstr(why, "HK_READAHEAD") && strstr(why, "HK_PAGE_HOLD_US"));
+	hk_node_free(n);
+}
+
 int main(void)
 {
 	RUN(test_defaults_and_the_embedders_class);
 	RUN(test_values_in_range_are_taken);
 	RUN(test_bad_values_are_refused);
 	RUN(test_a_bad_knob_refuses_the_node);
+	RUN(test_a_running_node_takes_only_a_runtime_knob_in_range);
 	TEST_DONE();
 }

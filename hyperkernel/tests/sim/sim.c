@@ -401,6 +401,9 @@ static void build_world(uint64_t seed)
 		sim.node[k].memfd = -2;
 		if (hk_node_new(&cfg, &sn->hk) < 0)
 			hk_die("sim: hk_node_new");
+		/* the page hold-down: off for a third of the seeds, else 20 to
+		 * 300 us (from the seed, not its random stream) */
+		sn->hk->tuning.page_hold_ns = seed % 3 ? 20000 + (seed / 3) % 8 * 40000 : 0;
 		sn->memfd = sn->hk->mem.uffd;
 		sn->ram = aligned_alloc(HK_PAGE_SIZE, sim.pages * HK_PAGE_SIZE);
 		sn->map = calloc(sim.pages, 1);
@@ -694,6 +697,8 @@ static uint64_t next_event_ns(void)
 			continue;
 		if (next_tick[k] < t)
 			t = next_tick[k];
+		if (hk_home_hold_deadline(sim.node[k].hk) < t)
+			t = hk_home_hold_deadline(sim.node[k].hk);
 		for (int j = 0; j < sim.nodes; j++) {
 			struct sim_frame *f = sim.node[k].out[j].head;
 			if (f && f->deliver_at < t)
@@ -705,6 +710,10 @@ static uint64_t next_event_ns(void)
 
 static bool frames_in_flight(void)
 {
+	/* a request held for a page's hold-down is a frame not yet sent */
+	for (int k = 0; k < sim.nodes; k++)
+		if (sim.node[k].alive && sim.node[k].hk->nholds)
+			return true;
 	for (int d = 0; d < ndeferrals; d++)
 		if (sim.node[deferrals[d].node].alive)
 			return true;
@@ -817,6 +826,14 @@ static int run_seed(uint64_t seed)
 		    hk_rehome(sim.node[rehome2_giver].hk, rehome_to, (uint32_t)rehome_share) == 0) {
 			rehome2_pending = false;
 			hk_drain_local(sim.node[rehome2_giver].hk);
+		}
+		/* what the event loop does when a page's hold-down ends (its timerfd) */
+		for (int k = 0; k < sim.nodes; k++) {
+			struct hk_node *h = sim.node[k].hk;
+			if (sim.node[k].alive && h->nholds && hk_home_hold_deadline(h) <= sim.now_ns) {
+				hk_home_release_held(h, sim.now_ns);
+				hk_drain_local(h);
+			}
 		}
 		int n = enabled_actions(acts, true);
 		bool threads_busy = false, threads_blocked = false;
@@ -956,16 +973,17 @@ static int run_seed(uint64_t seed)
 	if (killed < 0)
 		check_final();
 	if (sim.verbose) {
-		uint64_t ra = 0, ev = 0, dw = 0;
+		uint64_t ra = 0, ev = 0, dw = 0, ph = 0;
 		for (int k = 0; k < sim.nodes; k++) {
+			ph += sim.node[k].hk->stats.node.page_holds;
 			ra += sim.node[k].hk->stats.node.readaheads;
 			ev += sim.node[k].hk->stats.node.evictions;
 			dw += sim.node[k].hk->stats.node.deferred_wakes;
 		}
 		fprintf(stdout, "sim seed %lu: steps=%lu frames=%lu writes=%lu readaheads=%lu "
-			"evictions=%lu deferred_wakes=%lu vcpu_moves=%lu evacuation=%d rehome=%d->%d/%d "
-			"violations=%lu\n",
-			seed, steps, sim.frames_delivered, version, ra, ev, dw, sim_moves,
+			"evictions=%lu deferred_wakes=%lu page_holds=%lu vcpu_moves=%lu evacuation=%d "
+			"rehome=%d->%d/%d violations=%lu\n",
+			seed, steps, sim.frames_delivered, version, ra, ev, dw, ph, sim_moves,
 			evac_node >= 0 ? (int)evac_phase : -1, rehome_giver, rehome_to, rehome_share,
 			violations);
 	}

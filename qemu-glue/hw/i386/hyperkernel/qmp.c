@@ -135,3 +135,21 @@ void qmp_hyperkernel_migrate_vcpu(int64_t cpu_index, int64_t node, Error **errp)
     }
     hk_move_request(cpu_index, node, errp);
 }
+
+void qmp_hyperkernel_set_knob(const char *name, int64_t value, Error **errp)
+{
+    char why[160] = "";
+
+    if (!hks || !hks->started) {
+        error_setg(errp, "hyperkernel is not running");
+        return;
+    }
+    if (value < 0) {
+        error_setg(errp, "%s=%" PRId64 " is out of range: knobs are not negative",
+                   name, value);
+        return;
+    }
+    if (hk_set_knob(hks->hk, name, (uint64_t)value, why, sizeof(why)) < 0) {
+        error_setg(errp, "%s", why);
+    }
+}
