@@ -40,7 +40,7 @@ def check_args(knob: str, values: str, nodes: int, policy: str, workloads: str |
         vals = [int(v) for v in values.split(",") if v.strip()]
     except ValueError:
         raise ConfigError(f"--values {values!r} is not a list of integers",
-                          "e.g. --values 0,200") from None
+                          "e.g. --values 0,1000") from None
     if len(vals) < 2 or len(set(vals)) != len(vals):
         raise ConfigError(f"--values {values!r} compares nothing",
                           "give two or more different values, the first the baseline")

@@ -243,8 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "workload by workload")
     b.add_argument("--knob", default="HK_PAGE_HOLD_US",
                    help="a knob that can change while the guest runs (default HK_PAGE_HOLD_US)")
-    b.add_argument("--values", default="0,200", metavar="V,V,...",
-                   help="values to compare; the first is the baseline (default 0,200)")
+    b.add_argument("--values", default="0,1000", metavar="V,V,...",
+                   help="values to compare; the first is the baseline (default 0,1000)")
     b.add_argument("--nodes", type=_positive_int, default=2)
     b.add_argument("--vcpus", type=_positive_int, default=4)
     b.add_argument("--mem", type=_size, default=768, metavar="SIZE")

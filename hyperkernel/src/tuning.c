@@ -35,7 +35,7 @@ static int number(const struct knob *k, uint64_t *out)
 }
 
 /* the page hold-down (home.c); hk_set_knob changes it while the guest runs */
-static const struct knob page_hold = { "HK_PAGE_HOLD_US", 0, 100000, 300,
+static const struct knob page_hold = { "HK_PAGE_HOLD_US", 0, 100000, 1000,
 				       "microseconds a page granted for writing stays, 0 = off" };
 
 int hk_set_knob(struct hk_node *n, const char *name, uint64_t value, char *why, size_t whylen)

@@ -31,7 +31,7 @@ static void test_defaults_and_the_embedders_class(void)
 	CHECK(!t.event_rt && !t.serve_spin_set);
 	CHECK(t.hold_down_ns == 10000000 && t.hysteresis_pct == 25 && t.vcpu_prior_ns == 500000);
 	CHECK(t.readahead == 32 && t.cork);
-	CHECK(t.page_hold_ns == 300000);
+	CHECK(t.page_hold_ns == 1000000);
 	CHECK(hk_tuning_load(&t, true) == 0 && t.event_rt);
 	setenv("HK_EVENT_SCHED", "normal", 1);
 	CHECK(hk_tuning_load(&t, true) == 0 && !t.event_rt);
