@@ -23,6 +23,7 @@ from testbed.errors import BuildError, ConfigError, TestbedError
 from testbed.hkdelta import delta
 from testbed.progress import Progress
 from testbed.record import RunRecord, dimensions
+from testbed.symbolize import name_hottest
 from testbed.workloads import WorkloadError, validate_params
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -95,6 +96,8 @@ def bench_boot(arts: Artifacts, run_dir: Path, node_counts: list[int], vcpus: in
                     if spec.uses_hyperkernel and r == 0:
                         stats[n] = delta([], cluster.node_stats())
                         hottest[n] = stats[n]["hottest_pages"][:5]
+                        # which kernel object each one is, while this guest runs
+                        name_hottest(cluster, hottest[n])
                         pages_moved[n] = int(stats[n]["totals"].get("pages_received", 0))
                     cluster.poweroff()
             except TestbedError as e:
@@ -125,6 +128,10 @@ def bench_boot(arts: Artifacts, run_dir: Path, node_counts: list[int], vcpus: in
                                        "hottest_pages": hottest.get(n)}
             if n > 1:
                 record.add("boot_ratio_vs_1_node", med / base, unit="x", direction="lower")
+            for page in hottest.get(n) or []:
+                lines = ",".join(f"+{x:#x}" for x in page.get("lines", []))
+                print(f"      hot page {page['gpa']}: {page['stalls']} stalls: "
+                      + (page.get("kernel") or (f"lines {lines}" if lines else "")))
         else:
             print(f"  {n} node(s): FAILED: {errors.get(n)}")
             result["nodes"][str(n)] = {"error": errors.get(n)}

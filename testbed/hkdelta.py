@@ -144,6 +144,8 @@ def _node_delta(after: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]
     sched = {role: {k: v - sched_b.get(role, {}).get(k, 0) for k, v in f.items()}
              for role, f in sched_a.items()}
     hottest, exact = _sub_hottest(a.get("hottest_pages", []), b.get("hottest_pages", []))
+    # the lines of each page its last faults touched (exact fault addresses), as of now
+    lines = {_num(p.get("offset")): list(p.get("lines", [])) for p in a.get("hottest_pages", [])}
     # A counter that went down means the node restarted in between: its figures
     # since the restart are all there is.
     reset = any(v < 0 for v in counters.values()) or any(
@@ -162,7 +164,7 @@ def _node_delta(after: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]
         "stages": {k[6:]: hist_summary(*v) for k, v in hist.items() if k.startswith("stage:")},
         "sched": sched,
         "messages": _sub_messages(a.get("messages", {}), b.get("messages", {})),
-        "hottest_pages": [{"offset": o, "stalls": n} for o, n in
+        "hottest_pages": [{"offset": o, "stalls": n, "lines": lines.get(o, [])} for o, n in
                           sorted(hottest.items(), key=lambda kv: -kv[1])],
         "hottest_exact": exact,
         "resident_pages": _num(a.get("resident_pages")),
@@ -187,6 +189,7 @@ def delta(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> dict[str
     glue: dict[str, int] = {}
     messages: dict[str, dict[str, int]] = {}
     hottest: dict[int, int] = {}
+    lines: dict[int, list[int]] = {}
     hists: dict[str, tuple[list[int], float]] = {}
     sched: dict[str, dict[str, int]] = {}
     for node in nodes:
@@ -206,6 +209,8 @@ def delta(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> dict[str
                 mine[k] = mine.get(k, 0) + v
         for page in node["hottest_pages"]:
             hottest[page["offset"]] = hottest.get(page["offset"], 0) + page["stalls"]
+            seen = lines.setdefault(page["offset"], [])
+            seen += [x for x in page.get("lines", []) if x not in seen]
         sums = node.pop("_sums")
         for which in sums:
             buckets, total = hists.get(which, ([], 0.0))
@@ -225,7 +230,8 @@ def delta(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> dict[str
         "write_stall": hist_summary(*hists["write_stall"]),
         "stages": {k[6:]: hist_summary(*v) for k, v in hists.items() if k.startswith("stage:")},
         "sched": sched,
-        "hottest_pages": [{"offset": o, "gpa": hex(o), "stalls": n} for o, n in ranked],
+        "hottest_pages": [{"offset": o, "gpa": hex(o), "stalls": n,
+                           "lines": sorted(lines.get(o, []))} for o, n in ranked],
         "hottest_exact": all(n["hottest_exact"] for n in nodes),
         "nodes": nodes,
     }

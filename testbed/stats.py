@@ -24,17 +24,22 @@ def merge_node_stats(per_node: list[dict[str, Any]], top: int = 10) -> dict[str,
     totals: dict[str, Any] = {}
     messages: dict[str, Any] = {}
     hottest: dict[int, int] = {}
+    lines: dict[int, list[int]] = {}
     for info in per_node:
         stats = info.get("stats", {})
         _add_counters(totals, stats.get("counters", {}))
         _add_counters(messages, stats.get("messages", {}))
         for page in stats.get("hottest_pages", []):
-            hottest[int(page["offset"])] = hottest.get(int(page["offset"]), 0) + int(page["stalls"])
+            off = int(page["offset"])
+            hottest[off] = hottest.get(off, 0) + int(page["stalls"])
+            seen = lines.setdefault(off, [])
+            seen += [int(x) for x in page.get("lines", []) if int(x) not in seen]
     ranked = sorted(hottest.items(), key=lambda kv: -kv[1])[:top]
     return {
         "totals": totals,
         "messages": messages,
-        "hottest_pages": [{"offset": off, "gpa": hex(off), "stalls": n} for off, n in ranked],
+        "hottest_pages": [{"offset": off, "gpa": hex(off), "stalls": n,
+                           "lines": sorted(lines.get(off, []))} for off, n in ranked],
         "nodes": per_node,
     }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 
 import pytest
@@ -12,6 +13,7 @@ from testbed.cluster import Cluster
 from testbed.errors import GuestPanic, NodeDied
 from testbed.images import build_initramfs
 from testbed.progress import Progress
+from testbed.symbolize import kernel_symbols
 
 pytestmark = pytest.mark.boot
 
@@ -51,6 +53,22 @@ def test_output_and_exit_status_come_back_intact(booted_cluster: Cluster) -> Non
 def test_commands_see_a_multiline_script(booted_cluster: Cluster) -> None:
     r = booted_cluster.run("x=0\nfor i in 1 2 3 4; do\n  x=$((x + i))\ndone\necho sum=$x")
     assert r.output == "sum=10\n"
+
+
+def test_an_address_in_the_kernel_image_is_named_by_its_symbol(booted_cluster: Cluster) -> None:
+    """testbed.symbolize: the first byte of the kernel's data is a data symbol at +0,
+    a byte 0x40 further is the same symbol at +0x40 or a later one, and memory
+    below the image is not named."""
+    iomem = booted_cluster.run("grep ' : Kernel data$' /proc/iomem").output.split("-")[0]
+    data = int(iomem.strip(), 16)
+    names = kernel_symbols(booted_cluster, [data, data + 0x40, 0x1000])
+    assert 0x1000 not in names, names
+    assert re.fullmatch(r"data: \S+\+0x0", names[data]), names
+    sym = names[data].split()[1].split("+")[0]
+    second = names[data + 0x40]
+    assert second.startswith("data: "), names
+    if second.startswith(f"data: {sym}+"):  # still inside the first object
+        assert second == f"data: {sym}+0x40", names
 
 
 def test_a_panicking_guest_fails_fast_with_the_logs(cluster_factory: ClusterFactory) -> None:

@@ -222,6 +222,8 @@ enum hk_reason {
 };
 const char *hk_reason_name(unsigned r);
 
+#define HK_LINE_SAMPLES 4
+
 struct hk_stats {
 	pthread_mutex_t lock; /* per-thread table and histograms */
 	struct hk_hist stage[HK_STAGE_COUNT];
@@ -235,9 +237,14 @@ struct hk_stats {
 	uint64_t msgs_recv[HK_MSG_TYPE_COUNT], bytes_recv[HK_MSG_TYPE_COUNT];
 	_Atomic uint64_t malformed;
 	uint32_t *page_stalls; /* per page, for the hottest pages */
+	/* per page, where in it the last few faults were (offset + 1; 0: none),
+	 * when the kernel reports exact addresses: which line of a hot page */
+	uint16_t (*page_lines)[HK_LINE_SAMPLES];
 	uint64_t npages;
 };
 int hk_stats_init(struct hk_stats *st, uint64_t npages);
+/* the event thread, as it reads a fault at offset off of page */
+void hk_stats_fault_at(struct hk_stats *st, uint64_t page, uint32_t off);
 void hk_stats_destroy(struct hk_stats *st);
 struct hk_thread_stats *hk_stats_thread(struct hk_stats *st, pid_t tid); /* lock held */
 void hk_stats_set_vcpu(struct hk_stats *st, pid_t tid, int vcpu);

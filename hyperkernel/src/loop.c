@@ -223,9 +223,12 @@ static void read_faults(struct hk_node *n)
 		for (size_t i = 0; i < (size_t)r / sizeof(msgs[0]); i++) {
 			if (msgs[i].event != UFFD_EVENT_PAGEFAULT)
 				continue;
-			int64_t page = hk_memory_addr_page(&n->mem, msgs[i].arg.pagefault.address);
+			uint64_t addr = msgs[i].arg.pagefault.address;
+			int64_t page = hk_memory_addr_page(&n->mem, addr);
 			if (page < 0)
 				continue;
+			if (n->mem.features & UFFD_FEATURE_EXACT_ADDRESS)
+				hk_stats_fault_at(&n->stats, (uint64_t)page, addr & (HK_PAGE_SIZE - 1));
 			bool write = msgs[i].arg.pagefault.flags &
 				     (UFFD_PAGEFAULT_FLAG_WRITE | UFFD_PAGEFAULT_FLAG_WP);
 			hk_handle_fault(n, (uint64_t)page, write,

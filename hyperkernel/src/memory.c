@@ -12,6 +12,9 @@
 #include "hk.h"
 
 /* Debian 12's headers predate UFFDIO_POISON (Linux 6.6). */
+#ifndef UFFD_FEATURE_EXACT_ADDRESS
+#define UFFD_FEATURE_EXACT_ADDRESS (1 << 11)
+#endif
 #ifndef UFFD_FEATURE_POISON
 #define UFFD_FEATURE_POISON (1 << 14)
 #endif
@@ -45,9 +48,10 @@ int hk_memory_open(struct hk_memory *mem)
 	if (fd < 0)
 		return fd;
 	struct uffdio_api api = { .api = UFFD_API };
-	/* Ask for what we need; POISON is optional (kills hung faulters). */
+	/* Ask for what we need; POISON (kills hung faulters) and EXACT_ADDRESS
+	 * (which line of a hot page, for the statistics) are optional. */
 	uint64_t need = UFFD_FEATURE_THREAD_ID | UFFD_FEATURE_PAGEFAULT_FLAG_WP;
-	api.features = need | UFFD_FEATURE_POISON;
+	api.features = need | UFFD_FEATURE_POISON | UFFD_FEATURE_EXACT_ADDRESS;
 	if (ioctl(fd, UFFDIO_API, &api) < 0) {
 		close(fd);
 		fd = uffd_open();

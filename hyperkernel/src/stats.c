@@ -45,14 +45,26 @@ int hk_stats_init(struct hk_stats *st, uint64_t npages)
 	pthread_mutex_init(&st->lock, NULL);
 	st->npages = npages;
 	st->page_stalls = calloc(npages ? npages : 1, sizeof(uint32_t));
-	return st->page_stalls ? 0 : -ENOMEM;
+	st->page_lines = calloc(npages ? npages : 1, sizeof(*st->page_lines));
+	return st->page_stalls && st->page_lines ? 0 : -ENOMEM;
+}
+
+void hk_stats_fault_at(struct hk_stats *st, uint64_t page, uint32_t off)
+{
+	if (page >= st->npages)
+		return;
+	/* the slot turns with the page's stall count: the last few faults */
+	uint32_t slot = __atomic_load_n(&st->page_stalls[page], __ATOMIC_RELAXED) % HK_LINE_SAMPLES;
+	__atomic_store_n(&st->page_lines[page][slot], (uint16_t)(off + 1), __ATOMIC_RELAXED);
 }
 
 void hk_stats_destroy(struct hk_stats *st)
 {
 	free(st->page_stalls);
+	free(st->page_lines);
 	free(st->threads);
 	st->page_stalls = NULL;
+	st->page_lines = NULL;
 	st->threads = NULL;
 }
 
@@ -315,9 +327,27 @@ char *hk_stats_to_json(struct hk_stats *st, int node_id, uint64_t resident, uint
 		top[i] = p;
 		topv[i] = v;
 	}
-	for (int k = 0; k < ntop; k++)
-		sb_printf(&s, "%s{\"offset\":%lu,\"stalls\":%u}", k ? "," : "", top[k] * HK_PAGE_SIZE,
-			  topv[k]);
+	for (int k = 0; k < ntop; k++) {
+		sb_printf(&s, "%s{\"offset\":%lu,\"stalls\":%u,\"lines\":[", k ? "," : "",
+			  top[k] * HK_PAGE_SIZE, topv[k]);
+		/* the 64-byte lines the last few faults touched, each once */
+		uint32_t seen[HK_LINE_SAMPLES];
+		int nseen = 0;
+		for (int j = 0; j < HK_LINE_SAMPLES; j++) {
+			uint16_t v = __atomic_load_n(&st->page_lines[top[k]][j], __ATOMIC_RELAXED);
+			if (!v)
+				continue;
+			uint32_t line = (uint32_t)(v - 1) & ~63u;
+			bool dup = false;
+			for (int i = 0; i < nseen; i++)
+				dup |= seen[i] == line;
+			if (dup)
+				continue;
+			seen[nseen] = line;
+			sb_printf(&s, "%s%u", nseen++ ? "," : "", line);
+		}
+		sb_printf(&s, "]}");
+	}
 	sb_printf(&s, "]}");
 	if (s.oom) {
 		free(s.p);

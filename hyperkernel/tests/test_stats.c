@@ -25,8 +25,12 @@ static void test_json_has_everything(void)
 {
 	struct hk_stats st;
 	CHECK(hk_stats_init(&st, 100) == 0);
+	hk_stats_fault_at(&st, 7, 0x9c4); /* line 0x9c0, twice: named once */
 	hk_stats_stall_done(&st, 42, 7, false, 30000);
+	hk_stats_fault_at(&st, 7, 0x9f8);
 	hk_stats_stall_done(&st, 42, 7, true, 50000);
+	hk_stats_fault_at(&st, 7, 0x10);
+	hk_stats_fault_at(&st, 100, 0x10); /* no such page: ignored */
 	hk_stats_stall_done(&st, 43, 9, false, 10000);
 	hk_stats_set_vcpu(&st, 42, 3);
 	hk_stats_msg(&st, true, HK_MSG_DATA, 4124);
@@ -40,7 +44,8 @@ static void test_json_has_everything(void)
 	CHECK(strstr(js, "\"tid\":42,\"vcpu\":3"));
 	CHECK(strstr(js, "\"data\":{\"sent\":1,\"sent_bytes\":4124"));
 	CHECK(strstr(js, "\"malformed_messages\":2"));
-	CHECK(strstr(js, "\"hottest_pages\":[{\"offset\":28672,\"stalls\":2}"));
+	CHECK(strstr(js, "\"hottest_pages\":[{\"offset\":28672,\"stalls\":2,\"lines\":[2496,0]}"));
+	CHECK(strstr(js, "{\"offset\":36864,\"stalls\":1,\"lines\":[]}"));
 	CHECK(js[0] == '{' && js[strlen(js) - 1] == '}');
 	free(js);
 	hk_stats_destroy(&st);
@@ -74,8 +79,10 @@ static void test_the_page_scan_does_not_hold_the_stats_lock(void)
 	struct hk_stats st;
 	CHECK(hk_stats_init(&st, 1) == 0);
 	free(st.page_stalls);
+	free(st.page_lines);
 	st.page_stalls = (uint32_t *)region;
 	st.npages = len / sizeof(uint32_t);
+	st.page_lines = calloc(st.npages, sizeof(*st.page_lines));
 	st.page_stalls[3] = 7;
 	struct export_arg a = { &st, NULL };
 	pthread_t th;
@@ -89,7 +96,7 @@ static void test_the_page_scan_does_not_hold_the_stats_lock(void)
 		pthread_mutex_unlock(&st.lock);
 	CHECK(hk_memory_install_zero(&mem, 1, false) == 0); /* let the scan finish */
 	pthread_join(th, NULL);
-	CHECK(a.js && strstr(a.js, "\"hottest_pages\":[{\"offset\":12288,\"stalls\":7}]"));
+	CHECK(a.js && strstr(a.js, "\"hottest_pages\":[{\"offset\":12288,\"stalls\":7,\"lines\":[]}]"));
 	free(a.js);
 	st.page_stalls = NULL;
 	hk_stats_destroy(&st);
