@@ -1,6 +1,7 @@
 /* home.c - the node that keeps a page's directory entry serialises its
  * transactions: one at a time per page (phase != IDLE), later requests wait
- * in the entry's queue until the requester's DONE.  Evictions are requests
+ * in the entry's queue until the requester's DONE, and a request for writing
+ * also until the page's hold-down ends (HELD).  Evictions are requests
  * too: the owner asks the home to push its page to a node with room. */
 #include <stdlib.h>
 #include <string.h>
@@ -15,18 +16,19 @@ static void dir_start(struct hk_node *n, uint64_t page, struct hk_dir_req *q);
  * guest's mm lock while threads on both fault) then moves once per hold,
  * after its owner had the time to use it, rather than once per write, with
  * each node stalling on the other's every access.  The cost: the other
- * node's first access waits up to the hold on top of the transfer.  Only
- * ordinary requests wait (an eviction or a drop is the owner's own, and goes
- * at once), never during an evacuation or after a loss, and the entry is
- * HELD meanwhile: a transaction that has not started, so nothing about the
- * page has changed and nothing else may start. */
+ * node's write waits up to the hold on top of the transfer.  Only requests
+ * for writing wait: a reader that spins on a word another node just wrote
+ * (a hand-off) must see it at once, and an eviction or a drop is the
+ * owner's own.  None waits during an evacuation or after a loss.  The entry
+ * is HELD meanwhile: a transaction that has not started, so nothing about
+ * the page has changed and nothing else may start. */
 static bool hold(struct hk_node *n, uint64_t page)
 {
 	struct hk_dir_entry *e = &n->dir.e[page];
 	const struct hk_dir_req *q = e->qhead;
 	uint64_t hold_ns = __atomic_load_n(&n->tuning.page_hold_ns, __ATOMIC_RELAXED);
-	if (!hold_ns || !e->t_granted || !q || q->mode != HK_MODE_EXCL || q->drop || q->evict_target >= 0 ||
-	    e->owner < 0 || q->node == e->owner || atomic_load(&n->failed) ||
+	if (!hold_ns || !e->t_granted || !q || q->mode != HK_MODE_EXCL || q->drop ||
+	    q->evict_target >= 0 || e->owner < 0 || q->node == e->owner || atomic_load(&n->failed) ||
 	    __atomic_load_n(&n->evac.node, __ATOMIC_RELAXED) >= 0)
 		return false;
 	uint64_t until = e->t_granted + hold_ns;
