@@ -22,7 +22,7 @@ from typing import Any
 from testbed.bench_policies import choose
 from testbed.cluster import Artifacts, Cluster
 from testbed.config import POLICIES, ClusterSpec
-from testbed.errors import ConfigError
+from testbed.errors import ConfigError, TestbedError
 from testbed.progress import Progress
 from testbed.record import RunRecord
 
@@ -71,6 +71,7 @@ def bench_knob(arts: Artifacts, run_dir: Path, knob: str, values: str, nodes: in
     spec = ClusterSpec(nodes=nodes, vcpus=vcpus, mem_mib=mem_mib, policy=policy,
                        cpu_affinity=cpu_affinity, boot_timeout=max(300.0, 100.0 * nodes)).validate()
     runs: dict[str, dict[int, list[RunRecord]]] = {n: {v: [] for v in vals} for n in chosen}
+    errors: dict[str, dict[int, str]] = {n: {} for n in chosen}
     records: list[RunRecord] = []
     with Cluster(spec, arts, run_dir / f"n{nodes}-{policy}") as cluster:
         progress.step("bench", f"booting {nodes} nodes, {vcpus} vCPUs, policy {policy}")
@@ -81,7 +82,12 @@ def bench_knob(arts: Artifacts, run_dir: Path, knob: str, values: str, nodes: in
                 for v in order:
                     progress.step("bench", f"round {rnd + 1}/{repeat}: {name}, {knob}={v}")
                     cluster.set_knob(knob, v)
-                    record = cluster.run_workload(name, params, guest_timeout=600)
+                    try:
+                        record = cluster.run_workload(name, params, guest_timeout=600)
+                    except TestbedError as e:  # this cell failed; the others go on
+                        errors[name][v] = str(e)
+                        progress.step("bench", f"{name}, {knob}={v} failed: {e}")
+                        continue
                     record.labels.update({"bench": "knob", "round": rnd})
                     records.append(record)
                     runs[name][v].append(record)
@@ -92,7 +98,9 @@ def bench_knob(arts: Artifacts, run_dir: Path, knob: str, values: str, nodes: in
         for v, recs in by_value.items():
             tput = [t for t in map(_throughput, recs) if t is not None]
             row[str(v)] = {
-                "ok": all(r.ok for r in recs), "runs": len(recs), "throughput": _median(tput),
+                "ok": all(r.ok for r in recs) and v not in errors[name],
+                **({"error": errors[name][v]} if v in errors[name] else {}),
+                "runs": len(recs), "throughput": _median(tput),
                 "stalls": _median([float(r.hk_stats.get("totals", {}).get("read_stalls", 0)
                                          + r.hk_stats.get("totals", {}).get("write_stalls", 0))
                                    for r in recs]),
