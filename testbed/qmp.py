@@ -13,6 +13,7 @@ from typing import Any
 from qemu.qmp import QMPError
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
+from testbed import signals
 from testbed.errors import GuestError, GuestTimeout
 
 # Every legacy monitor created in a thread runs on that thread's one asyncio loop, so
@@ -42,7 +43,7 @@ class Qmp:
                                f"{json.dumps(obj, sort_keys=True)}\n")
 
     def connect(self, timeout: float = 10.0) -> None:
-        with _LOOP_LOCK:
+        with signals.held(), _LOOP_LOCK:
             mon = QEMUMonitorProtocol(str(self.socket_path), nickname=self.name)
             mon.settimeout(timeout)
             greeting = mon.connect(negotiate=True)
@@ -57,7 +58,8 @@ class Qmp:
         if args:
             msg["arguments"] = args
         try:
-            with _LOOP_LOCK:
+            # a stop signal lands after the answer, not inside the client (signals.held)
+            with signals.held(), _LOOP_LOCK:
                 self._log(">", msg)
                 self._mon.settimeout(timeout)
                 resp = self._mon.cmd_obj(msg)
