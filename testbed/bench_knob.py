@@ -19,7 +19,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from testbed.bench_policies import choose
+from testbed.bench_policies import choose, throughput
 from testbed.cluster import Artifacts, Cluster
 from testbed.config import POLICIES, ClusterSpec
 from testbed.errors import ConfigError, TestbedError
@@ -53,11 +53,6 @@ def check_args(knob: str, values: str, nodes: int, policy: str, workloads: str |
     if policy not in POLICIES:
         raise ConfigError(f"unknown policy {policy!r}", "valid policies: " + ", ".join(POLICIES))
     return vals, choose(workloads, vcpus)
-
-
-def _throughput(record: RunRecord) -> float | None:
-    m = record.metrics.get("ops_per_s")
-    return float(m.samples[0]) if record.ok and m and m.samples and m.samples[0] > 0 else None
 
 
 def _median(xs: list[float]) -> float | None:
@@ -96,7 +91,7 @@ def bench_knob(arts: Artifacts, run_dir: Path, knob: str, values: str, nodes: in
     for name, by_value in runs.items():
         row: dict[str, dict[str, Any]] = {}
         for v, recs in by_value.items():
-            tput = [t for t in map(_throughput, recs) if t is not None]
+            tput = [t for t in (throughput(r) for r in recs if r.ok) if t is not None]
             row[str(v)] = {
                 "ok": all(r.ok for r in recs) and v not in errors[name],
                 **({"error": errors[name][v]} if v in errors[name] else {}),

@@ -58,7 +58,8 @@ def choose(names: str | None, vcpus: int) -> dict[str, dict[str, ParamValue]]:
     return chosen
 
 
-def _throughput(record: RunRecord) -> float | None:
+def throughput(record: RunRecord) -> float | None:
+    """A workload record's ops/s, or None if it has none."""
     m = record.metrics.get("ops_per_s")
     return float(m.samples[0]) if m and m.samples and m.samples[0] > 0 else None
 
@@ -68,7 +69,7 @@ def _cell(record: RunRecord) -> dict[str, Any]:
     decisions = hk.get("decisions", {})
     moves = {k: v for k, v in decisions.items() if k.startswith("vcpu.") and v}
     bytes_moved = record.metrics.get("hk_bytes_sent")
-    return {"ok": record.ok, "throughput": _throughput(record),
+    return {"ok": record.ok, "throughput": throughput(record),
             "bytes_moved": int(bytes_moved.samples[0]) if bytes_moved else 0,
             "stalls": int(hk.get("totals", {}).get("read_stalls", 0)
                           + hk.get("totals", {}).get("write_stalls", 0)),
