@@ -58,14 +58,20 @@ class GuestShell:
                     raise GuestTimeout(f"guest did not {what} within {timeout:.0f}s",
                                        f"see {self.console.log_path}") from None
             except pexpect.EOF:
-                # The console closes a moment before the dead process can be reaped:
-                # give it a little time so the error names the real cause.
-                grace = time.monotonic() + 3
-                while time.monotonic() < grace:
-                    self.health_check()
-                    time.sleep(0.05)
+                self._blame_a_dead_node()
                 raise GuestError(f"{self.console.name}: console closed while waiting to {what}",
                                  f"see {self.console.log_path}") from None
+
+    def _blame_a_dead_node(self) -> None:
+        """Raise the health check's error if a node died, after a short grace.
+
+        The console closes a moment before the dead process can be reaped: give
+        it a little time so the error names the real cause, not the socket.
+        """
+        grace = time.monotonic() + 3
+        while time.monotonic() < grace:
+            self.health_check()
+            time.sleep(0.05)
 
     def wait_ready(self, timeout: float) -> int:
         """Wait for the guest's ready line; return the vCPU count it reports."""
@@ -84,7 +90,12 @@ class GuestShell:
                 f"printf '\\n__SDS_E_{n}_%d__\\n' $?\n")
         t0 = time.monotonic()
         self._busy = True
-        self.console.write(line.encode())
+        self.health_check()
+        try:
+            self.console.write(line.encode())
+        except GuestError:
+            self._blame_a_dead_node()
+            raise
         self._expect(re.compile(rb"\n__SDS_B_%d__\n" % n), timeout, "start the command")
         m = self._expect(re.compile(rb"\n__SDS_E_%d_(\d+)__\n" % n), timeout,
                          f"finish {command[:60]!r}")
