@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from testbed import cache
+from testbed import affinity, cache
 from testbed.cluster import Artifacts, Cluster
 from testbed.config import ClusterSpec
 from testbed.errors import BuildError, ConfigError, TestbedError
@@ -49,11 +49,26 @@ def rawrtt_binary() -> Path:
     return art.path / "rawrtt"
 
 
-def raw_rtt_us(samples: int = 2000) -> dict[str, float]:
-    """The floor: 4 KiB request/response between two processes over a Unix socket."""
-    out = subprocess.run([str(rawrtt_binary()), str(samples)], capture_output=True, text=True,
-                         check=True, timeout=120)
-    data: dict[str, float] = json.loads(out.stdout)
+def floor_cpus(nodes: int, cpu_affinity: str) -> tuple[int, int] | None:
+    """Where the two ends of the floor's round trip run: on node 0's and node 1's
+    first CPUs when nodes have CPUs of their own, so the floor crosses CPUs as
+    the nodes' messages do; None (the scheduler's choice) otherwise."""
+    if cpu_affinity != "node" or nodes < 2:
+        return None
+    cpus = affinity.host_cpus()
+    a, b = affinity.node_cpus(0, nodes, cpus)[0], affinity.node_cpus(1, nodes, cpus)[0]
+    return (a, b) if a != b else None
+
+
+def raw_rtt_us(samples: int = 2000, cpus: tuple[int, int] | None = None) -> dict[str, Any]:
+    """The floor: 4 KiB request/response between two processes over a Unix socket,
+    one on each of ``cpus`` if given (see tools/rawrtt.c for why it matters)."""
+    argv = [str(rawrtt_binary()), str(samples), *(map(str, cpus) if cpus else ())]
+    out = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=120)
+    if out.returncode != 0:
+        raise TestbedError(f"the raw round trip failed: {out.stderr.strip() or out.returncode}",
+                           f"run {' '.join(argv)} to see why")
+    data: dict[str, Any] = json.loads(out.stdout)
     return data
 
 
@@ -149,7 +164,7 @@ def bench_migrate(arts: Artifacts, run_dir: Path, nodes: int, vcpus: int, mem_mi
     """Migrate vCPUs round-robin between nodes while a self-checking workload runs."""
     if migrations < 1:
         raise ConfigError(f"migrations {migrations} is out of range", "use 1 or more")
-    floor = raw_rtt_us()
+    floor = raw_rtt_us(cpus=floor_cpus(nodes, cpu_affinity))
     spec = ClusterSpec(nodes=nodes, vcpus=vcpus, mem_mib=mem_mib, cpu_affinity=cpu_affinity)
     latencies_us: list[float] = []
     wall_us: list[float] = []
@@ -287,7 +302,7 @@ def bench_stall(arts: Artifacts, run_dir: Path, policy: str, mem_mib: int, round
                        cpu_affinity=cpu_affinity,
                        policy=policy).validate()
     progress.step("bench", "raw 4 KiB socket round trip")
-    floor = raw_rtt_us()
+    floor = raw_rtt_us(cpus=floor_cpus(STALL_NODES, cpu_affinity))
     with Cluster(spec, arts, run_dir) as cluster:
         progress.step("bench", f"booting {STALL_NODES} nodes, {STALL_NODES} vCPUs, policy {policy}")
         cluster.boot()
@@ -327,7 +342,8 @@ def bench_stall(arts: Artifacts, run_dir: Path, policy: str, mem_mib: int, round
           f"(seen on nodes {placement['firstread']}), policy {policy}, {mem_mib} MiB; "
           f"pingpong {rounds} round trips, firstread {pages} pages and {stream_mb} MiB")
     print(f"  {'measure':<{w}} {'p50':>12} {'p99':>12} {'p50/raw':>8}")
-    print(f"  {'raw 4 KiB socket round trip (host)':<{w}} {_fmt(raw_p50):>12} "
+    where = f"CPUs {floor['cpus'][0]} and {floor['cpus'][1]}" if floor.get("cpus", [-1])[0] >= 0 else "host"
+    print(f"  {f'raw 4 KiB socket round trip ({where})':<{w}} {_fmt(raw_p50):>12} "
           f"{_fmt(floor['p99_us']):>12} {'1.00x':>8}")
     for label, fig in (("hand-off, one way (half a round trip)", handoff),
                        ("first read of a page the other node owns", read)):
@@ -378,7 +394,7 @@ def bench_stall(arts: Artifacts, run_dir: Path, policy: str, mem_mib: int, round
               "mem_mib": mem_mib, **params, "vcpu_nodes": placement,
               "handoff_us": handoff, "handoff_is": "half the pingpong round trip",
               "guest_read_us": read, "reread_us": {"p50": reread_p50},
-              "streaming_mb_s": streaming, "raw_rtt_us": {"p50": raw_p50},
+              "streaming_mb_s": streaming, "raw_rtt_us": {"p50": raw_p50, "cpus": floor.get("cpus")},
               "targets": targets, "totals": totals, "stages": breakdown, "ok": record.ok}
     return result, [record, pp, fr]
 

@@ -4,6 +4,7 @@ exchange is written to a per-node transcript for post-mortems."""
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -20,6 +21,12 @@ from testbed.errors import GuestError, GuestTimeout
 # threads (the demo's vCPU mover and the main thread's statistics queries, say) must
 # take turns on all monitors, not just on one.
 _LOOP_LOCK = threading.RLock()
+
+# qemu.qmp logs at ERROR when QEMU closes the socket under its reader task, as
+# every node does on `quit`; each real failure reaches the caller as a
+# GuestError that names the node and the command, so the library's own log
+# lines only add noise to a clean teardown.
+logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)
 
 
 class QmpError(GuestError):

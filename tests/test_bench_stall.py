@@ -70,3 +70,30 @@ def test_firstread_verifies_across_two_nodes_and_catches_a_fault(
     # Both checks saw the corrupted value: the first reads and the streamed region.
     assert injected.figures["read_mismatches"] > 0, injected.raw
     assert injected.figures["stream_mismatches"] > 0, injected.raw
+
+
+def test_the_floor_runs_on_the_cpus_of_node_0_and_node_1() -> None:
+    """The raw round trip crosses CPUs as the nodes' messages do: unpinned, both
+    ends may share one CPU and the floor drops tenfold (4 against 60 us here)."""
+    from testbed.affinity import host_cpus, node_cpus
+    from testbed.bench import floor_cpus, raw_rtt_us
+
+    cpus = host_cpus()
+    if len(cpus) < 2:
+        pytest.skip("one host CPU: the nodes share it")
+    want = (node_cpus(0, 2, cpus)[0], node_cpus(1, 2, cpus)[0])
+    assert floor_cpus(2, "node") == want
+    assert floor_cpus(2, "none") is None
+    floor = raw_rtt_us(samples=50, cpus=want)
+    assert floor["cpus"] == list(want) and floor["p50_us"] > 0 and floor["samples"] == 50
+
+
+def test_the_floor_refuses_a_cpu_it_cannot_have() -> None:
+    from testbed.bench import raw_rtt_us, rawrtt_binary
+    from testbed.errors import TestbedError
+
+    r = subprocess.run([str(rawrtt_binary()), "50", "0", "-1"], capture_output=True, text=True,
+                       timeout=60, check=False)
+    assert r.returncode == 2 and "cpus must be 0.." in r.stderr
+    with pytest.raises(TestbedError, match="the raw round trip failed: rawrtt: sched_setaffinity"):
+        raw_rtt_us(samples=50, cpus=(0, 1023))  # not in this process's CPU set

@@ -174,6 +174,7 @@ struct hk_counters {
 		shared_drops, readaheads, vcpu_pulls, vcpu_swaps, deferred_wakes;
 	uint64_t capacity_moves, overfull_ticks; /* hk_cluster_capacity_tick */
 	uint64_t page_holds; /* home.c: a request waited for the page's hold-down */
+	uint64_t read_holds; /* ... of them, requests for a copy (a page written in bursts) */
 };
 
 struct hk_thread_stats {
@@ -267,6 +268,7 @@ struct hk_tuning {
 	bool cork;           /* HK_LINK_CORK: a batch of events sends in one write per link */
 	uint64_t hold_down_ns;   /* "cost": a vCPU stays this long after it arrives */
 	uint64_t page_hold_ns;   /* a page granted for writing stays this long before it leaves */
+	uint64_t read_hold_ns;   /* ... and this long before another node reads it (a copy) */
 	uint32_t hysteresis_pct; /* "cost": a move must win by this margin */
 	uint64_t vcpu_prior_ns;  /* "cost": a vCPU move's cost until one is measured */
 	uint64_t health_max_ce, health_max_link_errors; /* health.c: evacuate past these */
@@ -435,6 +437,8 @@ struct hk_dir_entry {
 	int8_t prev_owner; /* a push: the giver, owner again if the receiver refuses */
 	uint64_t t_inv;    /* INVs sent */
 	uint64_t t_granted; /* the owner's exclusive grant completed (its DONE); 0: none since */
+	uint64_t t_copied;  /* a copy went to a reader (its DONE) */
+	uint64_t t_burst;   /* the owner last wrote again right after a reader took a copy */
 	struct hk_dir_req *qhead, *qtail;
 };
 

@@ -11,23 +11,43 @@
 static void dir_start(struct hk_node *n, uint64_t page, struct hk_dir_req *q);
 
 /* The page hold-down (Mirage's delta): a page just granted to a node for
- * writing stays there for page_hold_ns before another node's request may
- * take it.  A page that two nodes write in turn (a lock word, a counter, the
- * guest's mm lock while threads on both fault) then moves once per hold,
- * after its owner had the time to use it, rather than once per write, with
- * each node stalling on the other's every access.  The cost: the other
- * node's write waits up to the hold on top of the transfer.  Only requests
- * for writing wait: a reader that spins on a word another node just wrote
- * (a hand-off) must see it at once, and an eviction or a drop is the
- * owner's own.  None waits during an evacuation or after a loss.  The entry
- * is HELD meanwhile: a transaction that has not started, so nothing about
- * the page has changed and nothing else may start. */
+ * writing stays there for page_hold_ns before another node's request for
+ * writing may take it.  A page that two nodes write in turn (a lock word, a
+ * counter, the guest's mm lock while threads on both fault) then moves once
+ * per hold, after its owner had the time to use it, rather than once per
+ * write, with each node stalling on the other's every access.  The cost: the
+ * other node's write waits up to the hold on top of the transfer.
+ *
+ * A request for a copy waits only on a page whose writer writes in bursts
+ * (read_hold_ns, shorter): the guest's seqcount writers (the timekeeper
+ * tk_core, jiffies) store several words in a row while readers on every
+ * other node spin on the sequence, and each reader's copy write-protected the
+ * writer mid-burst, so it took the page back for its next store, once per
+ * store and reader.  The home sees that as the owner asking to write again
+ * within BURST_WINDOW_NS of a copy leaving; such a page holds copies back for
+ * BURST_MEMORY_NS after the last time.  A hand-off (a reader spinning on a
+ * word another node wrote once) never looks like that, and must see the word
+ * at once.
+ *
+ * Evictions and drops (the owner's own) never wait, nor does anything during
+ * an evacuation or after a loss.  The entry is HELD meanwhile: a transaction
+ * that has not started, so nothing about the page has changed and nothing
+ * else may start. */
+#define BURST_WINDOW_NS 200000ull
+#define BURST_MEMORY_NS 100000000ull
+
 static bool hold(struct hk_node *n, uint64_t page)
 {
 	struct hk_dir_entry *e = &n->dir.e[page];
 	const struct hk_dir_req *q = e->qhead;
-	uint64_t hold_ns = __atomic_load_n(&n->tuning.page_hold_ns, __ATOMIC_RELAXED);
-	if (!hold_ns || !e->t_granted || !q || q->mode != HK_MODE_EXCL || q->drop ||
+	if (!q)
+		return false;
+	uint64_t hold_ns = __atomic_load_n(q->mode == HK_MODE_EXCL ? &n->tuning.page_hold_ns
+								 : &n->tuning.read_hold_ns,
+					   __ATOMIC_RELAXED);
+	if (q->mode != HK_MODE_EXCL && (!e->t_burst || hk_now_ns() - e->t_burst > BURST_MEMORY_NS))
+		return false;
+	if (!hold_ns || !e->t_granted || q->drop ||
 	    q->evict_target >= 0 || e->owner < 0 || q->node == e->owner || atomic_load(&n->failed) ||
 	    __atomic_load_n(&n->evac.node, __ATOMIC_RELAXED) >= 0)
 		return false;
@@ -45,6 +65,8 @@ static bool hold(struct hk_node *n, uint64_t page)
 	n->holds[n->nholds++] = (struct hk_page_hold){ page, until };
 	e->phase = HK_DIR_HELD;
 	n->stats.node.page_holds++;
+	if (q->mode != HK_MODE_EXCL)
+		n->stats.node.read_holds++;
 	return true;
 }
 
@@ -206,6 +228,11 @@ static void dir_start(struct hk_node *n, uint64_t page, struct hk_dir_req *q)
 		home_drop(n, page, r);
 		return;
 	}
+	if (q->mode == HK_MODE_EXCL && r == e->owner && e->t_copied &&
+	    hk_now_ns() - e->t_copied < BURST_WINDOW_NS)
+		e->t_burst = hk_now_ns(); /* a reader's copy cut its writes short */
+	else if (q->mode == HK_MODE_EXCL && r != e->owner && (e->copyset & hk_bit(r)))
+		e->t_burst = 0; /* a reader writes next: a hand-off, whose reads must not wait */
 	e->cur_node = (int8_t)r;
 	e->cur_mode = q->mode;
 	e->cur_push = q->evict_target >= 0;
@@ -326,6 +353,7 @@ void hk_home_on_done(struct hk_node *n, int from, const struct hk_msg *m)
 	e->t_granted = !refused && !e->cur_push && e->cur_mode == HK_MODE_EXCL && e->owner == from
 			       ? hk_now_ns()
 			       : 0;
+	e->t_copied = !refused && e->cur_mode == HK_MODE_SHARED && e->owner != from ? hk_now_ns() : 0;
 	e->phase = HK_DIR_IDLE;
 	e->cur_node = -1;
 	hk_coherence_check_invariants(n, m->page);

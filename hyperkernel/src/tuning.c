@@ -10,6 +10,8 @@
 
 #include "hk.h"
 
+#define READ_HOLD_DEFAULT_US 50
+
 struct knob {
 	const char *name;
 	uint64_t min, max, def;
@@ -34,27 +36,45 @@ static int number(const struct knob *k, uint64_t *out)
 	return 0;
 }
 
-/* the page hold-down (home.c); hk_set_knob changes it while the guest runs */
+/* The page hold-downs (home.c), the knobs hk_set_knob may change while the
+ * guest runs: the event thread reads them without a lock, and a hold already
+ * under way keeps the end it was given. */
 static const struct knob page_hold = { "HK_PAGE_HOLD_US", 0, 100000, 1000,
 				       "microseconds a page granted for writing stays, 0 = off" };
+static const struct knob read_hold = { "HK_READ_HOLD_US", 0, 100000, READ_HOLD_DEFAULT_US,
+				       "microseconds a page granted for writing stays before "
+				       "another node reads it, 0 = off" };
+
+static uint64_t *runtime_knob(struct hk_tuning *t, const char *name, const struct knob **k)
+{
+	if (!strcmp(name, page_hold.name)) {
+		*k = &page_hold;
+		return &t->page_hold_ns;
+	}
+	if (!strcmp(name, read_hold.name)) {
+		*k = &read_hold;
+		return &t->read_hold_ns;
+	}
+	return NULL;
+}
 
 int hk_set_knob(struct hk_node *n, const char *name, uint64_t value, char *why, size_t whylen)
 {
 	if (!n || !name)
 		return -EINVAL;
-	if (strcmp(name, page_hold.name)) {
-		snprintf(why, whylen, "%s cannot be changed while the node runs (only %s can)", name,
-			 page_hold.name);
+	const struct knob *k = NULL;
+	uint64_t *slot = runtime_knob(&n->tuning, name, &k);
+	if (!slot) {
+		snprintf(why, whylen, "%s cannot be changed while the node runs (only %s and %s can)",
+			 name, page_hold.name, read_hold.name);
 		return -ENOENT;
 	}
-	if (value < page_hold.min || value > page_hold.max) {
-		snprintf(why, whylen, "%s=%lu is out of range: use %lu..%lu (%s)", name, value,
-			 page_hold.min, page_hold.max, page_hold.unit);
+	if (value < k->min || value > k->max) {
+		snprintf(why, whylen, "%s=%lu is out of range: use %lu..%lu (%s)", name, value, k->min,
+			 k->max, k->unit);
 		return -EINVAL;
 	}
-	/* read by the event thread (home.c) without a lock: a hold already
-	 * under way keeps the end it was given */
-	__atomic_store_n(&n->tuning.page_hold_ns, value * 1000, __ATOMIC_RELAXED);
+	__atomic_store_n(slot, value * 1000, __ATOMIC_RELAXED);
 	hk_info("%s=%lu (set while running)", name, value);
 	return 0;
 }
@@ -113,6 +133,9 @@ int hk_tuning_load(struct hk_tuning *t, bool event_rt)
 	if (number(&page_hold, &v))
 		return -EINVAL;
 	t->page_hold_ns = v * 1000;
+	if (number(&read_hold, &v))
+		return -EINVAL;
+	t->read_hold_ns = v * 1000;
 	const char *s = getenv("HK_EVENT_SCHED");
 	if (!s) {
 		t->event_rt = event_rt;

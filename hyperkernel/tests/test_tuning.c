@@ -20,6 +20,7 @@ static void clear(void)
 	unsetenv("HK_READAHEAD");
 	unsetenv("HK_LINK_CORK");
 	unsetenv("HK_PAGE_HOLD_US");
+	unsetenv("HK_READ_HOLD_US");
 }
 
 static void test_defaults_and_the_embedders_class(void)
@@ -31,7 +32,7 @@ static void test_defaults_and_the_embedders_class(void)
 	CHECK(!t.event_rt && !t.serve_spin_set);
 	CHECK(t.hold_down_ns == 10000000 && t.hysteresis_pct == 25 && t.vcpu_prior_ns == 500000);
 	CHECK(t.readahead == 32 && t.cork);
-	CHECK(t.page_hold_ns == 1000000);
+	CHECK(t.page_hold_ns == 1000000 && t.read_hold_ns == 50000);
 	CHECK(hk_tuning_load(&t, true) == 0 && t.event_rt);
 	setenv("HK_EVENT_SCHED", "normal", 1);
 	CHECK(hk_tuning_load(&t, true) == 0 && !t.event_rt);
@@ -56,6 +57,8 @@ static void test_values_in_range_are_taken(void)
 	CHECK(hk_tuning_load(&t, true) == 0 && !t.cork && t.readahead == 0);
 	setenv("HK_PAGE_HOLD_US", "100000", 1); /* the longest hold-down */
 	CHECK(hk_tuning_load(&t, true) == 0 && t.page_hold_ns == 100000000);
+	setenv("HK_READ_HOLD_US", "0", 1); /* copies never wait */
+	CHECK(hk_tuning_load(&t, true) == 0 && t.read_hold_ns == 0);
 	clear();
 }
 
@@ -68,6 +71,7 @@ static void test_bad_values_are_refused(void)
 		{ "HK_HOLD_DOWN_US", "10000001" }, { "HK_COST_HYSTERESIS_PCT", "1001" },
 		{ "HK_VCPU_COST_US", "0" },       { "HK_LINK_CORK", "2" },
 		{ "HK_READAHEAD", "65" },         { "HK_PAGE_HOLD_US", "100001" },
+		{ "HK_READ_HOLD_US", "100001" },  { "HK_READ_HOLD_US", "-5" },
 	};
 	struct hk_tuning t;
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -111,7 +115,12 @@ static void test_a_running_node_takes_only_a_runtime_knob_in_range(void)
 	CHECK(strstr(why, "HK_PAGE_HOLD_US") && strstr(why, "0..100000"));
 	CHECK(n->tuning.page_hold_ns == 250000);
 	CHECK(hk_set_knob(n, "HK_READAHEAD", 4, why, sizeof(why)) == -ENOENT);
-	CHECK(strstr(why, "HK_READAHEAD") && strstr(why, "HK_PAGE_HOLD_US"));
+	CHECK(strstr(why, "HK_READAHEAD") && strstr(why, "HK_PAGE_HOLD_US") &&
+	      strstr(why, "HK_READ_HOLD_US"));
+	CHECK(hk_set_knob(n, "HK_READ_HOLD_US", 0, why, sizeof(why)) == 0);
+	CHECK(n->tuning.read_hold_ns == 0 && n->tuning.page_hold_ns == 250000);
+	CHECK(hk_set_knob(n, "HK_READ_HOLD_US", 100001, why, sizeof(why)) == -EINVAL);
+	CHECK(strstr(why, "HK_READ_HOLD_US=100001") && strstr(why, "0..100000"));
 	hk_node_free(n);
 }
 

@@ -404,6 +404,9 @@ static void build_world(uint64_t seed)
 		/* the page hold-down: off for a third of the seeds, else 20 to
 		 * 300 us (from the seed, not its random stream) */
 		sn->hk->tuning.page_hold_ns = seed % 3 ? 20000 + (seed / 3) % 8 * 40000 : 0;
+		/* and copies of a page written in bursts: off for a fifth, else
+		 * 10 to 70 us */
+		sn->hk->tuning.read_hold_ns = seed % 5 ? 10000 + (seed / 5) % 4 * 20000 : 0;
 		sn->memfd = sn->hk->mem.uffd;
 		sn->ram = aligned_alloc(HK_PAGE_SIZE, sim.pages * HK_PAGE_SIZE);
 		sn->map = calloc(sim.pages, 1);
@@ -973,17 +976,18 @@ static int run_seed(uint64_t seed)
 	if (killed < 0)
 		check_final();
 	if (sim.verbose) {
-		uint64_t ra = 0, ev = 0, dw = 0, ph = 0;
+		uint64_t ra = 0, ev = 0, dw = 0, ph = 0, rh = 0;
 		for (int k = 0; k < sim.nodes; k++) {
 			ph += sim.node[k].hk->stats.node.page_holds;
+			rh += sim.node[k].hk->stats.node.read_holds;
 			ra += sim.node[k].hk->stats.node.readaheads;
 			ev += sim.node[k].hk->stats.node.evictions;
 			dw += sim.node[k].hk->stats.node.deferred_wakes;
 		}
 		fprintf(stdout, "sim seed %lu: steps=%lu frames=%lu writes=%lu readaheads=%lu "
-			"evictions=%lu deferred_wakes=%lu page_holds=%lu vcpu_moves=%lu evacuation=%d "
+			"evictions=%lu deferred_wakes=%lu page_holds=%lu read_holds=%lu vcpu_moves=%lu evacuation=%d "
 			"rehome=%d->%d/%d violations=%lu\n",
-			seed, steps, sim.frames_delivered, version, ra, ev, dw, ph, sim_moves,
+			seed, steps, sim.frames_delivered, version, ra, ev, dw, ph, rh, sim_moves,
 			evac_node >= 0 ? (int)evac_phase : -1, rehome_giver, rehome_to, rehome_share,
 			violations);
 	}
