@@ -5,8 +5,11 @@ run; each boot runs the boot itself and then every chosen workload, at the
 sizes of the nightly suite (the first value of any list there). Per cell: the
 slowdown against 1 node (throughput on 1 node over throughput on N; for the
 boot, time on N over time on 1), the bytes the hyperkernel moved, the stalls,
-the vCPU moves by the policy's reason, and ``ok``. At the end of each policy's
-boot, where every vCPU runs (placement). It ends with one JSON line:
+the vCPU moves by the policy's reason, and ``ok``. Each workload starts with
+the vCPUs where the boot placed them (``start_placement`` says where they
+were), so no cell inherits what the workloads before it did with them. At the
+end of each policy's boot, where every vCPU runs (placement). It ends with
+one JSON line:
 ``{"workloads": {NAME: {POLICY: {"ratio", "bytes_moved", "ok", ...}}},
 "summary": {"learned_worst_vs_best", "bytes_page_over_learned_geomean"}}``.
 
@@ -85,6 +88,30 @@ def _cell(record: RunRecord) -> dict[str, Any]:
 Cells = dict[str, dict[str, Any]]
 
 
+def _restore_placement(cluster: Cluster) -> list[int]:
+    """Put the vCPUs back where the boot placed them; returns where they are.
+
+    Every workload then starts from the same placement under every policy,
+    and a cell measures what the policy did during that workload, not where
+    the workloads before it left the vCPUs (``firstread`` with its writer and
+    reader on one node runs 20x faster than with them on two). A vCPU sent to
+    a full node is answered by a settled one sent back (node capacity), so
+    this takes a few moves; it gives up after three per vCPU.
+    """
+    want = [0] * cluster.spec.vcpus
+    for node, cpus in enumerate(cluster.spec.vcpu_placement):
+        for cpu in cpus:
+            want[cpu] = node
+    where = cluster.vcpu_locations()
+    for _ in range(3 * len(want)):
+        wrong = [cpu for cpu, node in enumerate(where) if node != want[cpu]]
+        if not wrong:
+            break
+        cluster.migrate_vcpu(wrong[0], want[wrong[0]])
+        where = cluster.vcpu_locations()
+    return where
+
+
 def _run_config(arts: Artifacts, run_dir: Path, spec: ClusterSpec,
                 chosen: dict[str, dict[str, ParamValue]], progress: Progress,
                 label: str) -> tuple[Cells, list[RunRecord], list[int]]:
@@ -101,12 +128,13 @@ def _run_config(arts: Artifacts, run_dir: Path, spec: ClusterSpec,
             for name, params in chosen.items():
                 progress.step("bench", f"{label}: {name}")
                 try:
+                    start = _restore_placement(cluster) if spec.uses_hyperkernel else []
                     record = cluster.run_workload(name, params, guest_timeout=600)
                 except TestbedError as e:
                     cells[name] = {"ok": False, "error": str(e)}
                     continue
                 records.append(record)
-                cells[name] = _cell(record)
+                cells[name] = {**_cell(record), "start_placement": start}
             placement = cluster.vcpu_locations() if spec.uses_hyperkernel else [0] * spec.vcpus
             cluster.poweroff()
     except TestbedError as e:
@@ -166,7 +194,8 @@ def bench_policies(arts: Artifacts, run_dir: Path, nodes: int, vcpus: int, mem_m
               "workloads": {name: {p: {"ratio": c.get("ratio"), "bytes_moved": c.get("bytes_moved"),
                                        "ok": c.get("ok"), "stalls": c.get("stalls"),
                                        "vcpu_moves_by_reason": c.get("vcpu_moves_by_reason"),
-                                       "pulls": c.get("pulls"), "migrations": c.get("migrations")}
+                                       "pulls": c.get("pulls"), "migrations": c.get("migrations"),
+                                       "start_placement": c.get("start_placement")}
                                    for p, c in row.items()} for name, row in table.items()},
               "placement": placements, "summary": summary,
               "ok": all(c.get("ok") for row in table.values() for c in row.values())}

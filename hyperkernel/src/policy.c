@@ -191,7 +191,13 @@ static void build_view(struct hk_node *n, const struct hk_stall *s, struct hk_po
 		if (at)
 			v->since_moved_ns = hk_now_ns() - at;
 	}
-	v->page_bounces = n->pages[page].bounces;
+	/* Bounces say the page is written from several nodes in turn: they
+	 * draw a vCPU that writes it (its writes would fetch it again and
+	 * again), not one that only reads it.  Every vCPU reads the timer
+	 * tick's pages (jiffies, tk_core), which bounce whenever the tick's
+	 * duty moves: counted for reads, they drew idle vCPUs woken by the tick
+	 * to the timekeeper's node, swapping out whoever worked there. */
+	v->page_bounces = s->is_write ? n->pages[page].bounces : 0;
 	v->target_leaving = v->owner >= 0 && hk_node_leaving(n, v->owner);
 	/* as read_ahead() sees a run: the next page either way, or within the
 	 * window it already asked for */

@@ -43,6 +43,11 @@ void hk_policy_compare(const struct hk_policy_view *v, struct hk_decision *d,
 	uint64_t fetch = v->page_ns ? v->page_ns : v->vcpu_prior_ns / 4;
 	uint64_t page_cost = fetch * repeats_x16 / 16;
 	uint64_t vcpu_cost = v->vcpu_ns ? v->vcpu_ns : v->vcpu_prior_ns;
+	/* Into a full node, a swap: two vCPUs move, and the one sent back
+	 * loses whatever it had there (a reader next to its writer's data
+	 * sent away for an idle vCPU that woke for the timer tick). */
+	if (d->swap_vcpu >= 0)
+		vcpu_cost *= 2;
 	if (vcpu_cost * (100 + (uint64_t)v->hysteresis_pct) / 100 < page_cost) {
 		d->kind = HK_MOVE_VCPU;
 		d->target_node = v->owner;
