@@ -13,8 +13,8 @@
  *       owner's data * its stalls in the last 10 ms, at most 32),
  * against the measured cost of the move, with cost's hysteresis and
  * hold-down.  Pages written from several nodes in turn (bounces: the
- * frequently-updated-page table is every page with a bounce count) draw the
- * vCPU; threads that share pages drift to the same node, capacity allowing
+ * frequently-updated-page table is every page with a bounce count) draw a
+ * vCPU that writes them (policy.c counts bounces for write stalls only); threads that share pages drift to the same node, capacity allowing
  * (a full node swaps one of its vCPUs back).
  *
  * Outcomes.  Each move is judged: if the vCPU moves on again within 50 ms

@@ -2,14 +2,15 @@
  * costs measured on the link say is cheaper.
  *
  * A page costs what fetching it from its owner has cost lately (EWMA of
- * request to data on that link), once for this stall and once more for
- * every recent bounce: a page that keeps leaving and coming back (two
- * nodes writing it in turn) will be fetched again, and again.  A vCPU move
- * costs what the last moves to that node cost (send to its VCPU_AT, which
- * includes the state transfer and the load there), or a prior until one
- * was measured.  The vCPU moves only if that wins by hysteresis_pct, and
- * never within hold_down of its last arrival, so a vCPU and a page cannot
- * chase each other: each vCPU moves at most once per hold-down. */
+ * request to data on that link), once for this stall and, for a write,
+ * once more for every recent bounce: a page that keeps leaving and coming
+ * back (two nodes writing it in turn) will be fetched again, and again.  A
+ * vCPU move costs what the last moves to that node cost (send to its
+ * VCPU_AT, which includes the state transfer and the load there), or a
+ * prior until one was measured; twice that into a full node (a swap).  The
+ * vCPU moves only if that wins by hysteresis_pct, and never within
+ * hold_down of its last arrival, so a vCPU and a page cannot chase each
+ * other: each vCPU moves at most once per hold-down. */
 #include "hk.h"
 
 /* Move if the vCPU's cost, plus hysteresis, beats the page's cost times

@@ -110,6 +110,17 @@ static void test_cost(void)
 	v.page_ns = 700000;
 	d = decide(&hk_policy_cost, &v);
 	CHECK(d.kind == HK_MOVE_VCPU);
+	/* into a full node, a swap: two vCPUs move, so the same page is not
+	 * worth it, and one twice as dear is */
+	v.target_vcpus = 1;
+	v.swap_vcpu = 3;
+	d = decide(&hk_policy_cost, &v);
+	CHECK(d.kind == HK_BRING_PAGE && d.reason == HK_WHY_PAGE_CHEAPER && d.swap_vcpu == -1);
+	v.page_ns = 1300000;
+	d = decide(&hk_policy_cost, &v);
+	CHECK(d.kind == HK_MOVE_VCPU && d.reason == HK_WHY_SWAP && d.swap_vcpu == 3);
+	v.target_vcpus = 0;
+	v.swap_vcpu = -1;
 	/* hold-down: a vCPU that just arrived stays, however cheap the move */
 	v.since_moved_ns = 1000000;
 	d = decide(&hk_policy_cost, &v);
