@@ -225,7 +225,7 @@ uint32_t hk_cluster_vcpus_homed(struct hk_node *n, int node)
  * the simulation's seeds with a hold-down of 0 never ended. */
 #define HK_SETTLE_MIN_NS 1000000ull
 
-int hk_cluster_swap_candidate(struct hk_node *n, int node, int except, uint64_t fixed,
+int hk_cluster_swap_candidate(struct hk_node *n, int node, int except, uint64_t avoid,
 			      uint64_t settled_ns)
 {
 	struct hk_cluster *c = &n->cluster;
@@ -237,7 +237,7 @@ int hk_cluster_swap_candidate(struct hk_node *n, int node, int except, uint64_t 
 	for (uint32_t v = 0; v < c->vcpus && v < 64; v++) {
 		int at = c->home[v] >= 0 ? c->home[v] : c->location[v];
 		/* one that just moved there stays (no swap chases another) */
-		if (at != node || (int)v == except || (fixed >> v & 1) ||
+		if (at != node || (int)v == except || (avoid >> v & 1) ||
 		    (c->moved_ns[v] && now - c->moved_ns[v] < settled_ns))
 			continue;
 		/* the fewest moves so far: a vCPU that settled there, not one
@@ -261,12 +261,17 @@ static void settle_later(struct hk_node *n)
 }
 
 /* Send a vCPU that settled here (not except) to node to, counted there from
- * now on; with none settled yet, look again later. */
+ * now on, one that is idle here if there is one (a busy one is doing its
+ * work next to its data); with none settled yet, look again later. */
 static void send_settled_vcpu(struct hk_node *n, int except, int to, uint64_t *counter)
 {
 	struct hk_cluster *c = &n->cluster;
-	int victim = hk_cluster_swap_candidate(n, n->self, except, n->cfg.fixed_vcpus,
+	uint64_t busy = __atomic_load_n(&n->busy_vcpus, __ATOMIC_RELAXED);
+	int victim = hk_cluster_swap_candidate(n, n->self, except, n->cfg.fixed_vcpus | busy,
 					       n->tuning.hold_down_ns);
+	if (victim < 0) /* this node must not stay over its CPUs: a busy one, then */
+		victim = hk_cluster_swap_candidate(n, n->self, except, n->cfg.fixed_vcpus,
+						   n->tuning.hold_down_ns);
 	pthread_mutex_lock(&c->lock);
 	bool here = victim >= 0 && c->location[victim] == n->self;
 	if (here)

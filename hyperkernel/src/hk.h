@@ -74,7 +74,7 @@ enum hk_msg_type {
 	HK_MSG_DROP_REQ,      /* page: a sharer asks the home to let it drop its copy */
 	HK_MSG_DROP_OK,       /* page, aux: 1 drop it now (then DONE), 0 keep it */
 	HK_MSG_PEER_LOST,     /* node=dead: a survivor tells the others who died */
-	HK_MSG_HEARTBEAT,     /* resident pages, budget pages */
+	HK_MSG_HEARTBEAT,     /* resident, budget (a, b); load, CPUs, health (arg); busy vCPUs (page) */
 	HK_MSG_BYE,           /* - */
 	HK_MSG_VCPU,          /* vcpu, seq, home + blob */
 	/* cluster.c: between the embedders, ordered with the vCPU blobs */
@@ -311,6 +311,7 @@ struct hk_link {
 	struct hk_stats *stats;
 	uint64_t resident, budget; /* peer's last heartbeat */
 	uint32_t busy_pct, cpus;   /* and its load (load.c) */
+	uint64_t busy_vcpus;       /* and which of its vCPUs keep running (load.c) */
 	uint32_t health;           /* and its health score (health.c) */
 };
 
@@ -539,9 +540,10 @@ struct hk_peer_config {
  * home it is (they run there but for I/O visits). */
 uint32_t hk_cluster_capacity(struct hk_node *n, int node);
 uint32_t hk_cluster_vcpus_homed(struct hk_node *n, int node);
-/* A vCPU homed at node that may be swapped out of it (not fixed, not
- * except, not moved within settled_ns), the one with the fewest moves; -1. */
-int hk_cluster_swap_candidate(struct hk_node *n, int node, int except, uint64_t fixed,
+/* A vCPU homed at node that may be swapped out of it (not in the mask
+ * avoid: fixed, or busy there; not except, not moved within settled_ns), the
+ * one with the fewest moves; -1. */
+int hk_cluster_swap_candidate(struct hk_node *n, int node, int except, uint64_t avoid,
 			      uint64_t settled_ns);
 
 struct hk_cluster {
@@ -756,6 +758,7 @@ struct hk_node {
 	/* load.c: this node's CPUs, and how busy its vCPU threads keep them */
 	uint64_t load_prev_ns, load_prev_run[HK_MAX_VCPUS];
 	uint32_t busy_pct, host_cpus;
+	uint64_t busy_vcpus; /* vCPUs here whose threads ran half the last sample or more */
 	/* the policies' measured page cost per link (hk_policy_page_cost) */
 	uint64_t page_cost_ns[HK_MAX_NODES];
 	struct hk_cluster cluster;

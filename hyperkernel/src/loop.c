@@ -60,6 +60,7 @@ void hk_dispatch(struct hk_node *n, int from, const struct hk_msg *m)
 		n->links[from].busy_pct = (uint32_t)m->arg[0];
 		n->links[from].cpus = (uint32_t)m->arg[1];
 		n->links[from].health = (uint32_t)m->arg[2];
+		__atomic_store_n(&n->links[from].busy_vcpus, m->page, __ATOMIC_RELAXED);
 		break;
 	case HK_MSG_BYE:
 		n->links[from].bye = true;
@@ -256,6 +257,7 @@ void hk_tick(struct hk_node *n)
 		}
 		/* used = resident + slots held or wanted: a push target needs room */
 		struct hk_msg m = { .type = HK_MSG_HEARTBEAT,
+				    .page = __atomic_load_n(&n->busy_vcpus, __ATOMIC_RELAXED),
 				    .a = n->resident + n->reserved + n->nroom_wait,
 				    .b = n->budget_pages,
 				    .arg = { (int32_t)n->busy_pct, (int32_t)n->host_cpus,

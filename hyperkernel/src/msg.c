@@ -75,7 +75,7 @@ static long fixed_len(unsigned t)
 	case HK_MSG_AUTH_OK: return 0;
 	case HK_MSG_REFUSE: return 4;
 	case HK_MSG_DATA: return PAGE_PAYLOAD + HK_PAGE_SIZE;
-	case HK_MSG_HEARTBEAT: return 28;
+	case HK_MSG_HEARTBEAT: return 36;
 	case HK_MSG_BYE: return 0;
 	case HK_MSG_CONFIG: return HK_SHA256_LEN + 4 + 8 + 8 + 8 + 4;
 	case HK_MSG_VCPU_AT: return 4 + 4 + 8 + 4;
@@ -139,6 +139,7 @@ size_t hk_msg_encode(const struct hk_msg *m, uint8_t *buf, size_t cap)
 		put32(p + 16, (uint32_t)m->arg[0]); /* busy, % of one CPU */
 		put32(p + 20, (uint32_t)m->arg[1]); /* host CPUs */
 		put32(p + 24, (uint32_t)m->arg[2]); /* health score */
+		put64(p + 28, m->page);             /* the vCPUs that keep running */
 		break;
 	case HK_MSG_EVAC:
 	case HK_MSG_EVAC_ACK:
@@ -290,6 +291,7 @@ int hk_msg_decode(const uint8_t *buf, size_t len, struct hk_msg *m)
 		m->arg[0] = (int32_t)get32(p + 16);
 		m->arg[1] = (int32_t)get32(p + 20);
 		m->arg[2] = (int32_t)get32(p + 24);
+		m->page = get64(p + 28);
 		if (m->arg[0] < 0 || m->arg[1] < 0 || m->arg[1] > 4096 || m->arg[2] < 0 ||
 		    m->arg[2] > 100)
 			return -EBADMSG;

@@ -178,10 +178,15 @@ static void build_view(struct hk_node *n, const struct hk_stall *s, struct hk_po
 		v->target_busy_pct = n->links[v->owner].busy_pct;
 		v->target_cpus = n->links[v->owner].cpus;
 	}
+	/* A full target takes a vCPU only in exchange for one of its own that
+	 * idles there (its heartbeat says which keep running): sending a busy
+	 * one away would trade its locality for ours. */
 	v->swap_vcpu = -1;
 	if (v->target_capacity && v->target_vcpus >= v->target_capacity)
-		v->swap_vcpu = hk_cluster_swap_candidate(n, v->owner, s->vcpu, n->cfg.fixed_vcpus,
-							 n->tuning.hold_down_ns);
+		v->swap_vcpu = hk_cluster_swap_candidate(
+			n, v->owner, s->vcpu,
+			n->cfg.fixed_vcpus | __atomic_load_n(&n->links[v->owner].busy_vcpus, __ATOMIC_RELAXED),
+			n->tuning.hold_down_ns);
 	v->vcpu_fixed = s->vcpu >= 0 && s->vcpu < 64 && (n->cfg.fixed_vcpus >> s->vcpu & 1);
 	v->since_moved_ns = UINT64_MAX;
 	if (s->vcpu >= 0 && s->vcpu < HK_MAX_VCPUS) {

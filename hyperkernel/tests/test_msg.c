@@ -64,7 +64,7 @@ static void test_roundtrip_all_types(void)
 		if (t == HK_MSG_HELLO_ACK)
 			CHECK(d.mac[0] == 0xa5 && d.nonce[31] == 0x5a);
 		if (t == HK_MSG_HEARTBEAT)
-			CHECK(d.a == 11 && d.b == 22 && d.arg[2] == 1);
+			CHECK(d.a == 11 && d.b == 22 && d.arg[2] == 1 && d.page == 123456789);
 		if (t == HK_MSG_EVAC)
 			CHECK(d.node == 3 && d.mode == HK_MODE_EXCL && d.a == 0x5);
 		if (t == HK_MSG_EVAC_ACK)

@@ -257,6 +257,31 @@ static void test_learned_history(void)
 	hk_learned_free(n.learned);
 }
 
+/* The vCPU a full node gives in exchange: never a fixed one or one the caller
+ * must avoid (busy there: its heartbeat says it keeps running), never one
+ * that just arrived, else the one with the fewest moves. */
+static void test_swap_candidate(void)
+{
+	struct hk_node *n = calloc(1, sizeof(*n));
+	CHECK(n != NULL);
+	hk_cluster_init(&n->cluster);
+	struct hk_cluster *c = &n->cluster;
+	c->vcpus = 4;
+	for (int v = 0; v < 4; v++)
+		c->location[v] = c->home[v] = (int8_t)(v / 2); /* 0,1 on node 0; 2,3 on node 1 */
+	c->seq[0] = 5;
+	c->seq[1] = 2;
+	CHECK(hk_cluster_swap_candidate(n, 0, -1, 0, 0) == 1);      /* fewer moves */
+	CHECK(hk_cluster_swap_candidate(n, 0, 1, 0, 0) == 0);       /* 1 is the mover */
+	CHECK(hk_cluster_swap_candidate(n, 0, -1, 1u << 1, 0) == 0); /* 1 busy */
+	CHECK(hk_cluster_swap_candidate(n, 0, -1, 3, 0) == -1);     /* 0 fixed, 1 busy */
+	c->moved_ns[1] = hk_now_ns();                               /* 1 just came */
+	CHECK(hk_cluster_swap_candidate(n, 0, -1, 0, 10000000) == 0);
+	CHECK(hk_cluster_swap_candidate(n, 1, -1, 0, 0) == 2);
+	hk_cluster_destroy(c);
+	free(n);
+}
+
 int main(void)
 {
 	RUN(test_parse);
@@ -266,5 +291,6 @@ int main(void)
 	RUN(test_cost_and_learned_never_chase);
 	RUN(test_learned);
 	RUN(test_learned_history);
+	RUN(test_swap_candidate);
 	TEST_DONE();
 }
