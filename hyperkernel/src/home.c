@@ -26,8 +26,9 @@ static void dir_start(struct hk_node *n, uint64_t page, struct hk_dir_req *q);
  * store and reader.  The home sees that as the owner asking to write again
  * within BURST_WINDOW_NS of a copy leaving; such a page holds copies back for
  * BURST_MEMORY_NS after the last time.  A hand-off (a reader spinning on a
- * word another node wrote once) never looks like that, and must see the word
- * at once.
+ * word another node wrote once) must see the word at once: it does not look
+ * like a burst, and when a race marks its page anyway (pingpong's, 23 times
+ * in a run), the next reader that writes clears the mark.
  *
  * Evictions and drops (the owner's own) never wait, nor does anything during
  * an evacuation or after a loss.  The entry is HELD meanwhile: a transaction
