@@ -98,10 +98,7 @@ def _restore_placement(cluster: Cluster) -> list[int]:
     a full node is answered by a settled one sent back (node capacity), so
     this takes a few moves; it gives up after three per vCPU.
     """
-    want = [0] * cluster.spec.vcpus
-    for node, cpus in enumerate(cluster.spec.vcpu_placement):
-        for cpu in cpus:
-            want[cpu] = node
+    want = [cluster.spec.node_of_vcpu(cpu) for cpu in range(cluster.spec.vcpus)]
     where = cluster.vcpu_locations()
     for _ in range(3 * len(want)):
         wrong = [cpu for cpu, node in enumerate(where) if node != want[cpu]]
