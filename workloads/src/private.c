@@ -3,6 +3,13 @@
  * a page-coherent cluster should run it near single-node speed once each
  * thread's pages have settled on its node.
  *
+ * The rate (ops_per_s) counts the passes after warm-up: every thread has
+ * written its whole buffer once before the clock starts, so it measures the
+ * steady state the catalogue asks about. The warm-up (thread start and the
+ * first touch of every page, where a cluster pays its one-time transfers and
+ * the guest's page faults) is reported on its own as warmup_s, and the whole
+ * run as total_ops_per_s, so neither cost hides in the other.
+ *
  * Check: each element's final value is a closed function of its index, the
  * thread and the number of passes, so the main thread recomputes every
  * element independently and compares buffer contents and checksums.
@@ -26,6 +33,7 @@ struct worker {
 	size_t words;
 	long passes;
 	uint64_t checksum;
+	pthread_barrier_t *warm;
 };
 
 static uint64_t initial(int thread, size_t i)
@@ -46,6 +54,7 @@ static void *run(void *arg)
 
 	for (size_t i = 0; i < w->words; i++)
 		w->buf[i] = initial(w->index, i);
+	pthread_barrier_wait(w->warm);
 	for (long p = 0; p < w->passes; p++)
 		for (size_t i = 0; i < w->words; i++)
 			w->buf[i] = step(w->buf[i], p);
@@ -62,19 +71,24 @@ int main(int argc, char **argv)
 	size_t words = (size_t)wl_int("size_kb") * 1024 / sizeof(uint64_t);
 	long passes = (long)wl_int("passes");
 	struct worker *w = calloc((size_t)threads, sizeof(*w));
+	pthread_barrier_t warm;
 
 	if (!w)
 		wl_finish(false, "nomem");
+	pthread_barrier_init(&warm, NULL, (unsigned)threads + 1);
 	for (int t = 0; t < threads; t++) {
-		w[t] = (struct worker){ .index = t, .words = words, .passes = passes };
+		w[t] = (struct worker){ .index = t, .words = words, .passes = passes, .warm = &warm };
 		w[t].buf = wl_alloc(words * sizeof(uint64_t));
 	}
 	uint64_t start = wl_now_ns();
 	for (int t = 0; t < threads; t++)
 		wl_thread_create(&w[t].thread, t, run, &w[t]);
+	pthread_barrier_wait(&warm);
+	uint64_t warmed = wl_now_ns();
 	for (int t = 0; t < threads; t++)
 		wl_thread_join(w[t].thread);
-	uint64_t elapsed = wl_now_ns() - start;
+	uint64_t end = wl_now_ns();
+	uint64_t elapsed = end - warmed;
 
 	if (wl_inject())
 		w[threads - 1].buf[words / 2] ^= 1;
@@ -96,6 +110,9 @@ int main(int argc, char **argv)
 
 	long long ops = (long long)threads * (long long)words * passes;
 	wl_put_rate(ops, elapsed);
+	wl_put_double("warmup_s", (double)(warmed - start) / 1e9);
+	wl_put_double("total_ops_per_s", (double)(ops + (long long)threads * (long long)words) /
+					   ((double)(end - start) / 1e9));
 	wl_put_int("bytes", (long long)(threads * words * sizeof(uint64_t)));
 	wl_put_double("bytes_per_s", (double)ops * 16 / ((double)elapsed / 1e9));
 	wl_put_int("mismatches", mismatches);
