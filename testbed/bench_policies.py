@@ -8,10 +8,22 @@ boot, time on N over time on 1), the bytes the hyperkernel moved, the stalls,
 the vCPU moves by the policy's reason, and ``ok``. Each workload starts with
 the vCPUs where the boot placed them (``start_placement`` says where they
 were), so no cell inherits what the workloads before it did with them. At the
-end of each policy's boot, where every vCPU runs (placement). It ends with
-one JSON line:
+end of each policy's boot, where every vCPU runs (placement).
+
+When ``private`` is among the workloads, each policy's boot also answers
+whether the nodes' CPUs add up: ``private`` with one thread pinned to each
+vCPU, against the same threads pinned to node 0's vCPUs, so that they share
+that node's CPUs. Spread over squeezed throughput is near N on N nodes; a
+policy that gathers the vCPUs on one node, or a cluster whose nodes slow each
+other down, shows below it (target 1.8 on 2 nodes). Every policy's spread run
+is taken against ``page``'s squeezed run, because ``page`` never moves a vCPU
+out of the squeeze.
+
+It ends with one JSON line:
 ``{"workloads": {NAME: {POLICY: {"ratio", "bytes_moved", "ok", ...}}},
-"summary": {"learned_worst_vs_best", "bytes_page_over_learned_geomean"}}``.
+"cpus_add_up": {POLICY: {"ratio", "spread_ops_per_s", "squeezed_ops_per_s", "ok"}},
+"summary": {"learned_worst_vs_best", "bytes_page_over_learned_geomean",
+"learned_geomean_slowdown", "cpus_add_up_min"}}``.
 
 One sample per cell: the figures are a single run's, on a shared machine.
 """
@@ -33,6 +45,12 @@ from testbed.workloads import WORKLOADS, ParamValue, validate_params
 SUITE = Path(__file__).resolve().parent.parent / "suites" / "nightly.toml"
 FIXED = ("page", "vcpu", "cost")  # the fixed policies learned is measured against
 BOOT = "boot"
+# Do the nodes' CPUs add up? ``private`` with one thread per vCPU, spread over
+# every node, against the same threads squeezed onto node 0's vCPUs (and so its
+# CPUs), in one boot: near N on N nodes, unless the policy collapses the guest.
+ADD_UP = "private"
+ADD_UP_TARGET = 1.8
+ADD_UP_CELL = "cpus_add_up"
 
 
 def catalogue_sizes() -> dict[str, dict[str, ParamValue]]:
@@ -109,6 +127,60 @@ def _restore_placement(cluster: Cluster) -> list[int]:
     return where
 
 
+def add_up_params(spec: ClusterSpec, params: dict[str, ParamValue]
+                  ) -> tuple[dict[str, ParamValue], dict[str, ParamValue]]:
+    """``private``'s parameters spread (thread i on vCPU i) and squeezed (the
+    same threads on node 0's vCPUs), both checked."""
+    vcpus = spec.vcpus
+    home0 = [cpu for cpu in range(vcpus) if spec.node_of_vcpu(cpu) == 0]
+    spread = {**params, "threads": vcpus, "cpus": ",".join(map(str, range(vcpus)))}
+    squeezed = {**params, "threads": vcpus, "cpus": ",".join(map(str, home0))}
+    return (dict(validate_params(ADD_UP, spread, vcpus)),
+            dict(validate_params(ADD_UP, squeezed, vcpus)))
+
+
+def add_up_cell(spread: RunRecord | None, squeezed: RunRecord | None) -> dict[str, Any]:
+    """Spread over squeezed throughput, or why there is none."""
+    if spread is None or squeezed is None or not spread.ok or not squeezed.ok:
+        return {"ok": False, "ratio": None}
+    fast, slow = throughput(spread), throughput(squeezed)
+    return {"ok": True, "spread_ops_per_s": fast, "squeezed_ops_per_s": slow,
+            "ratio": fast / slow if fast and slow else None}
+
+
+def squeeze_against_page(add_up: dict[str, dict[str, Any]]) -> None:
+    """Measure every policy's spread run against ``page``'s squeezed one.
+
+    A moving policy may un-squeeze its own squeezed run (learned once sent a
+    squeezed vCPU to the idle node), which makes any spread look no faster;
+    ``page`` never moves a vCPU, so its squeezed run is the one-node figure.
+    Without ``page``, each policy's own is used, and the cell says so."""
+    page = add_up.get("page", {})
+    ref = page.get("squeezed_ops_per_s") if page.get("ok") else None
+    for cell in add_up.values():
+        if not cell.get("ok"):
+            continue
+        cell["squeezed_by"] = "page" if ref else "own"
+        slow = ref or cell["squeezed_ops_per_s"]
+        cell["ratio"] = cell["spread_ops_per_s"] / slow if slow else None
+
+
+def _cpus_add_up(cluster: Cluster, params: dict[str, ParamValue], progress: Progress,
+                 label: str) -> tuple[dict[str, Any], list[RunRecord]]:
+    spread_p, squeezed_p = add_up_params(cluster.spec, params)
+    runs: list[RunRecord] = []
+    for what, p in (("spread", spread_p), ("squeezed onto node 0", squeezed_p)):
+        progress.step("bench", f"{label}: {ADD_UP} {what}, cpus={p['cpus']}")
+        _restore_placement(cluster)
+        try:
+            runs.append(cluster.run_workload(ADD_UP, p, guest_timeout=600))
+        except TestbedError as e:
+            return {"ok": False, "ratio": None, "error": str(e)}, runs
+    cell = add_up_cell(*runs)
+    cell["placement_after"] = cluster.vcpu_locations()
+    return cell, runs
+
+
 def _run_config(arts: Artifacts, run_dir: Path, spec: ClusterSpec,
                 chosen: dict[str, dict[str, ParamValue]], progress: Progress,
                 label: str) -> tuple[Cells, list[RunRecord], list[int]]:
@@ -132,6 +204,9 @@ def _run_config(arts: Artifacts, run_dir: Path, spec: ClusterSpec,
                     continue
                 records.append(record)
                 cells[name] = {**_cell(record), "start_placement": start}
+            if spec.nodes > 1 and ADD_UP in chosen:
+                cells[ADD_UP_CELL], runs = _cpus_add_up(cluster, chosen[ADD_UP], progress, label)
+                records += runs
             placement = cluster.vcpu_locations() if spec.uses_hyperkernel else [0] * spec.vcpus
             cluster.poweroff()
     except TestbedError as e:
@@ -172,6 +247,7 @@ def bench_policies(arts: Artifacts, run_dir: Path, nodes: int, vcpus: int, mem_m
     base, records, _ = _run_config(arts, run_dir, base_spec, chosen, progress, "n1")
     table: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in [BOOT, *chosen]}
     placements: dict[str, list[int]] = {}
+    add_up: dict[str, dict[str, Any]] = {}
     for policy in policies:
         spec = ClusterSpec(nodes=nodes, vcpus=vcpus, mem_mib=mem_mib, policy=policy,
                            cpu_affinity=cpu_affinity, boot_timeout=max(300.0, 100.0 * nodes)).validate()
@@ -179,12 +255,20 @@ def bench_policies(arts: Artifacts, run_dir: Path, nodes: int, vcpus: int, mem_m
                                              f"n{nodes}-{policy}")
         records += recs
         placements[policy] = placement
+        if ADD_UP in chosen:
+            add_up[policy] = cells.pop(ADD_UP_CELL, {"ok": False, "ratio": None,
+                                                     "error": "not run (the boot failed)"})
         for name in table:
             cell = cells.get(name, {"ok": False, "error": "not run (the boot failed)"})
             cell["ratio"] = _ratio(name, cell, base.get(name, {}))
             table[name][policy] = cell
     summary = _summary(table, policies)
+    if add_up:
+        squeeze_against_page(add_up)
+        ratios = [c["ratio"] for c in add_up.values() if c.get("ratio")]
+        summary["cpus_add_up_min"] = min(ratios) if len(ratios) == len(add_up) else None
     _print(table, policies, nodes, vcpus, placements, summary)
+    _print_add_up(add_up, nodes)
     result = {"bench": "policies", "nodes": nodes, "vcpus": vcpus, "mem_mib": mem_mib,
               "baseline": {k: {"ok": v.get("ok"), "throughput": v.get("throughput"),
                                "seconds": v.get("seconds")} for k, v in base.items()},
@@ -194,8 +278,9 @@ def bench_policies(arts: Artifacts, run_dir: Path, nodes: int, vcpus: int, mem_m
                                        "pulls": c.get("pulls"), "migrations": c.get("migrations"),
                                        "start_placement": c.get("start_placement")}
                                    for p, c in row.items()} for name, row in table.items()},
-              "placement": placements, "summary": summary,
-              "ok": all(c.get("ok") for row in table.values() for c in row.values())}
+              "placement": placements, "summary": summary, ADD_UP_CELL: add_up,
+              "ok": all(c.get("ok") for row in table.values() for c in row.values())
+              and all(c.get("ok") for c in add_up.values())}
     return result, records
 
 
@@ -218,6 +303,21 @@ def _summary(table: dict[str, dict[str, dict[str, Any]]], policies: list[str]) -
             "learned_geomean_slowdown": (math.exp(sum(map(math.log, slowdowns)) / len(slowdowns))
                                          if slowdowns else None),
             "policies": policies}
+
+
+def _print_add_up(add_up: dict[str, dict[str, Any]], nodes: int) -> None:
+    if not add_up:
+        return
+    print(f"CPUs add up: {ADD_UP}, one thread per vCPU, spread over {nodes} nodes vs squeezed "
+          f"onto node 0's vCPUs (target >= {ADD_UP_TARGET}x):")
+    for p, c in add_up.items():
+        if not c.get("ratio"):
+            print(f"  {p:<8} FAILED {c.get('error', '')}")
+            continue
+        print(f"  {p:<8} {c['ratio']:.2f}x  (spread {c['spread_ops_per_s'] / 1e6:.0f} M ops/s "
+              f"against {c.get('squeezed_by')}'s squeezed; its own squeezed "
+              f"{c['squeezed_ops_per_s'] / 1e6:.0f}; vCPU -> node after: "
+              f"{c.get('placement_after')})")
 
 
 def _print(table: dict[str, dict[str, dict[str, Any]]], policies: list[str], nodes: int, vcpus: int,

@@ -1,0 +1,47 @@
+"""``bench policies``' CPUs-add-up check: which vCPUs its runs use, and what
+each policy's spread run is measured against."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from testbed.bench_policies import add_up_params, squeeze_against_page
+from testbed.config import ClusterSpec
+from testbed.workloads import WorkloadError
+
+
+def test_spread_uses_every_vcpu_and_squeezed_only_node_0s() -> None:
+    spec = ClusterSpec(nodes=2, vcpus=4, mem_mib=768)
+    spread, squeezed = add_up_params(spec, {"size_kb": 2048, "passes": 64})
+    assert (spread["threads"], spread["cpus"]) == (4, "0,1,2,3")
+    assert (squeezed["threads"], squeezed["cpus"]) == (4, "0,1")
+    assert spread["passes"] == squeezed["passes"] == 64
+    # on 4 nodes node 0 has one vCPU: all four threads share it
+    _, squeezed = add_up_params(ClusterSpec(nodes=4, vcpus=4, mem_mib=768), {})
+    assert squeezed["cpus"] == "0"
+
+
+def test_bad_sizes_are_refused_before_anything_runs() -> None:
+    with pytest.raises(WorkloadError, match="passes"):
+        add_up_params(ClusterSpec(nodes=2, vcpus=4, mem_mib=768), {"passes": 0})
+
+
+def test_every_policy_is_measured_against_pages_squeeze() -> None:
+    cells: dict[str, dict[str, Any]] = {
+             "page": {"ok": True, "spread_ops_per_s": 400.0, "squeezed_ops_per_s": 200.0},
+             # learned un-squeezed its own squeezed run: 310, not a squeeze
+             "learned": {"ok": True, "spread_ops_per_s": 320.0, "squeezed_ops_per_s": 310.0},
+             "cost": {"ok": False, "ratio": None}}
+    squeeze_against_page(cells)
+    assert cells["page"]["ratio"] == pytest.approx(2.0)
+    assert cells["learned"]["ratio"] == pytest.approx(1.6)
+    assert cells["learned"]["squeezed_by"] == "page"
+    assert cells["cost"]["ratio"] is None
+    # without page, a policy's own squeezed run, said so
+    alone: dict[str, dict[str, Any]] = {
+        "learned": {"ok": True, "spread_ops_per_s": 320.0, "squeezed_ops_per_s": 160.0}}
+    squeeze_against_page(alone)
+    assert alone["learned"]["ratio"] == pytest.approx(2.0)
+    assert alone["learned"]["squeezed_by"] == "own"
