@@ -219,6 +219,7 @@ enum hk_reason {
 	HK_WHY_TARGET_BUSY,     /* the owner's host CPUs are busy running its vCPUs */
 	HK_WHY_SEQUENTIAL,      /* a read in a sequential run: read-ahead brings it cheaply */
 	HK_WHY_TARGET_LEAVING,  /* the page's node is evacuating or left */
+	HK_WHY_MANY_WRITERS,    /* several vCPUs here write it and it bounces: a move buys nothing */
 	HK_WHY_COUNT
 };
 const char *hk_reason_name(unsigned r);
@@ -462,6 +463,13 @@ enum hk_policy_kind { HK_POLICY_PAGE = 0, HK_POLICY_VCPU, HK_POLICY_COST, HK_POL
  * measured costs, and recent history.  Built by hk_policy_view(); the
  * policies themselves are pure functions of it, so they are unit-tested
  * without a cluster. */
+struct hk_vcpu_history { /* a vCPU's stalls here (policy.c) */
+	uint64_t start;
+	uint32_t count, prev; /* in 10 ms windows */
+	uint32_t ws;          /* pages it brought here that do not bounce, halved every second */
+	uint64_t ws_ns;       /* when ws was last halved */
+};
+
 struct hk_policy_view {
 	const struct hk_stall *stall;
 	int self;
@@ -480,6 +488,9 @@ struct hk_policy_view {
 	bool target_leaving;    /* the owner's node is evacuating (no vCPU goes there) */
 	uint64_t since_moved_ns; /* since this vCPU arrived here (UINT64_MAX: never moved) */
 	uint32_t page_bounces;  /* how often the page recently left and came back */
+	bool many_writers;      /* it bounces, and two or more vCPUs here write it */
+	uint32_t vcpu_stalls;   /* the stalled vCPU's stalls here in the last 10 ms */
+	uint32_t vcpu_ws;       /* and the pages it brought here lately: its working set */
 	/* learned (learned.c): the stalled guest thread's recent history here */
 	uint32_t thread_stalls;    /* its stalls in the last 10 ms */
 	uint32_t thread_share_pct; /* of its recent stalls, the share for data at owner */
@@ -662,6 +673,8 @@ struct hk_page {
 	uint64_t t_req, t_data, t_left; /* stage clocks: REQ sent, data arrived, ack held */
 	bool ahead;        /* req_pending is a read-ahead nobody waits for yet */
 	uint8_t bounces;   /* policy history: left and came back soon after, decayed */
+	uint64_t writers;  /* and the local vCPUs that stalled writing it since it last
+			      stopped bouncing (bit per vCPU) */
 	uint32_t left_ms;  /* when it last left (ms, 0: never) */
 	struct hk_waiter *waiters;
 	bool evac_asked;   /* in the leaver's window (evacuate.c) */
@@ -761,6 +774,7 @@ struct hk_node {
 	uint64_t busy_vcpus; /* vCPUs here whose threads ran half the last sample or more */
 	/* the policies' measured page cost per link (hk_policy_page_cost) */
 	uint64_t page_cost_ns[HK_MAX_NODES];
+	struct hk_vcpu_history vcpu_hist[HK_MAX_VCPUS];
 	struct hk_cluster cluster;
 	/* which node keeps each chunk's directory entries; changes when a node
 	 * leaves (evacuate.c).  Every node applies the same changes. */

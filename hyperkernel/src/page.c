@@ -73,6 +73,8 @@ void hk_page_arrived(struct hk_node *n, uint64_t page, int from)
 		p->bounces = p->bounces < 255 ? p->bounces + 1 : 255;
 	else
 		p->bounces /= 2;
+	if (!p->bounces)
+		p->writers = 0;
 	if (n->cfg.cb.on_page_arrived)
 		n->cfg.cb.on_page_arrived(n->cfg.cb.opaque, page * HK_PAGE_SIZE);
 }

@@ -23,7 +23,7 @@ static const char *const reason_names[HK_WHY_COUNT] = {
 	[HK_WHY_FIXED_VCPU] = "page.fixed_vcpu",  [HK_WHY_SWAP] = "vcpu.swap",
 	[HK_WHY_LEARNED_PAGE] = "page.learned",   [HK_WHY_LEARNED_VCPU] = "vcpu.learned",
 	[HK_WHY_TARGET_BUSY] = "page.target_busy", [HK_WHY_SEQUENTIAL] = "page.sequential",
-	[HK_WHY_TARGET_LEAVING] = "page.target_leaving",
+	[HK_WHY_TARGET_LEAVING] = "page.target_leaving", [HK_WHY_MANY_WRITERS] = "page.many_writers",
 };
 
 const char *hk_reason_name(unsigned r)
@@ -203,6 +203,7 @@ static void build_view(struct hk_node *n, const struct hk_stall *s, struct hk_po
 	 * duty moves: counted for reads, they drew idle vCPUs woken by the tick
 	 * to the timekeeper's node, swapping out whoever worked there. */
 	v->page_bounces = s->is_write ? n->pages[page].bounces : 0;
+	v->many_writers = n->pages[page].bounces && __builtin_popcountll(n->pages[page].writers) >= 2;
 	v->target_leaving = v->owner >= 0 && hk_node_leaving(n, v->owner);
 	/* as read_ahead() sees a run: the next page either way, or within the
 	 * window it already asked for */
@@ -216,6 +217,34 @@ static void build_view(struct hk_node *n, const struct hk_stall *s, struct hk_po
 	v->hysteresis_pct = n->tuning.hysteresis_pct;
 }
 
+/* The vCPU's history as the view shows it, before this stall; then this
+ * stall is counted.  Its stalls of the last 10 ms window (or the one before,
+ * if more).  Its working set here: the pages its stalls brought that do not
+ * bounce (a bouncing page is shared, not its own), halved every second, so
+ * a thread that filled its buffer here a while ago still counts it. */
+static void count_vcpu_stall(struct hk_node *n, const struct hk_stall *s, struct hk_policy_view *v)
+{
+	if (s->vcpu < 0 || s->vcpu >= HK_MAX_VCPUS)
+		return;
+	uint64_t now = hk_now_ns();
+	struct hk_vcpu_history *h = &n->vcpu_hist[s->vcpu];
+	if (now - h->start >= 10000000ull) {
+		h->prev = now - h->start < 20000000ull ? h->count : 0;
+		h->count = 0;
+		h->start = now;
+	}
+	if (now - h->ws_ns >= 1000000000ull) {
+		uint64_t halvings = (now - h->ws_ns) / 1000000000ull;
+		h->ws = halvings >= 32 ? 0 : h->ws >> halvings;
+		h->ws_ns = now;
+	}
+	v->vcpu_stalls = h->count > h->prev ? h->count : h->prev;
+	v->vcpu_ws = h->ws;
+	h->count++;
+	if (!n->pages[s->offset / HK_PAGE_SIZE].bounces && h->ws < UINT32_MAX)
+		h->ws++;
+}
+
 void hk_policy_decide(struct hk_node *n, const struct hk_stall *s, struct hk_decision *d)
 {
 	struct hk_policy_view v;
@@ -223,7 +252,12 @@ void hk_policy_decide(struct hk_node *n, const struct hk_stall *s, struct hk_dec
 		bring(d, HK_WHY_PAGE_ALWAYS);
 		return;
 	}
+	/* which of our vCPUs write the page (page.c forgets them once it
+	 * stops bouncing) */
+	if (s->is_write && s->vcpu >= 0 && s->vcpu < 64)
+		n->pages[s->offset / HK_PAGE_SIZE].writers |= 1ull << s->vcpu;
 	build_view(n, s, &v);
+	count_vcpu_stall(n, s, &v);
 	if (n->policy == HK_POLICY_LEARNED)
 		hk_learned_observe(n, s->guest_thread, s->vcpu, v.owner, &v);
 	d->swap_vcpu = -1;

@@ -10,7 +10,13 @@
  * prior until one was measured; twice that into a full node (a swap).  The
  * vCPU moves only if that wins by hysteresis_pct, and never within
  * hold_down of its last arrival, so a vCPU and a page cannot chase each
- * other: each vCPU moves at most once per hold-down. */
+ * other: each vCPU moves at most once per hold-down.  A page that several
+ * of this node's vCPUs write, and that bounces, is always brought: no single
+ * move can stop its bouncing.  The fetches expected are capped by the
+ * vCPU's own recent stalls: one that rarely stalls has nothing to gain.  And
+ * a move also costs the pages the vCPU brought here lately (its working set,
+ * pages that do not bounce), a quarter of which it is assumed to fetch again
+ * wherever it goes. */
 #include "hk.h"
 
 /* Move if the vCPU's cost, plus hysteresis, beats the page's cost times
@@ -22,6 +28,17 @@ void hk_policy_compare(const struct hk_policy_view *v, struct hk_decision *d,
 	d->target_node = -1;
 	if (v->since_moved_ns < v->hold_down_ns) {
 		d->reason = HK_WHY_HOLD_DOWN;
+		d->swap_vcpu = -1;
+		return;
+	}
+	/* The page bounces, and two or more of our vCPUs write it: whichever
+	 * one moves, the others keep writing it here, so it bounces on and
+	 * the move buys nothing but a vCPU away from its own data.  These are
+	 * the guest kernel's globals that every CPU writes (jiffies, the
+	 * scheduler's nohz and avenrun, rcu_state): they drew vCPUs of
+	 * "private", whose threads share nothing, into swaps. */
+	if (v->many_writers) {
+		d->reason = HK_WHY_MANY_WRITERS;
 		d->swap_vcpu = -1;
 		return;
 	}
@@ -41,9 +58,22 @@ void hk_policy_compare(const struct hk_policy_view *v, struct hk_decision *d,
 		d->swap_vcpu = -1;
 		return;
 	}
+	/* A move saves at most the stalls the vCPU goes on taking, and a vCPU
+	 * that stalls rarely here runs from memory it has here, which a move
+	 * would leave behind: the fetches expected are at most one more than
+	 * its stalls of the last 10 ms.  (A page that bounces is fetched again
+	 * only if this vCPU touches it again; "private"'s threads, which share
+	 * nothing, were swapped back and forth for the guest kernel's pages.) */
+	if (repeats_x16 > 16ull * (1 + (uint64_t)v->vcpu_stalls))
+		repeats_x16 = 16ull * (1 + (uint64_t)v->vcpu_stalls);
 	uint64_t fetch = v->page_ns ? v->page_ns : v->vcpu_prior_ns / 4;
 	uint64_t page_cost = fetch * repeats_x16 / 16;
-	uint64_t vcpu_cost = v->vcpu_ns ? v->vcpu_ns : v->vcpu_prior_ns;
+	/* The vCPU leaves its working set here behind, and whatever it
+	 * touches again comes after it, a fetch a page: count a quarter of
+	 * it.  (A thread of "private" that filled its 2 MiB here would fetch
+	 * hundreds of its own pages back for one kernel page it stalled on.) */
+	uint64_t vcpu_cost = (v->vcpu_ns ? v->vcpu_ns : v->vcpu_prior_ns) +
+			     fetch * (uint64_t)v->vcpu_ws / 4;
 	/* Into a full node, a swap: two vCPUs move, and the one sent back
 	 * loses whatever it had there (a reader next to its writer's data
 	 * sent away for an idle vCPU that woke for the timer tick). */

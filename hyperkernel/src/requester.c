@@ -132,6 +132,9 @@ void hk_requester_evaluate(struct hk_node *n, uint64_t page)
 	}
 	hk_policy_count(n, d.reason);
 	if (d.kind == HK_MOVE_VCPU) {
+		hk_info("move vCPU %d to node %d (swap %d, %s) for a %s stall on page %#lx",
+			st.vcpu, d.target_node, d.swap_vcpu, hk_reason_name(d.reason),
+			write ? "write" : "read", page * HK_PAGE_SIZE);
 		n->stats.node.vcpu_move_decisions++;
 		first->pulling = true; /* the stall st describes */
 		hk_learned_moved(n, st.vcpu, d.target_node);

@@ -16,7 +16,7 @@ static struct hk_policy_view view(void)
 	return (struct hk_policy_view){
 		.stall = &stall, .self = 0, .owner = 2, .target_vcpus = 0, .target_capacity = 1,
 		.since_moved_ns = UINT64_MAX, .hold_down_ns = 10000000, .vcpu_prior_ns = 500000,
-		.hysteresis_pct = 25, .swap_vcpu = -1,
+		.hysteresis_pct = 25, .swap_vcpu = -1, .vcpu_stalls = 1000, /* stalls all the time */
 	};
 }
 
@@ -102,6 +102,23 @@ static void test_cost(void)
 	v.page_bounces = 15;
 	d = decide(&hk_policy_cost, &v);
 	CHECK(d.kind == HK_MOVE_VCPU && d.target_node == 2 && d.reason == HK_WHY_VCPU_CHEAPER);
+	/* but a vCPU that stalled only twice in 10 ms expects at most three
+	 * fetches, however much the page bounces: it runs from its own data */
+	v.vcpu_stalls = 2;
+	d = decide(&hk_policy_cost, &v);
+	CHECK(d.kind == HK_BRING_PAGE && d.reason == HK_WHY_PAGE_CHEAPER);
+	d = decide(&hk_policy_learned, &v);
+	CHECK(d.kind == HK_BRING_PAGE && d.reason == HK_WHY_LEARNED_PAGE);
+	v.vcpu_stalls = 1000;
+	/* a vCPU that brought 2 MiB of its own here lately would fetch them
+	 * again after the move: 15 bounces of a 60 us page do not pay for it */
+	v.vcpu_ws = 512;
+	d = decide(&hk_policy_cost, &v);
+	CHECK(d.kind == HK_BRING_PAGE && d.reason == HK_WHY_PAGE_CHEAPER);
+	v.vcpu_ws = 8; /* a few pages: the move still wins */
+	d = decide(&hk_policy_cost, &v);
+	CHECK(d.kind == HK_MOVE_VCPU);
+	v.vcpu_ws = 0;
 	/* hysteresis: a move that wins by less than 25% does not happen */
 	v.page_bounces = 0;
 	v.page_ns = 550000;
@@ -220,6 +237,18 @@ static void test_learned(void)
 	d = decide(&hk_policy_learned, &v);
 	CHECK(d.kind == HK_BRING_PAGE && d.reason == HK_WHY_SEQUENTIAL);
 	v.sequential = false;
+	/* a page two of our vCPUs write, which bounces: the other writer
+	 * stays, so cost and learned bring it however dear it is */
+	v.many_writers = true;
+	v.page_bounces = 200;
+	d = decide(&hk_policy_learned, &v);
+	CHECK(d.kind == HK_BRING_PAGE && d.reason == HK_WHY_MANY_WRITERS && d.swap_vcpu == -1);
+	d = decide(&hk_policy_cost, &v);
+	CHECK(d.kind == HK_BRING_PAGE && d.reason == HK_WHY_MANY_WRITERS);
+	v.many_writers = false;
+	d = decide(&hk_policy_learned, &v);
+	CHECK(d.kind == HK_MOVE_VCPU);
+	v.page_bounces = 0;
 	v.since_moved_ns = 1000; /* hold-down */
 	d = decide(&hk_policy_learned, &v);
 	CHECK(d.kind == HK_BRING_PAGE && d.reason == HK_WHY_HOLD_DOWN);
