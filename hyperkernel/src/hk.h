@@ -466,7 +466,7 @@ enum hk_policy_kind { HK_POLICY_PAGE = 0, HK_POLICY_VCPU, HK_POLICY_COST, HK_POL
 struct hk_vcpu_history { /* a vCPU's stalls here (policy.c) */
 	uint64_t start;
 	uint32_t count, prev; /* in 10 ms windows */
-	uint32_t ws;          /* pages it brought here that do not bounce, halved every second */
+	uint32_t ws;          /* pages it took for writing here that do not bounce, decayed */
 	uint64_t ws_ns;       /* when ws was last halved */
 };
 

@@ -219,9 +219,12 @@ static void build_view(struct hk_node *n, const struct hk_stall *s, struct hk_po
 
 /* The vCPU's history as the view shows it, before this stall; then this
  * stall is counted.  Its stalls of the last 10 ms window (or the one before,
- * if more).  Its working set here: the pages its stalls brought that do not
- * bounce (a bouncing page is shared, not its own), halved every second, so
- * a thread that filled its buffer here a while ago still counts it. */
+ * if more).  Its working set here: the pages it stalled writing, which it
+ * then owns here, and which do not bounce (a bouncing page is shared, not
+ * its own), halved every 200 ms.  Read copies do not count: their owner
+ * keeps the data, so a move to it loses nothing. */
+#define WS_HALF_LIFE_NS 200000000ull
+
 static void count_vcpu_stall(struct hk_node *n, const struct hk_stall *s, struct hk_policy_view *v)
 {
 	if (s->vcpu < 0 || s->vcpu >= HK_MAX_VCPUS)
@@ -233,15 +236,15 @@ static void count_vcpu_stall(struct hk_node *n, const struct hk_stall *s, struct
 		h->count = 0;
 		h->start = now;
 	}
-	if (now - h->ws_ns >= 1000000000ull) {
-		uint64_t halvings = (now - h->ws_ns) / 1000000000ull;
+	if (now - h->ws_ns >= WS_HALF_LIFE_NS) {
+		uint64_t halvings = (now - h->ws_ns) / WS_HALF_LIFE_NS;
 		h->ws = halvings >= 32 ? 0 : h->ws >> halvings;
 		h->ws_ns = now;
 	}
 	v->vcpu_stalls = h->count > h->prev ? h->count : h->prev;
 	v->vcpu_ws = h->ws;
 	h->count++;
-	if (!n->pages[s->offset / HK_PAGE_SIZE].bounces && h->ws < UINT32_MAX)
+	if (s->is_write && !n->pages[s->offset / HK_PAGE_SIZE].bounces && h->ws < UINT32_MAX)
 		h->ws++;
 }
 

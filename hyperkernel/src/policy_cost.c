@@ -14,9 +14,9 @@
  * of this node's vCPUs write, and that bounces, is always brought: no single
  * move can stop its bouncing.  The fetches expected are capped by the
  * vCPU's own recent stalls: one that rarely stalls has nothing to gain.  And
- * a move also costs the pages the vCPU brought here lately (its working set,
- * pages that do not bounce), a quarter of which it is assumed to fetch again
- * wherever it goes. */
+ * a move also costs the pages the vCPU took for writing here lately (its
+ * working set, pages that do not bounce), a quarter of which it is assumed
+ * to fetch again wherever it goes. */
 #include "hk.h"
 
 /* Move if the vCPU's cost, plus hysteresis, beats the page's cost times
