@@ -25,12 +25,16 @@ It ends with one JSON line:
 "summary": {"learned_worst_vs_best", "bytes_page_over_learned_geomean",
 "learned_geomean_slowdown", "cpus_add_up_min"}}``.
 
-One sample per cell: the figures are a single run's, on a shared machine.
+One boot per configuration by default, so one sample per cell on a shared
+machine whose boots differ by 20-30%; ``--repeat R`` boots every
+configuration R times, in rounds (1 node, then each policy, then again), and
+each cell is the median of its R samples (all of them under ``samples``).
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -225,10 +229,41 @@ def _ratio(name: str, cell: dict[str, Any], base: dict[str, Any]) -> float | Non
     return None
 
 
+def merge_repeats(runs: list[Cells]) -> Cells:
+    """One configuration's cells from several boots as one: the median of
+    each figure, ``ok`` only if every boot's was, and the figures of every
+    boot under ``samples``."""
+    merged: Cells = {}
+    for name in dict.fromkeys(k for cells in runs for k in cells):
+        seen = [cells.get(name, {"ok": False, "error": "not run (the boot failed)"})
+                for cells in runs]
+        cell: dict[str, Any] = {"ok": all(c.get("ok") for c in seen)}
+        for key in ("throughput", "seconds", "bytes_moved", "stalls", "pulls", "migrations",
+                    "overfull_ticks", "capacity_moves", "spread_ops_per_s", "squeezed_ops_per_s"):
+            values = [c[key] for c in seen if c.get(key) is not None]
+            if values:
+                cell[key] = statistics.median(values)
+                if key in ("throughput", "seconds", "spread_ops_per_s", "squeezed_ops_per_s"):
+                    cell.setdefault("samples", {})[key] = values
+        moves: dict[str, int] = {}
+        for c in seen:
+            for why, count in (c.get("vcpu_moves_by_reason") or {}).items():
+                moves[why] = moves.get(why, 0) + count
+        cell["vcpu_moves_by_reason"] = moves  # summed over the boots
+        for key in ("start_placement", "placement_after", "error"):
+            found = [c[key] for c in seen if c.get(key) is not None]
+            if found:
+                cell[key] = found[-1]
+        merged[name] = cell
+    return merged
+
+
 def check_args(nodes: int, names: str | None, policies: list[str],
-               vcpus: int) -> dict[str, dict[str, ParamValue]]:
+               vcpus: int, repeat: int = 1) -> dict[str, dict[str, ParamValue]]:
     """Every argument checked before a run directory, a build or a boot: the
     workloads to run with their parameters."""
+    if repeat < 1:
+        raise ConfigError(f"--repeat {repeat} is out of range", "use 1 or more")
     bad = [p for p in policies if p not in POLICIES]
     if bad or not policies:
         raise ConfigError(f"unknown policy {','.join(bad) or '(none given)'}",
@@ -240,21 +275,35 @@ def check_args(nodes: int, names: str | None, policies: list[str],
 
 def bench_policies(arts: Artifacts, run_dir: Path, nodes: int, vcpus: int, mem_mib: int,
                    names: str | None, policies: list[str], progress: Progress,
-                   cpu_affinity: str = "node") -> tuple[dict[str, Any], list[RunRecord]]:
-    chosen = check_args(nodes, names, policies, vcpus)
+                   cpu_affinity: str = "node", repeat: int = 1
+                   ) -> tuple[dict[str, Any], list[RunRecord]]:
+    chosen = check_args(nodes, names, policies, vcpus, repeat)
     base_spec = ClusterSpec(nodes=1, vcpus=vcpus, mem_mib=mem_mib, cpu_affinity=cpu_affinity,
                             boot_timeout=300).validate()
-    base, records, _ = _run_config(arts, run_dir, base_spec, chosen, progress, "n1")
+    specs = {label: ClusterSpec(nodes=nodes, vcpus=vcpus, mem_mib=mem_mib, policy=policy,
+                                cpu_affinity=cpu_affinity,
+                                boot_timeout=max(300.0, 100.0 * nodes)).validate()
+             for label, policy in ((f"n{nodes}-{p}", p) for p in policies)}
+    runs: dict[str, list[Cells]] = {"n1": [], **{label: [] for label in specs}}
+    last_placement: dict[str, list[int]] = {}
+    records: list[RunRecord] = []
+    # every configuration once per round, so drift on the machine hits all alike
+    for r in range(repeat):
+        suffix = f"-r{r}" if repeat > 1 else ""
+        for label, spec in [("n1", base_spec), *specs.items()]:
+            cells, recs, placement = _run_config(arts, run_dir, spec, chosen, progress,
+                                                 label + suffix)
+            runs[label].append(cells)
+            records += recs
+            last_placement[label] = placement
+    base = merge_repeats(runs["n1"])
     table: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in [BOOT, *chosen]}
     placements: dict[str, list[int]] = {}
     add_up: dict[str, dict[str, Any]] = {}
     for policy in policies:
-        spec = ClusterSpec(nodes=nodes, vcpus=vcpus, mem_mib=mem_mib, policy=policy,
-                           cpu_affinity=cpu_affinity, boot_timeout=max(300.0, 100.0 * nodes)).validate()
-        cells, recs, placement = _run_config(arts, run_dir, spec, chosen, progress,
-                                             f"n{nodes}-{policy}")
-        records += recs
-        placements[policy] = placement
+        label = f"n{nodes}-{policy}"
+        cells = merge_repeats(runs[label])
+        placements[policy] = last_placement[label]
         if ADD_UP in chosen:
             add_up[policy] = cells.pop(ADD_UP_CELL, {"ok": False, "ratio": None,
                                                      "error": "not run (the boot failed)"})
@@ -270,13 +319,16 @@ def bench_policies(arts: Artifacts, run_dir: Path, nodes: int, vcpus: int, mem_m
     _print(table, policies, nodes, vcpus, placements, summary)
     _print_add_up(add_up, nodes)
     result = {"bench": "policies", "nodes": nodes, "vcpus": vcpus, "mem_mib": mem_mib,
+              "repeat": repeat,
               "baseline": {k: {"ok": v.get("ok"), "throughput": v.get("throughput"),
-                               "seconds": v.get("seconds")} for k, v in base.items()},
+                               "seconds": v.get("seconds"), "samples": v.get("samples")}
+                           for k, v in base.items()},
               "workloads": {name: {p: {"ratio": c.get("ratio"), "bytes_moved": c.get("bytes_moved"),
                                        "ok": c.get("ok"), "stalls": c.get("stalls"),
                                        "vcpu_moves_by_reason": c.get("vcpu_moves_by_reason"),
                                        "pulls": c.get("pulls"), "migrations": c.get("migrations"),
-                                       "start_placement": c.get("start_placement")}
+                                       "start_placement": c.get("start_placement"),
+                                       "samples": c.get("samples")}
                                    for p, c in row.items()} for name, row in table.items()},
               "placement": placements, "summary": summary, ADD_UP_CELL: add_up,
               "ok": all(c.get("ok") for row in table.values() for c in row.values())
@@ -322,7 +374,7 @@ def _print_add_up(add_up: dict[str, dict[str, Any]], nodes: int) -> None:
 
 def _print(table: dict[str, dict[str, dict[str, Any]]], policies: list[str], nodes: int, vcpus: int,
            placements: dict[str, list[int]], summary: dict[str, Any]) -> None:
-    print(f"slowdown vs 1 node ({nodes} nodes, {vcpus} vCPUs; lower is better), "
+    print(f"slowdown vs 1 node ({nodes} nodes, {vcpus} vCPUs; lower is better; medians), "
           "MB moved, vCPU moves by the policy:")
     print(f"  {'workload':<12}" + "".join(f"{p:>26}" for p in policies))
     for name, row in table.items():

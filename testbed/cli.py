@@ -239,6 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="catalogue workloads to run (default: all; the boot always)")
     b.add_argument("--policies", default=",".join(POLICIES), metavar="POLICY,...",
                    help="policies to compare (default: all)")
+    b.add_argument("--repeat", type=_count, default=1,
+                   help="boots of each configuration, in rounds; a cell is the median (default 1)")
     b = bench_sub.add_parser("knob", help="a hyperkernel knob's values compared within one boot, "
                              "workload by workload")
     b.add_argument("--knob", default="HK_PAGE_HOLD_US",
@@ -536,7 +538,7 @@ def cmd_bench(args: argparse.Namespace, progress: Progress) -> int:
     policies: list[str] = []
     if args.bench == "policies":  # likewise
         policies = [p.strip() for p in args.policies.split(",") if p.strip()]
-        check_policies_args(args.nodes, args.workloads, policies, args.vcpus)
+        check_policies_args(args.nodes, args.workloads, policies, args.vcpus, args.repeat)
     if args.bench == "evacuate":  # likewise
         check_evacuate_args(args.nodes, args.size, args.mem)
     if args.bench == "knob":  # likewise
@@ -561,7 +563,8 @@ def cmd_bench(args: argparse.Namespace, progress: Progress) -> int:
                                          args.repeat, progress, args.cpu_affinity)
         elif args.bench == "policies":
             result, records = bench_policies(arts, run_dir, args.nodes, args.vcpus, args.mem,
-                                             args.workloads, policies, progress, args.cpu_affinity)
+                                             args.workloads, policies, progress, args.cpu_affinity,
+                                             args.repeat)
         else:
             result, records = bench_migrate(arts, run_dir, args.nodes, args.vcpus, args.mem,
                                             args.migrations, progress, args.cpu_affinity)

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from testbed.bench_policies import add_up_params, squeeze_against_page
+from testbed.bench_policies import add_up_params, merge_repeats, squeeze_against_page
 from testbed.config import ClusterSpec
 from testbed.workloads import WorkloadError
 
@@ -45,3 +45,27 @@ def test_every_policy_is_measured_against_pages_squeeze() -> None:
     squeeze_against_page(alone)
     assert alone["learned"]["ratio"] == pytest.approx(2.0)
     assert alone["learned"]["squeezed_by"] == "own"
+
+
+def test_repeated_boots_merge_into_medians() -> None:
+    runs: list[dict[str, dict[str, Any]]] = [
+        {"boot": {"ok": True, "seconds": 6.0},
+         "lock": {"ok": True, "throughput": 100.0, "bytes_moved": 10,
+                  "vcpu_moves_by_reason": {"vcpu.swap": 2}, "start_placement": [0, 1]}},
+        {"boot": {"ok": True, "seconds": 9.0},
+         "lock": {"ok": True, "throughput": 300.0, "bytes_moved": 30,
+                  "vcpu_moves_by_reason": {"vcpu.swap": 1}, "start_placement": [0, 1]}},
+        {"boot": {"ok": True, "seconds": 7.0},
+         "lock": {"ok": False, "throughput": 200.0, "bytes_moved": 20}},
+    ]
+    merged = merge_repeats(runs)
+    assert merged["boot"]["seconds"] == 7.0 and merged["boot"]["ok"]
+    assert merged["boot"]["samples"]["seconds"] == [6.0, 9.0, 7.0]
+    lock = merged["lock"]
+    assert (lock["throughput"], lock["bytes_moved"]) == (200.0, 20)
+    assert not lock["ok"]  # one boot's run failed its check
+    assert lock["vcpu_moves_by_reason"] == {"vcpu.swap": 3}
+    # a boot that failed leaves its workloads out: the merged cell is not ok
+    partial = merge_repeats([{"boot": {"ok": True, "seconds": 6.0}, "lock": {"ok": True}},
+                             {"boot": {"ok": False, "error": "boot timed out"}}])
+    assert not partial["lock"]["ok"] and not partial["boot"]["ok"]

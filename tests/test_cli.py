@@ -37,6 +37,7 @@ def _run(*args: str, timeout: float = 60, stdin: str | None = None) -> subproces
     (["bench", "policies", "--policies", "page,learnt"], "unknown policy learnt"),
     (["bench", "policies", "--nodes", "1"], "--nodes 1 compares nothing"),
     (["bench", "policies", "--workloads", "pingpong,nosuch"], "unknown workload 'nosuch'"),
+    (["bench", "policies", "--repeat", "0"], "0 is out of range; use 1 or more"),
     (["run", "--nodes", "2", "--vcpus", "4", "--max-vcpus", "5", "--", "true"],
      "--max-vcpus 5 is out of range"),
     (["run", "--vcpus", "4", "--max-vcpus", "2", "--", "true"], "needs the hyperkernel"),
