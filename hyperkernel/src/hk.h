@@ -463,9 +463,17 @@ enum hk_policy_kind { HK_POLICY_PAGE = 0, HK_POLICY_VCPU, HK_POLICY_COST, HK_POL
  * measured costs, and recent history.  Built by hk_policy_view(); the
  * policies themselves are pure functions of it, so they are unit-tested
  * without a cluster. */
-struct hk_vcpu_history { /* a vCPU's stalls here (policy.c) */
+/* Stalls counted in 10 ms windows: a thread's (learned.c), a vCPU's
+ * (policy.c).  hk_stall_window_count() says how many came in the current
+ * window or the one before, whichever had more, then counts one more. */
+struct hk_stall_window {
 	uint64_t start;
-	uint32_t count, prev; /* in 10 ms windows */
+	uint32_t count, prev;
+};
+uint32_t hk_stall_window_count(struct hk_stall_window *w, uint64_t now);
+
+struct hk_vcpu_history { /* a vCPU's stalls here (policy.c) */
+	struct hk_stall_window recent;
 	uint32_t ws;          /* pages it took for writing here that do not bounce, decayed */
 	uint64_t ws_ns;       /* when ws was last halved */
 };

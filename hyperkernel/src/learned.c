@@ -33,13 +33,12 @@
 
 #define LEARN_THREADS 256 /* open addressing; the oldest entry is replaced */
 #define LEARN_NODES 16    /* affinity kept for the first 16 nodes */
-#define WINDOW_NS 10000000ull
 #define JUDGE_NS 50000000ull
 
 struct learned_thread {
 	uint64_t id; /* 0: free */
-	uint64_t last_ns, window_start;
-	uint32_t window_stalls, prev_window_stalls;
+	uint64_t last_ns;
+	struct hk_stall_window recent; /* its stalls here */
 	uint32_t aff[LEARN_NODES]; /* stalls for data at each node, halved every 64 */
 	uint32_t since_halving;
 	uint64_t stalls;
@@ -91,7 +90,7 @@ static struct learned_thread *thread_of(struct hk_learned *l, uint64_t id, uint6
 	}
 	memset(victim, 0, sizeof(*victim));
 	victim->id = id;
-	victim->window_start = now;
+	victim->recent.start = now;
 	l->threads_seen++;
 	return victim;
 }
@@ -105,22 +104,15 @@ void hk_learned_observe(struct hk_node *n, uint64_t id, int vcpu, int owner,
 	uint64_t now = hk_now_ns();
 	pthread_mutex_lock(&l->lock);
 	struct learned_thread *t = thread_of(l, id, now);
-	if (now - t->window_start >= WINDOW_NS) {
-		t->prev_window_stalls = now - t->window_start < 2 * WINDOW_NS ? t->window_stalls : 0;
-		t->window_stalls = 0;
-		t->window_start = now;
-	}
 	/* what the policy sees: the history before this stall */
 	uint32_t total = 0;
 	for (int k = 0; k < LEARN_NODES; k++)
 		total += t->aff[k];
 	v->thread_share_pct = owner >= 0 && owner < LEARN_NODES && total ?
 				      (uint32_t)(100ull * t->aff[owner] / total) : 0;
-	v->thread_stalls = t->window_stalls > t->prev_window_stalls ? t->window_stalls
-								     : t->prev_window_stalls;
+	v->thread_stalls = hk_stall_window_count(&t->recent, now);
 	v->weight_pct = l->weight_pct;
 	/* and this stall into it */
-	t->window_stalls++;
 	t->stalls++;
 	t->last_ns = now;
 	t->vcpu = vcpu;

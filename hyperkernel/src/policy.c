@@ -217,6 +217,18 @@ static void build_view(struct hk_node *n, const struct hk_stall *s, struct hk_po
 	v->hysteresis_pct = n->tuning.hysteresis_pct;
 }
 
+uint32_t hk_stall_window_count(struct hk_stall_window *w, uint64_t now)
+{
+	if (now - w->start >= 10000000ull) {
+		w->prev = now - w->start < 20000000ull ? w->count : 0;
+		w->count = 0;
+		w->start = now;
+	}
+	uint32_t recent = w->count > w->prev ? w->count : w->prev;
+	w->count++;
+	return recent;
+}
+
 /* The vCPU's history as the view shows it, before this stall; then this
  * stall is counted.  Its stalls of the last 10 ms window (or the one before,
  * if more).  Its working set here: the pages it stalled writing, which it
@@ -231,19 +243,13 @@ static void count_vcpu_stall(struct hk_node *n, const struct hk_stall *s, struct
 		return;
 	uint64_t now = hk_now_ns();
 	struct hk_vcpu_history *h = &n->vcpu_hist[s->vcpu];
-	if (now - h->start >= 10000000ull) {
-		h->prev = now - h->start < 20000000ull ? h->count : 0;
-		h->count = 0;
-		h->start = now;
-	}
 	if (now - h->ws_ns >= WS_HALF_LIFE_NS) {
 		uint64_t halvings = (now - h->ws_ns) / WS_HALF_LIFE_NS;
 		h->ws = halvings >= 32 ? 0 : h->ws >> halvings;
 		h->ws_ns = now;
 	}
-	v->vcpu_stalls = h->count > h->prev ? h->count : h->prev;
+	v->vcpu_stalls = hk_stall_window_count(&h->recent, now);
 	v->vcpu_ws = h->ws;
-	h->count++;
 	if (s->is_write && !n->pages[s->offset / HK_PAGE_SIZE].bounces && h->ws < UINT32_MAX)
 		h->ws++;
 }
