@@ -658,6 +658,7 @@ void hk_evac_progress(struct hk_node *n)
 				break;
 			ev->cursor = 0;
 			ev->clean = 0;
+			hk_event_thread_share_cpu(n);
 			publish(n, HK_EVAC_PAGES);
 			/* fall through */
 		case HK_EVAC_PAGES:

@@ -8,6 +8,8 @@
 
 #include "hk.h"
 
+static void lose(struct hk_node *n, int dead);
+
 void hk_failure_peer_lost(struct hk_node *n, int dead)
 {
 	struct hk_link *l = &n->links[dead];
@@ -15,6 +17,30 @@ void hk_failure_peer_lost(struct hk_node *n, int dead)
 		return;
 	l->up = false;
 	epoll_ctl(n->epfd, EPOLL_CTL_DEL, l->fd, NULL);
+	lose(n, dead);
+}
+
+/* Another survivor says `dead` died.  A node killed in the middle of its
+ * leave may have said BYE to us and not to `from` (its last frames to
+ * `from` still queued in its process): here it left cleanly, there its
+ * directory died with it.  The guest cannot go on either way, and the
+ * report must name the node that died, not the survivor that stopped
+ * because of it (CI on 0d12b8c). */
+void hk_failure_peer_reported(struct hk_node *n, int dead, int from)
+{
+	struct hk_link *l = &n->links[dead];
+	if (l->up || !l->bye) {
+		hk_failure_peer_lost(n, dead);
+		return;
+	}
+	if (!atomic_load(&n->failed))
+		hk_warn("node %d reports node %d lost: it left here, but its leave did not "
+			"complete on node %d", from, dead, from);
+	lose(n, dead);
+}
+
+static void lose(struct hk_node *n, int dead)
+{
 	if (hk_join_abandoned(n, dead))
 		return;
 	if (atomic_exchange(&n->failed, true))
@@ -26,11 +52,15 @@ void hk_failure_peer_lost(struct hk_node *n, int dead)
 		if (k != n->self && k != dead && n->links[k].up) {
 			struct hk_msg m = { .type = HK_MSG_PEER_LOST, .node = (uint32_t)dead };
 			hk_node_send(n, k, &m);
-			/* now, not after this batch: the embedder may end
-			 * the process (hk_link_cork) */
-			hk_link_uncork(&n->links[k]);
 		}
 	}
+	/* Now, not after this batch, and into the socket, not the sender
+	 * thread's queue: the embedder may end the process at once (a vCPU
+	 * that touches a lost page does), and a survivor that missed these
+	 * words would name this node, not the dead one (CI on 0d12b8c). */
+	for (int k = 0; k < n->count; k++)
+		if (k != n->self && k != dead && n->links[k].up)
+			hk_link_push(&n->links[k], 1000);
 	/* Lost: pages whose directory lived there, and pages whose directory
 	 * is here and whose owner (the only up-to-date copy) was there. */
 	size_t cap = 16, nr = 0;

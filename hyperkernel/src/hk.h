@@ -331,6 +331,8 @@ int hk_link_send(struct hk_link *l, struct hk_msg *m);
  * before a callback that may end the process, it uncorks). */
 void hk_link_cork(struct hk_link *l);
 void hk_link_uncork(struct hk_link *l);
+/* Uncork and wait, at most timeout_ms, until what is queued is in the socket. */
+void hk_link_push(struct hk_link *l, uint32_t timeout_ms);
 /* Blocking helpers for the handshake (before the event thread runs). */
 int hk_fd_write_all(int fd, const void *buf, size_t len);
 int hk_fd_read_msg(int fd, uint8_t *buf, size_t cap, struct hk_msg *m, uint32_t timeout_ms);
@@ -818,6 +820,8 @@ void hk_handle_message(struct hk_node *n, int from, const struct hk_msg *m, size
 void hk_handle_fault(struct hk_node *n, uint64_t page, bool write, pid_t tid);
 /* The periodic work of the timer: heartbeats, peer timeouts, the budget. */
 void hk_tick(struct hk_node *n);
+/* The event thread leaves SCHED_FIFO: its node is leaving (bulk work). */
+void hk_event_thread_share_cpu(struct hk_node *n);
 
 /* ---------------- page.c (shared by the roles) ---------------- */
 int hk_home_of(struct hk_node *n, uint64_t page);
@@ -871,6 +875,8 @@ void hk_home_release_held(struct hk_node *n, uint64_t now);
 
 /* ---------------- failure.c ---------------- */
 void hk_failure_peer_lost(struct hk_node *n, int dead);
+/* Another survivor (from) says dead died, also if it left cleanly here. */
+void hk_failure_peer_reported(struct hk_node *n, int dead, int from);
 void hk_failure_poison(struct hk_node *n, uint64_t page);
 
 /* ---------------- budget.c ---------------- */

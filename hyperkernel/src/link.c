@@ -240,6 +240,22 @@ void hk_link_uncork(struct hk_link *l)
 	pthread_mutex_unlock(&l->lock);
 }
 
+/* Uncork, then wait (at most timeout_ms) until every queued frame is in the
+ * socket: past that point the kernel delivers it even if this process ends,
+ * which a node that is about to exit needs for its last words. */
+void hk_link_push(struct hk_link *l, uint32_t timeout_ms)
+{
+	hk_link_uncork(l);
+	uint64_t deadline = hk_now_ns() + (uint64_t)timeout_ms * 1000000ull;
+	pthread_mutex_lock(&l->lock);
+	while (l->head && !l->stopping && hk_now_ns() < deadline) {
+		pthread_mutex_unlock(&l->lock);
+		usleep(1000);
+		pthread_mutex_lock(&l->lock);
+	}
+	pthread_mutex_unlock(&l->lock);
+}
+
 /* DATA: the page goes out by sendmsg() straight from where it is (guest
  * memory or a local buffer), after a 28-byte head, without being copied
  * into a frame buffer first.  The caller keeps the page stable until we

@@ -83,8 +83,8 @@ void hk_dispatch(struct hk_node *n, int from, const struct hk_msg *m)
 		hk_evac_deliver(n, from, m);
 		break;
 	case HK_MSG_PEER_LOST:
-		if ((int)m->node != n->self)
-			hk_failure_peer_lost(n, (int)m->node);
+		if ((int)m->node != n->self && (int)m->node < n->count)
+			hk_failure_peer_reported(n, (int)m->node, from);
 		break;
 	default:
 		hk_warn("unexpected %s from node %d after the handshake", hk_msg_type_name(m->type),
@@ -306,6 +306,23 @@ static void run_realtime(struct hk_node *n)
 	n->event_rt = true;
 	if (!n->tuning.serve_spin_set)
 		n->fault_spin_ns = n->peer_spin_ns = 0;
+}
+
+/* A node that leaves pushes all its pages in one long burst: under
+ * SCHED_FIFO that starves the main thread that shares its CPU, and the
+ * embedder's monitor went unanswered for the whole pages phase (0.94 s in CI,
+ * with the phase's own progress events queued behind it).  Its vCPUs have
+ * gone, so no stall waits for this thread's latency any more. */
+void hk_event_thread_share_cpu(struct hk_node *n)
+{
+	if (!n->event_rt)
+		return;
+	struct sched_param sp = { .sched_priority = 0 };
+	int r = pthread_setschedparam(pthread_self(), SCHED_OTHER, &sp);
+	if (r)
+		hk_warn("event thread: back to the normal class refused (%s)", strerror(r));
+	else
+		n->event_rt = false;
 }
 
 /* The page hold-down (home.c) ends at times finer than epoll's

@@ -2,7 +2,8 @@
  * and userfaultfd, in a third slot: one with another machine definition and
  * one with an older protocol are refused and the cluster runs on; the next is taken in, gets a share of the
  * homes from both nodes, reads what they wrote, writes, and then leaves by
- * evacuation, leaving every page readable on node 0.  A joiner's
+ * evacuation, leaving every page readable on node 0; a survivor that then
+ * says it died is believed.  A joiner's
  * configuration that names a starting slot is refused before it dials. */
 #include <poll.h>
 #include <sys/wait.h>
@@ -15,6 +16,17 @@
 
 static uint8_t *ram;
 static int done_pipe[2]; /* parent -> node 1: "finish" */
+static volatile int lost_node = -1;
+
+static void on_peer_lost(void *o, int node, const struct hk_page_range *ranges, size_t nranges,
+			 uint64_t pages)
+{
+	(void)o;
+	(void)ranges;
+	(void)nranges;
+	(void)pages;
+	lost_node = node;
+}
 
 static struct hk_node *start_v(int id, bool join, uint8_t hash_byte, int version, char *why,
 			       size_t whylen)
@@ -25,6 +37,7 @@ static struct hk_node *start_v(int id, bool join, uint8_t hash_byte, int version
 	c.initial_nodes = 2;
 	c.join = join;
 	c.protocol_version = version;
+	c.cb.on_peer_lost = on_peer_lost;
 	ram = tn_region(PAGES);
 	if (!ram || hk_node_new(&c, &n) < 0)
 		return NULL;
@@ -55,7 +68,9 @@ static uint8_t value(int p, int round)
 	return (uint8_t)(round * 0x40 + p);
 }
 
-/* Node 1: writes the odd pages, then waits until told to finish. */
+/* Node 1: writes the odd pages, then waits until told to finish, by saying
+ * that node 2 died: as a survivor does that did not hear node 2's BYE (the
+ * leaver was killed with its last frames to us still queued). */
 static void node1(void)
 {
 	char why[256];
@@ -68,6 +83,9 @@ static void node1(void)
 	char c;
 	if (poll(&pfd, 1, 60000) != 1 || read(done_pipe[0], &c, 1) != 1)
 		_exit(3);
+	struct hk_msg m = { .type = HK_MSG_PEER_LOST, .node = 2 };
+	if (hk_node_send(n, 0, &m) < 0)
+		_exit(4);
 	hk_node_free(n);
 	_exit(0);
 }
@@ -225,8 +243,14 @@ static void test_nodes_join_a_running_cluster_and_leave(void)
 		CHECK(ram[p * 4096] == want && ram[p * 4096 + 4095] == want);
 		CHECK(hk_page_home(me, (uint64_t)p * 4096) != 2);
 	}
+	/* Node 2 left cleanly here; node 1 says it died: the guest cannot go
+	 * on, and node 0 must name node 2, not node 1 when it goes. */
+	CHECK(lost_node == -1 && !hk_node_failed(me));
 	CHECK(write(done_pipe[1], "d", 1) == 1);
 	CHECK(wait_child(p1) == 0);
+	for (int i = 0; i < 500 && lost_node < 0; i++)
+		usleep(10000);
+	CHECK(lost_node == 2 && hk_node_failed(me));
 	hk_node_free(me);
 }
 

@@ -47,6 +47,12 @@ void hk_link_uncork(struct hk_link *l)
 	(void)l;
 }
 
+void hk_link_push(struct hk_link *l, uint32_t timeout_ms)
+{
+	(void)l;
+	(void)timeout_ms;
+}
+
 int hk_link_send(struct hk_link *l, struct hk_msg *m)
 {
 	int from = node_of_link(l), to = l->peer;
