@@ -17,3 +17,4 @@ void (*hk_apic_addr_hook)(void *apic);
 bool (*hk_apic_eoi_hook)(int vec);
 bool (*hk_device_irq_blocked_hook)(void);
 bool (*hk_code_uncached_hook)(uint64_t ram_addr);
+void (*hk_pause_hook)(CPUState *cpu);

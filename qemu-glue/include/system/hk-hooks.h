@@ -34,6 +34,8 @@ extern bool (*hk_apic_eoi_hook)(int vec);
  * (a ram_addr_t) must not be cached in TBs now (a store to it waits).
  */
 extern bool (*hk_code_uncached_hook)(uint64_t ram_addr);
+/* helper_pause (no BQL): a vCPU spins in a PAUSE loop. */
+extern void (*hk_pause_hook)(CPUState *cpu);
 /* Device interrupts are only live on the io-node. */
 extern bool (*hk_device_irq_blocked_hook)(void);
 

@@ -15,6 +15,7 @@
  *   vcpu-state.c  a vCPU's state: save/load, export/import
  *   moves.c       why a vCPU moves: I/O visits and back, policy, requests
  *   pull.c        pulling a vCPU out of a stall so that it moves instead
+ *   pause.c       a vCPU spinning in a PAUSE loop yields its host CPU
  *   interrupts.c  APIC hooks: forwarding, addressing, EOI, inert devices
  *   tb.c          dropping translations of pages that move
  *   qmp.c         query-hyperkernel, hyperkernel-migrate-vcpu
@@ -146,6 +147,9 @@ void hk_cb_migrate_request(void *opaque, int from, uint32_t vcpu, int target);
 void hk_cb_stall(void *opaque, const struct hk_stall *stall,
                  struct hk_decision *decision);
 uint64_t hk_cb_guest_thread(void *opaque, int vcpu);
+
+/* pause.c */
+bool hk_pause_init(Error **errp);
 
 /* pull.c */
 void hk_pull_init(void);

@@ -459,6 +459,9 @@ static void hk_complete(UserCreatable *uc, Error **errp)
     for (int k = 0; k < HK_MAX_VCPUS; k++) {
         s->export_to[k] = -1;
     }
+    if (!hk_pause_init(errp)) {
+        return;
+    }
     hks = s;
     hk_util_init();
     hk_evacuation_init();
