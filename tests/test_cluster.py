@@ -423,6 +423,10 @@ BAD_KNOBS = {
     "event-sched": ("HK_EVENT_SCHED", "rr",
                     r"^\[hk\] warning: HK_EVENT_SCHED=rr is not a scheduling class: "
                     r"use fifo or normal$"),
+    "pause-yield": ("HK_PAUSE_YIELD", "-1",
+                    r"^qemu-system-x86_64: .*HK_PAUSE_YIELD=-1: a vCPU yields its host CPU "
+                    r"after this many PAUSEs in a row, 1 to 1000000, or 0 to never yield "
+                    r"\(default 8\)$"),
 }
 
 
