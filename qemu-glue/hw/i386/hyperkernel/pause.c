@@ -11,10 +11,9 @@
  * TCG every PAUSE already leaves the translated code (helper_pause), so
  * the vCPU thread yields its host CPU there; with nothing else runnable on
  * it, sched_yield returns at once.  It yields only while another vCPU of
- * this node runs.  A short spin (a kernel spinlock held
- * for a moment by a vCPU on another CPU) does not yield: only a run of
- * HK_PAUSE_YIELD PAUSEs in a row, like the hardware's pause-loop window
- * (0 turns it off).
+ * this node runs, and only after a run of HK_PAUSE_YIELD PAUSEs in a row,
+ * like the hardware's pause-loop window, so that a short spin (a kernel
+ * spinlock held for a moment) does not yield.  0 turns it off.
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
