@@ -108,6 +108,7 @@ struct HyperkernelState {
     uint64_t tbinval_after_store;
     uint64_t tbinval_wake_deferred, tbinval_wake_slow;
     uint64_t policy_moves, requests_stayed, requests_followed;
+    uint64_t pause_spins, pause_yields;     /* pause.c */
     uint64_t pulls, pulls_raced, pulls_outside_tb, pulls_not_in_fault;
     uint64_t irqs_unlicensed;
 };

@@ -63,9 +63,11 @@ static void hk_pause(CPUState *cs)
         run = 0;
     }
     last_ns = now;
-    if (++run >= hk_pause_window) {
+    if (++run >= hk_pause_window && hks) {
         run = 0;
+        qatomic_inc(&hks->pause_spins);
         if (hk_pause_other_vcpu_runs(cs)) {
+            qatomic_inc(&hks->pause_yields);
             sched_yield();
         }
     }

@@ -52,6 +52,8 @@ static QDict *hk_glue_stats(void)
     qdict_put_int(glue, "interrupts-unlicensed", hks->irqs_unlicensed);
     qdict_put_int(glue, "requests-stayed", hks->requests_stayed);
     qdict_put_int(glue, "requests-followed", hks->requests_followed);
+    qdict_put_int(glue, "pause-spins", qatomic_read(&hks->pause_spins));
+    qdict_put_int(glue, "pause-yields", qatomic_read(&hks->pause_yields));
     qdict_put_int(glue, "tb-invalidate-immediate", hks->tbinval_try_ok);
     qdict_put_int(glue, "tb-invalidate-deferred", hks->tbinval_deferred);
     qdict_put_int(glue, "tb-invalidate-arrival-deferred", hks->tbinval_arrival_deferred);
