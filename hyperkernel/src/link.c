@@ -58,6 +58,18 @@ static void *sender_main(void *arg)
 	return NULL;
 }
 
+/* The link is locked: wait, at most timeout_ms, until the sender thread has
+ * written (or, on a write error, dropped) every queued frame. */
+static void wait_sent_locked(struct hk_link *l, uint32_t timeout_ms)
+{
+	uint64_t deadline = hk_now_ns() + (uint64_t)timeout_ms * 1000000ull;
+	while (l->head && hk_now_ns() < deadline) {
+		pthread_mutex_unlock(&l->lock);
+		usleep(1000);
+		pthread_mutex_lock(&l->lock);
+	}
+}
+
 int hk_link_init(struct hk_link *l, int fd, int peer, const struct hk_shaper *shape,
 		 struct hk_stats *st)
 {
@@ -98,12 +110,7 @@ void hk_link_stop(struct hk_link *l)
 	/* What is queued goes out first (a node that leaves queues its last
 	 * directory entries, MOVED and BYE behind its pages): a peer that
 	 * reads on gets it all; one that stopped reading holds us 5 s at most. */
-	uint64_t deadline = hk_now_ns() + 5000000000ull;
-	while (l->head && hk_now_ns() < deadline) {
-		pthread_mutex_unlock(&l->lock);
-		usleep(1000);
-		pthread_mutex_lock(&l->lock);
-	}
+	wait_sent_locked(l, 5000);
 	pthread_mutex_unlock(&l->lock);
 	/* Unblock a sender stuck in send() to a peer that stopped reading. */
 	shutdown(l->fd, SHUT_WR);
@@ -246,13 +253,8 @@ void hk_link_uncork(struct hk_link *l)
 void hk_link_push(struct hk_link *l, uint32_t timeout_ms)
 {
 	hk_link_uncork(l);
-	uint64_t deadline = hk_now_ns() + (uint64_t)timeout_ms * 1000000ull;
 	pthread_mutex_lock(&l->lock);
-	while (l->head && !l->stopping && hk_now_ns() < deadline) {
-		pthread_mutex_unlock(&l->lock);
-		usleep(1000);
-		pthread_mutex_lock(&l->lock);
-	}
+	wait_sent_locked(l, timeout_ms);
 	pthread_mutex_unlock(&l->lock);
 }
 
