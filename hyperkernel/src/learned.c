@@ -15,7 +15,8 @@
  * hold-down.  Pages written from several nodes in turn (bounces: the
  * frequently-updated-page table is every page with a bounce count) draw a
  * vCPU that writes them (policy.c counts bounces for write stalls only); threads that share pages drift to the same node, capacity allowing
- * (a full node swaps one of its vCPUs back).
+ * (a full node swaps one of its vCPUs back).  Into a full node only the
+ * bounces count: where a thread's data lies moves it only to a free CPU.
  *
  * Outcomes.  Each move is judged: if the vCPU moves on again within 50 ms
  * (back here, or anywhere else), the move was wrong (a chase) and the weight
@@ -185,7 +186,18 @@ static void policy_decide(const struct hk_policy_view *v, struct hk_decision *d)
 	if (!hk_policy_may_move(v, d))
 		return;
 	uint64_t recent = v->thread_stalls < 32 ? v->thread_stalls : 32;
-	uint64_t history_x16 = 16ull * v->page_bounces + 16ull * v->thread_share_pct * recent / 100;
+	uint64_t history_x16 = 16ull * v->page_bounces;
+	/* Where the thread's data lies draws it only to a node with a free
+	 * CPU.  Into a full node the move is a swap, which also sends one of
+	 * that node's vCPUs here, away from whatever its next thread's data
+	 * is, and the thread's data is still fetched at a read-ahead's cost:
+	 * only pages written from several nodes in turn, which no fetch
+	 * settles, are worth that.  (On 2 nodes with 4 vCPUs every node is
+	 * full, so every move data affinity made was a swap: "sweep", "lock"
+	 * and "pingpong" ran 3x, 12x and 34x slower in the boots where it
+	 * swapped 5-7 times than in one where it did not.) */
+	if (d->swap_vcpu < 0)
+		history_x16 += 16ull * v->thread_share_pct * recent / 100;
 	hk_policy_compare(v, d, 16 + history_x16 * v->weight_pct / 100, HK_WHY_LEARNED_VCPU,
 			  HK_WHY_LEARNED_PAGE);
 }

@@ -213,6 +213,19 @@ static void test_learned(void)
 	CHECK(d.kind == HK_BRING_PAGE && d.reason == HK_WHY_PAGE_CHEAPER);
 	d = decide(&hk_policy_learned, &v);
 	CHECK(d.kind == HK_MOVE_VCPU && d.target_node == 2 && d.reason == HK_WHY_LEARNED_VCPU);
+	/* the same thread, but node 2's CPUs are all taken: a swap, which
+	 * its data's place alone does not buy; pages it and node 2 write in
+	 * turn do */
+	v.target_vcpus = 1;
+	v.swap_vcpu = 3;
+	d = decide(&hk_policy_learned, &v);
+	CHECK(d.kind == HK_BRING_PAGE && d.reason == HK_WHY_LEARNED_PAGE && d.swap_vcpu == -1);
+	v.page_bounces = 20;
+	d = decide(&hk_policy_learned, &v);
+	CHECK(d.kind == HK_MOVE_VCPU && d.reason == HK_WHY_SWAP && d.swap_vcpu == 3);
+	v.page_bounces = 0;
+	v.target_vcpus = 0;
+	v.swap_vcpu = -1;
 	v.thread_share_pct = 10; /* its data is elsewhere */
 	d = decide(&hk_policy_learned, &v);
 	CHECK(d.kind == HK_BRING_PAGE && d.reason == HK_WHY_LEARNED_PAGE);
