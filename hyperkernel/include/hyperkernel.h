@@ -65,6 +65,7 @@ struct hk_stall {
 	uint64_t wake_generation; /* hk_wake_generation() when the policy decided */
 	uint64_t id;        /* this stall, for hk_stall_left() */
 	uint64_t guest_thread; /* cb.guest_thread(), or the tid without it */
+	bool user;          /* and it faulted in guest user code (learned only) */
 };
 
 /* A run of lost pages [first, first + count) as byte offsets / page counts. */
@@ -185,8 +186,9 @@ struct hk_callbacks {
 	void (*on_migrate_request)(void *opaque, int from_node, uint32_t vcpu, int target);
 	/* Optional, for policy "learned": which guest thread the stalled vCPU
 	 * runs (any stable number, e.g. its page-table root and thread pointer;
-	 * 0: unknown).  The vCPU is blocked in its fault while this is asked. */
-	uint64_t (*guest_thread)(void *opaque, int vcpu);
+	 * 0: unknown), and in *user whether it ran the guest's user code (not
+	 * its kernel).  The vCPU is blocked in its fault while this is asked. */
+	uint64_t (*guest_thread)(void *opaque, int vcpu, bool *user);
 	/* This node's evacuation changed phase (event thread).  At
 	 * HK_EVAC_DONE this node holds no page, runs no vCPU, is home for
 	 * nothing and has said BYE: the embedder should exit (status 0)

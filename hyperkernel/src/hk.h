@@ -516,8 +516,12 @@ struct hk_policy {
 };
 extern const struct hk_policy hk_policy_page, hk_policy_vcpu, hk_policy_cost,
 	hk_policy_learned;
+/* partner_there: the page's other writer runs at the target (learned.c):
+ * its busy CPU is that partner's, and the vCPU's working set here does not
+ * weigh against joining it */
 void hk_policy_compare(const struct hk_policy_view *v, struct hk_decision *d,
-		       uint64_t repeats_x16, unsigned move_why, unsigned page_why);
+		       uint64_t repeats_x16, unsigned move_why, unsigned page_why,
+		       bool partner_there);
 
 /* ---------------- load.c ---------------- */
 void hk_load_sample(struct hk_node *n);
@@ -683,8 +687,10 @@ struct hk_page {
 	uint64_t t_req, t_data, t_left; /* stage clocks: REQ sent, data arrived, ack held */
 	bool ahead;        /* req_pending is a read-ahead nobody waits for yet */
 	uint8_t bounces;   /* policy history: left and came back soon after, decayed */
-	uint64_t writers;  /* and the local vCPUs that stalled writing it since it last
-			      stopped bouncing (bit per vCPU) */
+	uint64_t writers;  /* and the local vCPUs that stalled writing it over its last
+			      arrivals (bit per vCPU): this window's and the last */
+	uint64_t writers_before;
+	uint8_t arrivals;  /* counts arrivals to a window of WRITER_WINDOW (page.c) */
 	uint32_t left_ms;  /* when it last left (ms, 0: never) */
 	struct hk_waiter *waiters;
 	bool evac_asked;   /* in the leaver's window (evacuate.c) */

@@ -35,6 +35,7 @@
 #define LEARN_THREADS 256 /* open addressing; the oldest entry is replaced */
 #define LEARN_NODES 16    /* affinity kept for the first 16 nodes */
 #define JUDGE_NS 50000000ull
+#define PARTNER_BOUNCES 8
 
 struct learned_thread {
 	uint64_t id; /* 0: free */
@@ -186,20 +187,38 @@ static void policy_decide(const struct hk_policy_view *v, struct hk_decision *d)
 	if (!hk_policy_may_move(v, d))
 		return;
 	uint64_t recent = v->thread_stalls < 32 ? v->thread_stalls : 32;
-	uint64_t history_x16 = 16ull * v->page_bounces;
-	/* Where the thread's data lies draws it only to a node with a free
-	 * CPU.  Into a full node the move is a swap, which also sends one of
-	 * that node's vCPUs here, away from whatever its next thread's data
-	 * is, and the thread's data is still fetched at a read-ahead's cost:
-	 * only pages written from several nodes in turn, which no fetch
-	 * settles, are worth that.  (On 2 nodes with 4 vCPUs every node is
-	 * full, so every move data affinity made was a swap: "sweep", "lock"
-	 * and "pingpong" ran 3x, 12x and 34x slower in the boots where it
-	 * swapped 5-7 times than in one where it did not.) */
+	/* Where the thread's data lies, and the kernel's pages that bounce,
+	 * draw it only to a node with a free CPU.  Into a full node the move
+	 * is a swap, which also sends one of that node's vCPUs here, away
+	 * from whatever its next thread's data is; the thread's data is still
+	 * fetched at a read-ahead's cost, and every CPU writes the kernel's
+	 * per-CPU areas, run queues and RCU state now and then, wherever it
+	 * runs.  Only a page the program itself writes in turn with another
+	 * node is worth a swap.  (On 2 nodes with 4 vCPUs every node is full,
+	 * so every move is a swap: "sweep", "lock" and "pingpong" ran 3x, 12x
+	 * and 34x slower in boots where data affinity swapped 5-7 times than
+	 * in one where it did not, and counting the kernel's bounces made it
+	 * swap 5-60 times a workload.) */
+	uint64_t history_x16 = 0;
 	if (d->swap_vcpu < 0)
-		history_x16 += 16ull * v->thread_share_pct * recent / 100;
+		history_x16 = 16ull * v->page_bounces + 16ull * v->thread_share_pct * recent / 100;
+	else if (v->stall->user)
+		history_x16 = 16ull * v->page_bounces;
+	/* A page the guest program (user code, not the kernel) writes here,
+	 * and that came back again and again within 100 ms each time
+	 * (PARTNER_BOUNCES in a row, scaled by the weight, page.c): a thread
+	 * at the other node writes it just as often, and its vCPU spinning
+	 * there waiting for it is what keeps that node's CPUs busy.  Next to
+	 * it the two hand the page over through memory, and a vCPU spinning
+	 * in a PAUSE loop yields its host CPU to the other (pause.c in the
+	 * glue): about 3 us a hand-off on one host CPU, against 85 us across
+	 * the wire.  Not for the kernel's pages: every CPU writes its per-CPU
+	 * areas, run queues and RCU state now and then, and taken as partners
+	 * they swapped vCPUs back and forth through the boot. */
+	bool partner_there = v->stall->user &&
+			     (uint64_t)v->page_bounces * v->weight_pct / 100 >= PARTNER_BOUNCES;
 	hk_policy_compare(v, d, 16 + history_x16 * v->weight_pct / 100, HK_WHY_LEARNED_VCPU,
-			  HK_WHY_LEARNED_PAGE);
+			  HK_WHY_LEARNED_PAGE, partner_there);
 }
 
 const struct hk_policy hk_policy_learned = { "learned", policy_decide };

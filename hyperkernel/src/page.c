@@ -10,6 +10,8 @@
 
 #include "hk.h"
 
+#define WRITER_WINDOW 16
+
 int hk_home_of(struct hk_node *n, uint64_t page)
 {
 	uint32_t chunk = n->cfg.home_chunk_pages ? n->cfg.home_chunk_pages : 1;
@@ -67,14 +69,27 @@ void hk_page_arrived(struct hk_node *n, uint64_t page, int from)
 	p->last_use = (uint32_t)++n->clock;
 	p->hint = (int8_t)from;
 	/* policy history: back within 100 ms of leaving is a bounce (two nodes
-	 * taking the page in turn); otherwise the count decays */
+	 * taking the page in turn); otherwise the count decays.  Signed: back
+	 * within the millisecond it left, left_ms (rounded up to odd, so never
+	 * 0) can be 1 ms ahead, and the fastest bounces (pingpong's word) once
+	 * counted as 49 days away, halving the count on every round. */
 	uint32_t now_ms = (uint32_t)(hk_now_ns() / 1000000);
-	if (from != n->self && p->left_ms && now_ms - p->left_ms < 100)
+	if (from != n->self && p->left_ms && (int32_t)(now_ms - p->left_ms) < 100)
 		p->bounces = p->bounces < 255 ? p->bounces + 1 : 255;
 	else
 		p->bounces /= 2;
-	if (!p->bounces)
+	/* Who writes it here is remembered over two windows of arrivals, so a
+	 * vCPU that wrote it once (a program's main thread setting up the
+	 * word two others then hand back and forth) is forgotten, while
+	 * vCPUs that keep writing it stay known. */
+	if (!p->bounces) {
+		p->writers = p->writers_before = 0;
+		p->arrivals = 0;
+	} else if (++p->arrivals >= WRITER_WINDOW) {
+		p->writers_before = p->writers;
 		p->writers = 0;
+		p->arrivals = 0;
+	}
 	if (n->cfg.cb.on_page_arrived)
 		n->cfg.cb.on_page_arrived(n->cfg.cb.opaque, page * HK_PAGE_SIZE);
 }

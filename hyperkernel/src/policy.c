@@ -203,7 +203,8 @@ static void build_view(struct hk_node *n, const struct hk_stall *s, struct hk_po
 	 * duty moves: counted for reads, they drew idle vCPUs woken by the tick
 	 * to the timekeeper's node, swapping out whoever worked there. */
 	v->page_bounces = s->is_write ? n->pages[page].bounces : 0;
-	v->many_writers = n->pages[page].bounces && __builtin_popcountll(n->pages[page].writers) >= 2;
+	v->many_writers = n->pages[page].bounces &&
+			  __builtin_popcountll(n->pages[page].writers | n->pages[page].writers_before) >= 2;
 	v->target_leaving = v->owner >= 0 && hk_node_leaving(n, v->owner);
 	/* as read_ahead() sees a run: the next page either way, or within the
 	 * window it already asked for */
@@ -261,8 +262,8 @@ void hk_policy_decide(struct hk_node *n, const struct hk_stall *s, struct hk_dec
 		bring(d, HK_WHY_PAGE_ALWAYS);
 		return;
 	}
-	/* which of our vCPUs write the page (page.c forgets them once it
-	 * stops bouncing) */
+	/* which of our vCPUs write the page (page.c forgets one that has not
+	 * for two windows of arrivals, and all once it stops bouncing) */
 	if (s->is_write && s->vcpu >= 0 && s->vcpu < 64)
 		n->pages[s->offset / HK_PAGE_SIZE].writers |= 1ull << s->vcpu;
 	build_view(n, s, &v);

@@ -22,7 +22,8 @@
 /* Move if the vCPU's cost, plus hysteresis, beats the page's cost times
  * repeats_x16 / 16 (the fetches expected: this one and those to come). */
 void hk_policy_compare(const struct hk_policy_view *v, struct hk_decision *d,
-		       uint64_t repeats_x16, unsigned move_why, unsigned page_why)
+		       uint64_t repeats_x16, unsigned move_why, unsigned page_why,
+		       bool partner_there)
 {
 	d->kind = HK_BRING_PAGE;
 	d->target_node = -1;
@@ -44,8 +45,9 @@ void hk_policy_compare(const struct hk_policy_view *v, struct hk_decision *d,
 	}
 	/* Its host CPUs run its own vCPUs all the time: ours would wait for
 	 * one, or take it from one of them, a cost no link figure shows (three
-	 * quarters of a CPU must be free). */
-	if (v->target_cpus && v->target_busy_pct + 75 > 100 * v->target_cpus) {
+	 * quarters of a CPU must be free).  Unless what keeps it busy is the
+	 * partner this vCPU waits for. */
+	if (!partner_there && v->target_cpus && v->target_busy_pct + 75 > 100 * v->target_cpus) {
 		d->reason = HK_WHY_TARGET_BUSY;
 		d->swap_vcpu = -1;
 		return;
@@ -71,9 +73,13 @@ void hk_policy_compare(const struct hk_policy_view *v, struct hk_decision *d,
 	/* The vCPU leaves its working set here behind, and whatever it
 	 * touches again comes after it, a fetch a page: count a quarter of
 	 * it.  (A thread of "private" that filled its 2 MiB here would fetch
-	 * hundreds of its own pages back for one kernel page it stalled on.) */
+	 * hundreds of its own pages back for one kernel page it stalled on.)
+	 * Not so beside a partner: those pages come after it once, and the
+	 * page the two write in turn crosses the wire every round for as long
+	 * as they stay apart, far beyond the 10 ms the fetches are counted
+	 * over. */
 	uint64_t vcpu_cost = (v->vcpu_ns ? v->vcpu_ns : v->vcpu_prior_ns) +
-			     fetch * (uint64_t)v->vcpu_ws / 4;
+			     (partner_there ? 0 : fetch * (uint64_t)v->vcpu_ws / 4);
 	/* Into a full node, a swap: two vCPUs move, and the one sent back
 	 * loses whatever it had there (a reader next to its writer's data
 	 * sent away for an idle vCPU that woke for the timer tick). */
@@ -94,7 +100,7 @@ static void cost_decide(const struct hk_policy_view *v, struct hk_decision *d)
 	if (!hk_policy_may_move(v, d))
 		return;
 	hk_policy_compare(v, d, 16 * (1 + (uint64_t)v->page_bounces), HK_WHY_VCPU_CHEAPER,
-			  HK_WHY_PAGE_CHEAPER);
+			  HK_WHY_PAGE_CHEAPER, false);
 }
 
 const struct hk_policy hk_policy_cost = { "cost", cost_decide };

@@ -113,7 +113,7 @@ void hk_requester_evaluate(struct hk_node *n, uint64_t page)
 	};
 	if (n->policy == HK_POLICY_LEARNED && st.vcpu >= 0)
 		st.guest_thread = n->cfg.cb.guest_thread ?
-					  n->cfg.cb.guest_thread(n->cfg.cb.opaque, st.vcpu) :
+					  n->cfg.cb.guest_thread(n->cfg.cb.opaque, st.vcpu, &st.user) :
 					  (uint64_t)st.tid;
 	struct hk_decision d;
 	if (p->move_asked) {

@@ -214,15 +214,19 @@ static void test_learned(void)
 	d = decide(&hk_policy_learned, &v);
 	CHECK(d.kind == HK_MOVE_VCPU && d.target_node == 2 && d.reason == HK_WHY_LEARNED_VCPU);
 	/* the same thread, but node 2's CPUs are all taken: a swap, which
-	 * its data's place alone does not buy; pages it and node 2 write in
-	 * turn do */
+	 * neither its data's place nor a kernel page that bounces buys; a
+	 * page the program and node 2 write in turn does */
 	v.target_vcpus = 1;
 	v.swap_vcpu = 3;
 	d = decide(&hk_policy_learned, &v);
 	CHECK(d.kind == HK_BRING_PAGE && d.reason == HK_WHY_LEARNED_PAGE && d.swap_vcpu == -1);
 	v.page_bounces = 20;
 	d = decide(&hk_policy_learned, &v);
+	CHECK(d.kind == HK_BRING_PAGE && d.reason == HK_WHY_LEARNED_PAGE && d.swap_vcpu == -1);
+	stall.user = true;
+	d = decide(&hk_policy_learned, &v);
 	CHECK(d.kind == HK_MOVE_VCPU && d.reason == HK_WHY_SWAP && d.swap_vcpu == 3);
+	stall.user = false;
 	v.page_bounces = 0;
 	v.target_vcpus = 0;
 	v.swap_vcpu = -1;
@@ -242,6 +246,31 @@ static void test_learned(void)
 	CHECK(d.kind == HK_BRING_PAGE && d.reason == HK_WHY_TARGET_BUSY);
 	d = decide(&hk_policy_vcpu, &v); /* the naive policy goes anyway */
 	CHECK(d.kind == HK_MOVE_VCPU);
+	/* busy with the writer of a page that the program keeps handing back
+	 * and forth: learned joins it there, cost does not know why it is
+	 * busy; a kernel page that bounces is no such partner */
+	v.page_bounces = 8;
+	d = decide(&hk_policy_learned, &v);
+	CHECK(d.kind == HK_BRING_PAGE && d.reason == HK_WHY_TARGET_BUSY);
+	stall.user = true;
+	d = decide(&hk_policy_learned, &v);
+	CHECK(d.kind == HK_MOVE_VCPU && d.reason == HK_WHY_LEARNED_VCPU);
+	v.vcpu_ws = 400; /* what it leaves behind is fetched once; the partner's page every round */
+	d = decide(&hk_policy_learned, &v);
+	CHECK(d.kind == HK_MOVE_VCPU && d.reason == HK_WHY_LEARNED_VCPU);
+	d = decide(&hk_policy_cost, &v);
+	CHECK(d.kind == HK_BRING_PAGE && d.reason == HK_WHY_TARGET_BUSY);
+	v.vcpu_ws = 0;
+	v.page_bounces = 7;
+	d = decide(&hk_policy_learned, &v);
+	CHECK(d.kind == HK_BRING_PAGE && d.reason == HK_WHY_TARGET_BUSY);
+	v.page_bounces = 16;
+	v.weight_pct = 40; /* its moves failed: it takes more bounces to believe it */
+	d = decide(&hk_policy_learned, &v);
+	CHECK(d.kind == HK_BRING_PAGE && d.reason == HK_WHY_TARGET_BUSY);
+	v.weight_pct = 100;
+	stall.user = false;
+	v.page_bounces = 0;
 	v.target_busy_pct = 20; /* mostly idle: room */
 	d = decide(&hk_policy_learned, &v);
 	CHECK(d.kind == HK_MOVE_VCPU);
@@ -324,6 +353,37 @@ static void test_swap_candidate(void)
 	free(n);
 }
 
+/* The bounce count behind "cost" and "learned" (page.c): a page back within
+ * 100 ms of leaving bounced, even back within the millisecond it left (its
+ * leaving time is rounded up, so it can read 1 ms ahead); one that stayed
+ * away longer decays the count.  And a vCPU that wrote it once is forgotten
+ * after two windows of arrivals, while one that keeps writing it stays. */
+static void test_bounces(void)
+{
+	static struct hk_node n;
+	static struct hk_page pages[1];
+	n.count = 2;
+	n.self = 0;
+	n.pages = pages;
+	struct hk_page *p = &pages[0];
+	for (int k = 0; k < 10; k++) {
+		hk_page_left(&n, 0);
+		p->left_ms += 1; /* as if it left in the next millisecond */
+		hk_page_arrived(&n, 0, 1);
+	}
+	CHECK(p->bounces == 10);
+	p->left_ms -= 1000; /* away for a second */
+	hk_page_arrived(&n, 0, 1);
+	CHECK(p->bounces == 5);
+	p->writers = 1ull << 3; /* vCPU 3 wrote it once, at the start */
+	for (int k = 0; k < 40; k++) {
+		hk_page_left(&n, 0);
+		hk_page_arrived(&n, 0, 1);
+		p->writers |= 1ull << 2; /* vCPU 2 writes it on every round */
+	}
+	CHECK((p->writers | p->writers_before) == 1ull << 2);
+}
+
 int main(void)
 {
 	RUN(test_parse);
@@ -334,5 +394,6 @@ int main(void)
 	RUN(test_learned);
 	RUN(test_learned_history);
 	RUN(test_swap_candidate);
+	RUN(test_bounces);
 	TEST_DONE();
 }

@@ -147,7 +147,7 @@ bool hk_move_request(int cpu, int target, Error **errp);
 void hk_cb_migrate_request(void *opaque, int from, uint32_t vcpu, int target);
 void hk_cb_stall(void *opaque, const struct hk_stall *stall,
                  struct hk_decision *decision);
-uint64_t hk_cb_guest_thread(void *opaque, int vcpu);
+uint64_t hk_cb_guest_thread(void *opaque, int vcpu, bool *user);
 
 /* pause.c */
 bool hk_pause_init(Error **errp);

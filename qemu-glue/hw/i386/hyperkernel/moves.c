@@ -171,9 +171,10 @@ void hk_cb_stall(void *opaque, const struct hk_stall *stall,
  * stalled vCPU runs.  Its page-table root (without the PCID bits) names the
  * process and its FS base the thread (the TLS pointer; the kernel keeps the
  * user's FS while it works for it).  The vCPU is blocked in its fault, so
- * its state does not change under us.
+ * its state does not change under us.  *user: it faulted at CPL 3, in the
+ * program rather than in the kernel working for it.
  */
-uint64_t hk_cb_guest_thread(void *opaque, int vcpu)
+uint64_t hk_cb_guest_thread(void *opaque, int vcpu, bool *user)
 {
     CPUState *cs = qemu_get_cpu(vcpu);
     CPUX86State *env;
@@ -182,6 +183,7 @@ uint64_t hk_cb_guest_thread(void *opaque, int vcpu)
         return 0;
     }
     env = &X86_CPU(cs)->env;
+    *user = (env->hflags & HF_CPL_MASK) == 3;
     return ((env->cr[3] >> 12) * 0x9e3779b97f4a7c15ull) ^ env->segs[R_FS].base ^ 1;
 }
 
