@@ -103,6 +103,8 @@ def _cell(record: RunRecord) -> dict[str, Any]:
             "migrations": int(hk.get("glue", {}).get("vcpu-migrations-in", 0)),
             # a node home to more vCPUs than its CPUs, seen on a tick, and
             # the vCPUs its tick then sent where there was room
+            # ms each vCPU ran on each node during the cell: placement over the run
+            "placement_ms": hk.get("vcpu_placement_ms"),
             "overfull_ticks": int(hk.get("totals", {}).get("overfull_ticks", 0)),
             "capacity_moves": int(hk.get("totals", {}).get("capacity_moves", 0))}
 
@@ -229,6 +231,30 @@ def _ratio(name: str, cell: dict[str, Any], base: dict[str, Any]) -> float | Non
     return None
 
 
+def add_grids(grids: list[list[list[float]]]) -> list[list[float]]:
+    """Element-wise sum of vCPU x node tables (ms run), padded to the largest."""
+    rows = max(len(g) for g in grids)
+    cols = max((len(r) for g in grids for r in g), default=0)
+    out = [[0.0] * cols for _ in range(rows)]
+    for g in grids:
+        for v, row in enumerate(g):
+            for node, ms in enumerate(row):
+                out[v][node] = round(out[v][node] + ms, 1)
+    return out
+
+
+def placement_shares(table: dict[str, dict[str, dict[str, Any]]], policy: str
+                     ) -> list[list[int]]:
+    """Per vCPU, the percent of its run time on each node over every cell of a
+    policy: where the vCPUs worked, not only where they ended."""
+    grids = [row[policy]["placement_ms"] for row in table.values()
+             if row.get(policy, {}).get("placement_ms")]
+    if not grids:
+        return []
+    return [[round(100 * ms / sum(row)) if sum(row) else 0 for ms in row]
+            for row in add_grids(grids)]
+
+
 def merge_repeats(runs: list[Cells]) -> Cells:
     """One configuration's cells from several boots as one: the median of
     each figure, ``ok`` only if every boot's was, and the figures of every
@@ -250,6 +276,9 @@ def merge_repeats(runs: list[Cells]) -> Cells:
             for why, count in (c.get("vcpu_moves_by_reason") or {}).items():
                 moves[why] = moves.get(why, 0) + count
         cell["vcpu_moves_by_reason"] = moves  # summed over the boots
+        grids = [c["placement_ms"] for c in seen if c.get("placement_ms")]
+        if grids:
+            cell["placement_ms"] = add_grids(grids)  # summed over the boots
         for key in ("start_placement", "placement_after", "error"):
             found = [c[key] for c in seen if c.get(key) is not None]
             if found:
@@ -393,5 +422,9 @@ def _print(table: dict[str, dict[str, dict[str, Any]]], policies: list[str], nod
         over = sum(int(row.get(p, {}).get("overfull_ticks") or 0) for row in table.values())
         print(f"  placement after {p}: vCPU -> node {where}; ticks that found a node "
               f"over its CPUs: {over}")
+        shares = placement_shares(table, p)
+        if shares:
+            print(f"    {p}: each vCPU's run time by node over the workloads (%): "
+                  + ", ".join(f"v{v} " + "/".join(map(str, row)) for v, row in enumerate(shares)))
     print("summary: " + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
                                   for k, v in summary.items()))

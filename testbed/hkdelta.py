@@ -15,6 +15,8 @@ every node's ``query-hyperkernel`` answer and merges the nodes:
 * scheduler time (``sched``, from the kernel's schedstat): run time and time
   spent runnable but waiting for a CPU, of the event thread and of the vCPU
   threads, as differences;
+* placement (``vcpu_placement_ms``): per vCPU, the ms its thread ran on each
+  node, from the same schedstat: where the vCPUs were over the run;
 * hottest pages: the library reports only its top 10, so a page that was
   not in the earlier top 10 is taken as having had no stalls before. The
   result says ``"hottest_exact": false`` when that guess was needed.
@@ -123,6 +125,30 @@ def _sched(stats: dict[str, Any]) -> dict[str, dict[str, int]]:
 SCHED_FIELDS = ("run_ns", "run_delay_ns")
 
 
+def _vcpu_run_ns(stats: dict[str, Any]) -> dict[int, int]:
+    """Run time of each vCPU's thread on this node: a vCPU runs on one node at a
+    time, and its thread on every other node sleeps, so this is where it ran."""
+    out: dict[int, int] = {}
+    for t in stats.get("threads", []):
+        sc = t.get("sched") if isinstance(t, dict) else None
+        vcpu = _num(t.get("vcpu", -1)) if isinstance(t, dict) else -1
+        if isinstance(sc, dict) and vcpu >= 0:
+            out[vcpu] = out.get(vcpu, 0) + _num(sc.get("run_ns"))
+    return out
+
+
+def placement_ms(nodes: list[dict[str, Any]]) -> list[list[float]]:
+    """Per vCPU, the ms of host CPU it ran on each node (by node id) in the
+    interval: the placement over the run, not just where it ended."""
+    count = 1 + max((_num(n["node"]) for n in nodes), default=-1)
+    vcpus = max((len(n["vcpu_run_ms"]) for n in nodes), default=0)
+    out = [[0.0] * count for _ in range(vcpus)]
+    for n in nodes:
+        for v, ms in enumerate(n["vcpu_run_ms"]):
+            out[v][_num(n["node"])] += ms
+    return out
+
+
 def _hist_names(stats: dict[str, Any]) -> list[str]:
     return ["read_stall", "write_stall"] + [f"stage:{k}" for k in stats.get("stages", {})]
 
@@ -143,6 +169,9 @@ def _node_delta(after: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]
     sched_a, sched_b = _sched(a), _sched(b)
     sched = {role: {k: v - sched_b.get(role, {}).get(k, 0) for k, v in f.items()}
              for role, f in sched_a.items()}
+    run_a, run_b = _vcpu_run_ns(a), _vcpu_run_ns(b)
+    vcpu_run_ms = [round((run_a.get(v, 0) - run_b.get(v, 0)) / 1e6, 1)
+                   for v in range(1 + max(run_a, default=-1))]
     hottest, exact = _sub_hottest(a.get("hottest_pages", []), b.get("hottest_pages", []))
     # the lines of each page its last faults touched (exact fault addresses), as of now
     lines = {_num(p.get("offset")): list(p.get("lines", [])) for p in a.get("hottest_pages", [])}
@@ -163,6 +192,7 @@ def _node_delta(after: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]
         "write_stall": hist_summary(*hist["write_stall"]),
         "stages": {k[6:]: hist_summary(*v) for k, v in hist.items() if k.startswith("stage:")},
         "sched": sched,
+        "vcpu_run_ms": vcpu_run_ms,
         "messages": _sub_messages(a.get("messages", {}), b.get("messages", {})),
         "hottest_pages": [{"offset": o, "stalls": n, "lines": lines.get(o, [])} for o, n in
                           sorted(hottest.items(), key=lambda kv: -kv[1])],
@@ -233,6 +263,7 @@ def delta(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> dict[str
         "hottest_pages": [{"offset": o, "gpa": hex(o), "stalls": n,
                            "lines": sorted(lines.get(o, []))} for o, n in ranked],
         "hottest_exact": all(n["hottest_exact"] for n in nodes),
+        "vcpu_placement_ms": placement_ms(nodes),
         "nodes": nodes,
     }
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from testbed.bench_policies import add_up_params, merge_repeats, squeeze_against_page
+from testbed.bench_policies import add_up_params, merge_repeats, placement_shares, squeeze_against_page
 from testbed.config import ClusterSpec
 from testbed.workloads import WorkloadError
 
@@ -65,7 +65,23 @@ def test_repeated_boots_merge_into_medians() -> None:
     assert (lock["throughput"], lock["bytes_moved"]) == (200.0, 20)
     assert not lock["ok"]  # one boot's run failed its check
     assert lock["vcpu_moves_by_reason"] == {"vcpu.swap": 3}
+    assert "placement_ms" not in lock  # no boot measured one
     # a boot that failed leaves its workloads out: the merged cell is not ok
     partial = merge_repeats([{"boot": {"ok": True, "seconds": 6.0}, "lock": {"ok": True}},
                              {"boot": {"ok": False, "error": "boot timed out"}}])
     assert not partial["lock"]["ok"] and not partial["boot"]["ok"]
+
+
+def test_placement_adds_up_over_boots_and_workloads() -> None:
+    runs: list[dict[str, dict[str, Any]]] = [
+        {"lock": {"ok": True, "placement_ms": [[10.0, 0.0], [0.0, 30.0]]},
+         "sweep": {"ok": True, "placement_ms": [[5.0, 0.0], [10.0, 0.0]]}},
+        {"lock": {"ok": True, "placement_ms": [[10.0, 0.0], [10.0, 50.0]]},
+         "sweep": {"ok": True}},
+    ]
+    merged = merge_repeats(runs)
+    assert merged["lock"]["placement_ms"] == [[20.0, 0.0], [10.0, 80.0]]
+    table = {name: {"learned": cell} for name, cell in merged.items()}
+    # vCPU 0 all on node 0; vCPU 1: 20 of 100 ms on node 0
+    assert placement_shares(table, "learned") == [[100, 0], [20, 80]]
+    assert placement_shares(table, "page") == []

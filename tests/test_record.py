@@ -168,3 +168,19 @@ def test_workload_record_holds_the_statistics_of_its_own_run(cluster_factory: Cl
     assert record.dimensions["policy"] == "page" and record.dimensions["nodes"] == 2
     on_disk = [RunRecord.load(p) for p in cluster.run_dir.glob("record-*.json")]
     assert [r.id for r in on_disk] == [record.id]
+
+
+def _running(node: int, run_ms: dict[int, int]) -> dict[str, Any]:
+    n = _node(node, 1, [1], [], 0)
+    n["stats"]["threads"] = [{"tid": 10 + v, "vcpu": v, "sched": {"run_ns": ms * 1_000_000}}
+                             for v, ms in run_ms.items()]
+    return n
+
+
+def test_placement_is_each_vcpus_run_time_on_each_node() -> None:
+    # vCPU 1 ran 30 ms on node 0, then moved to node 1 and ran 20 ms there;
+    # vCPU 0 stayed on node 0; node 1's thread for vCPU 0 never ran
+    before = [_running(0, {0: 100, 1: 50}), _running(1, {0: 0, 1: 7})]
+    after = [_running(0, {0: 140, 1: 80}), _running(1, {0: 0, 1: 27})]
+    d = delta(before, after)
+    assert d["vcpu_placement_ms"] == [[40.0, 0.0], [30.0, 20.0]]
