@@ -19,8 +19,8 @@ from testbed.workloads import ParamValue
 
 # In make test. These were nightly-only while about one boot in five under a
 # moving policy ended in a guest RCU stall (an idle vCPU whose timer or IPI
-# went unserved); that was not seen again in 27 boots under vcpu, cost and
-# learned on 2026-12-06 (this file five times, and bench policies).
+# went unserved); that was not seen again in about 60 boots under vcpu, cost
+# and learned on 2026-12-06 (this file eight times, bench policies four times).
 pytestmark = [pytest.mark.boot, pytest.mark.usefixtures("needs_hyperkernel")]
 
 SPEC: dict[str, Any] = {"nodes": 2, "vcpus": 4, "mem_mib": 512, "boot_timeout": 400}
