@@ -16,7 +16,9 @@
  * frequently-updated-page table is every page with a bounce count) draw a
  * vCPU that writes them (policy.c counts bounces for write stalls only); threads that share pages drift to the same node, capacity allowing
  * (a full node swaps one of its vCPUs back).  Into a full node only the
- * bounces count: where a thread's data lies moves it only to a free CPU.
+ * bounces of a page the guest program writes count: where a thread's data
+ * lies, and the kernel's pages, move it only to a free CPU; and such a page
+ * written in turn with another node makes that node's writer a partner.
  *
  * Outcomes.  Each move is judged: if the vCPU moves on again within 50 ms
  * (back here, or anywhere else), the move was wrong (a chase) and the weight
@@ -212,9 +214,7 @@ static void policy_decide(const struct hk_policy_view *v, struct hk_decision *d)
 	 * it the two hand the page over through memory, and a vCPU spinning
 	 * in a PAUSE loop yields its host CPU to the other (pause.c in the
 	 * glue): about 3 us a hand-off on one host CPU, against 85 us across
-	 * the wire.  Not for the kernel's pages: every CPU writes its per-CPU
-	 * areas, run queues and RCU state now and then, and taken as partners
-	 * they swapped vCPUs back and forth through the boot. */
+	 * the wire.  Not for the kernel's pages (above). */
 	bool partner_there = v->stall->user &&
 			     (uint64_t)v->page_bounces * v->weight_pct / 100 >= PARTNER_BOUNCES;
 	hk_policy_compare(v, d, 16 + history_x16 * v->weight_pct / 100, HK_WHY_LEARNED_VCPU,
