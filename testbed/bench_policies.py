@@ -101,10 +101,10 @@ def _cell(record: RunRecord) -> dict[str, Any]:
             "vcpu_moves_by_reason": moves,
             "pulls": int(hk.get("glue", {}).get("pulls", 0)),
             "migrations": int(hk.get("glue", {}).get("vcpu-migrations-in", 0)),
-            # a node home to more vCPUs than its CPUs, seen on a tick, and
-            # the vCPUs its tick then sent where there was room
             # ms each vCPU ran on each node during the cell: placement over the run
             "placement_ms": hk.get("vcpu_placement_ms"),
+            # a node home to more vCPUs than its CPUs, seen on a tick, and
+            # the vCPUs its tick then sent where there was room
             "overfull_ticks": int(hk.get("totals", {}).get("overfull_ticks", 0)),
             "capacity_moves": int(hk.get("totals", {}).get("capacity_moves", 0))}
 

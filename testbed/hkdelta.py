@@ -107,18 +107,26 @@ def _sub_hottest(after: list[dict[str, Any]], before: list[dict[str, Any]]
     return out, exact
 
 
+def _vcpu_thread_sched(stats: dict[str, Any]) -> list[tuple[int, dict[str, Any]]]:
+    """(vCPU, schedstat) of each vCPU thread the node reports."""
+    out = []
+    for t in stats.get("threads", []):
+        sc = t.get("sched") if isinstance(t, dict) else None
+        if isinstance(sc, dict) and _num(t.get("vcpu", -1)) >= 0:
+            out.append((_num(t["vcpu"]), sc))
+    return out
+
+
 def _sched(stats: dict[str, Any]) -> dict[str, dict[str, int]]:
     """Scheduler time per role: the event thread, and the vCPU threads summed."""
     out: dict[str, dict[str, int]] = {}
     ev = stats.get("sched", {}).get("event_thread")
     if isinstance(ev, dict):
         out["event_thread"] = {k: _num(ev.get(k)) for k in SCHED_FIELDS}
-    for t in stats.get("threads", []):
-        sc = t.get("sched") if isinstance(t, dict) else None
-        if isinstance(sc, dict) and _num(t.get("vcpu", -1)) >= 0:
-            mine = out.setdefault("vcpu_threads", dict.fromkeys(SCHED_FIELDS, 0))
-            for k in SCHED_FIELDS:
-                mine[k] += _num(sc.get(k))
+    for _, sc in _vcpu_thread_sched(stats):
+        mine = out.setdefault("vcpu_threads", dict.fromkeys(SCHED_FIELDS, 0))
+        for k in SCHED_FIELDS:
+            mine[k] += _num(sc.get(k))
     return out
 
 
@@ -129,11 +137,8 @@ def _vcpu_run_ns(stats: dict[str, Any]) -> dict[int, int]:
     """Run time of each vCPU's thread on this node: a vCPU runs on one node at a
     time, and its thread on every other node sleeps, so this is where it ran."""
     out: dict[int, int] = {}
-    for t in stats.get("threads", []):
-        sc = t.get("sched") if isinstance(t, dict) else None
-        vcpu = _num(t.get("vcpu", -1)) if isinstance(t, dict) else -1
-        if isinstance(sc, dict) and vcpu >= 0:
-            out[vcpu] = out.get(vcpu, 0) + _num(sc.get("run_ns"))
+    for vcpu, sc in _vcpu_thread_sched(stats):
+        out[vcpu] = out.get(vcpu, 0) + _num(sc.get("run_ns"))
     return out
 
 
