@@ -77,7 +77,7 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def bench_boot(arts: Artifacts, run_dir: Path, node_counts: list[int], vcpus: int, mem_mib: int,
-               repeat: int, progress: Progress, cpu_affinity: str = "node"
+               repeat: int, progress: Progress, cpu_affinity: str = "node", append: str = ""
                ) -> tuple[dict[str, Any], list[RunRecord]]:
     """Boot-to-shell for each node count, interleaved (1,2,4,1,2,4,...) against drift.
 
@@ -101,7 +101,7 @@ def bench_boot(arts: Artifacts, run_dir: Path, node_counts: list[int], vcpus: in
             if n in errors:
                 continue
             spec = ClusterSpec(nodes=n, vcpus=vcpus, mem_mib=mem_mib, cpu_affinity=cpu_affinity,
-                               boot_timeout=max(120.0, 100.0 * n))
+                               boot_timeout=max(120.0, 100.0 * n), append=append)
             progress.step("bench", f"boot {r + 1}/{repeat}: {n} node(s), {vcpus} vCPU(s)")
             cluster = Cluster(spec, arts, run_dir / f"boot-n{n}-r{r}")
             try:
@@ -125,7 +125,8 @@ def bench_boot(arts: Artifacts, run_dir: Path, node_counts: list[int], vcpus: in
                               "baseline_nodes": 1, "nodes": {}, "ok": not errors}
     records: list[RunRecord] = []
     for n in node_counts:
-        spec = ClusterSpec(nodes=n, vcpus=vcpus, mem_mib=mem_mib, cpu_affinity=cpu_affinity)
+        spec = ClusterSpec(nodes=n, vcpus=vcpus, mem_mib=mem_mib, cpu_affinity=cpu_affinity,
+                           append=append)
         record = RunRecord(kind="bench", name="boot", ok=n not in errors and bool(samples[n]),
                            dimensions=dimensions(spec, arts, {"repeat": repeat}),
                            reason=errors.get(n), failure=failures.get(n, ""),

@@ -304,13 +304,13 @@ def check_args(nodes: int, names: str | None, policies: list[str],
 
 def bench_policies(arts: Artifacts, run_dir: Path, nodes: int, vcpus: int, mem_mib: int,
                    names: str | None, policies: list[str], progress: Progress,
-                   cpu_affinity: str = "node", repeat: int = 1
+                   cpu_affinity: str = "node", repeat: int = 1, append: str = ""
                    ) -> tuple[dict[str, Any], list[RunRecord]]:
     chosen = check_args(nodes, names, policies, vcpus, repeat)
     base_spec = ClusterSpec(nodes=1, vcpus=vcpus, mem_mib=mem_mib, cpu_affinity=cpu_affinity,
-                            boot_timeout=300).validate()
+                            boot_timeout=300, append=append).validate()
     specs = {label: ClusterSpec(nodes=nodes, vcpus=vcpus, mem_mib=mem_mib, policy=policy,
-                                cpu_affinity=cpu_affinity,
+                                cpu_affinity=cpu_affinity, append=append,
                                 boot_timeout=max(300.0, 100.0 * nodes)).validate()
              for label, policy in ((f"n{nodes}-{p}", p) for p in policies)}
     runs: dict[str, list[Cells]] = {"n1": [], **{label: [] for label in specs}}

@@ -213,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--nodes", default="1,2,4",
                    help="node counts to compare; 1 is the baseline (default 1,2,4)")
     b.add_argument("--repeat", type=_count, default=3, help="boots per node count")
+    _add_append_arg(b)
     b = bench_sub.add_parser("migrate", help="vCPU migration latency and state size")
     b.add_argument("--nodes", type=_positive_int, default=2)
     b.add_argument("--vcpus", type=_positive_int, default=2)
@@ -241,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="policies to compare (default: all)")
     b.add_argument("--repeat", type=_count, default=1,
                    help="boots of each configuration, in rounds; a cell is the median (default 1)")
+    _add_append_arg(b)
     b = bench_sub.add_parser("knob", help="a hyperkernel knob's values compared within one boot, "
                              "workload by workload")
     b.add_argument("--knob", default="HK_PAGE_HOLD_US",
@@ -272,6 +274,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_store_arg(p, optional=True)
     add_results_commands(sub)
     return parser
+
+
+def _add_append_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--append", default="", metavar="ARGS",
+                   help="extra guest kernel command line, for every node count; a nohz=, "
+                   "nohz_full= or isolcpus= of yours replaces the default nohz_full= "
+                   "(testbed/cmdline.py)")
 
 
 def _spec(args: argparse.Namespace) -> ClusterSpec:
@@ -550,7 +559,7 @@ def cmd_bench(args: argparse.Namespace, progress: Progress) -> int:
         arts = ensure_artifacts(progress)
         if args.bench == "boot":
             result, records = bench_boot(arts, run_dir, counts, args.vcpus, args.mem, args.repeat,
-                                         progress, args.cpu_affinity)
+                                         progress, args.cpu_affinity, args.append)
         elif args.bench == "stall":
             result, records = bench_stall(arts, run_dir, args.policy, args.mem, args.rounds,
                                           args.pages, args.stream_mb, progress, args.cpu_affinity)
@@ -564,7 +573,7 @@ def cmd_bench(args: argparse.Namespace, progress: Progress) -> int:
         elif args.bench == "policies":
             result, records = bench_policies(arts, run_dir, args.nodes, args.vcpus, args.mem,
                                              args.workloads, policies, progress, args.cpu_affinity,
-                                             args.repeat)
+                                             args.repeat, args.append)
         else:
             result, records = bench_migrate(arts, run_dir, args.nodes, args.vcpus, args.mem,
                                             args.migrations, progress, args.cpu_affinity)

@@ -22,6 +22,7 @@ from types import TracebackType
 from typing import Any, TypedDict
 
 from testbed import affinity, evacuation, membership, procs, workloads
+from testbed.cmdline import guest_append
 from testbed.config import ClusterSpec, NodeOverride
 from testbed.errors import ConfigError, GuestError, GuestTimeout, NodeDied, TestbedError
 from testbed.images import GuestImages
@@ -32,12 +33,6 @@ from testbed.stats import merge_node_stats
 
 log = logging.getLogger(__name__)
 
-# tsc=reliable: the guest TSC comes from one cluster-wide clock; the kernel's
-# TSC watchdog would otherwise flag the (emulated) skew between vCPUs.
-# no_timer_check: under TCG on a loaded host the kernel's check that the
-# IO-APIC timer ticks can time out and panic ("IO-APIC + timer doesn't work");
-# the timer works, the check is only too impatient for emulation.
-BASE_APPEND = "console=ttyS0 panic=-1 numa_balancing=disable tsc=reliable no_timer_check"
 _LIVE: weakref.WeakSet[Cluster] = weakref.WeakSet()
 # How surviving nodes name a peer that died (the library and the QEMU glue).
 _LOST_NODE_RE = re.compile(r"\bnode (\d+) (?:died|lost)\b")
@@ -154,15 +149,7 @@ class Cluster:
         Nodes resume highest id first so node 0, which owns the devices and
         the boot processor, starts last, when every peer is already running.
         """
-        append = f"{BASE_APPEND} {self.spec.append}".strip()
-        online = self.spec.online_vcpus
-        if online is None and self.spec.licensed_vcpus < self.spec.vcpus:
-            online = self.spec.licensed_vcpus
-        if online is not None:
-            # the guest brings up only these at boot; the rest stay present
-            # and can be brought online later (set_online_vcpus)
-            append = f"{append} maxcpus={online}"
-        self._append = append
+        self._append = guest_append(self.spec)
         self._secret = secrets.token_hex(32)
         # One guest clock: every node counts guest time from the same instant.
         self._epoch_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)

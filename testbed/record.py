@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from testbed.cmdline import guest_append
 from testbed.errors import RecordError
 from testbed.metrics import Metric, from_figures, metric
 
@@ -116,7 +117,10 @@ def spec_dimensions(spec: ClusterSpec) -> dict[str, Any]:
             "budget_mib": list(spec.budgets_mib),
             "policy": spec.policy if spec.uses_hyperkernel else "none",
             "hyperkernel": spec.uses_hyperkernel,
-            "guest_numa": spec.numa_layout is not None}
+            "guest_numa": spec.numa_layout is not None,
+            # what the guest kernel was told; the user's part is also identity
+            "guest_cmdline": guest_append(spec),
+            **({"append": spec.append} if spec.append else {})}
 
 
 def utc_now() -> str:

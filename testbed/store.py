@@ -125,6 +125,8 @@ def identity(record: RunRecord) -> dict[str, Any]:
             **({"guest_numa": True} if d.get("guest_numa") else {}),
             # knobs turned while the guest ran (Cluster.set_knob)
             **({"knobs": d["knobs"]} if d.get("knobs") else {}),
+            # a guest kernel command line of the user's own (--append)
+            **({"append": d["append"]} if d.get("append") else {}),
             "params": params}
 
 

@@ -75,6 +75,10 @@ def test_stock_kernel_boots_across_nodes(booted_cluster: Cluster) -> None:
     # saw 3,210, not understood yet (the guest's NUMA node 1 had 53 MiB free).
     assert cluster.run("ls -d /sys/devices/system/node/node* | wc -l").output == f"{nodes}\n"
     assert cluster.run("cat /sys/devices/system/node/node1/cpulist").output == "1\n"
+    # The guest kernel took the command line that keeps its timekeeping on
+    # the boot CPU (testbed/cmdline.py): every other CPU is nohz_full.
+    assert cluster.run("cat /sys/devices/system/cpu/nohz_full").output == \
+        {2: "1\n", 4: "1-3\n"}[nodes]
     if nodes != 2:
         return
     before = cluster.node_stats()
