@@ -131,7 +131,9 @@ def _add_cluster_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--online-vcpus", type=_positive_int, metavar="N",
                    help="vCPUs the guest brings up at boot; the rest can be brought online "
                    "later (default: every licensed one)")
-    p.add_argument("--append", default="", help="extra guest kernel command line")
+    p.add_argument("--append", default="", metavar="ARGS",
+                   help="extra guest kernel command line; a nohz=, nohz_full= or isolcpus= of "
+                   "yours replaces the default nohz_full= (testbed/cmdline.py)")
     p.add_argument("--put", action="append", default=[], metavar="HOSTFILE[:GUESTPATH]",
                    help="bring a host file into the guest (default under /opt/put/); repeatable")
     p.add_argument("--boot-timeout", type=_seconds, default=120.0, metavar="SECONDS")
