@@ -271,6 +271,7 @@ struct hk_tuning {
 	uint64_t page_hold_ns;   /* a page granted for writing stays this long before it leaves */
 	uint64_t read_hold_ns;   /* ... and this long before another node reads it (a copy) */
 	uint32_t hysteresis_pct; /* "cost": a move must win by this margin */
+	uint32_t partner_bounces; /* "learned": bounces in a row that make a partner */
 	uint64_t vcpu_prior_ns;  /* "cost": a vCPU move's cost until one is measured */
 	uint64_t health_max_ce, health_max_link_errors; /* health.c: evacuate past these */
 	int32_t health_max_temp_c;
@@ -507,7 +508,7 @@ struct hk_policy_view {
 	uint32_t weight_pct;       /* how far this node trusts that history (outcomes) */
 	/* tuning */
 	uint64_t hold_down_ns, vcpu_prior_ns;
-	uint32_t hysteresis_pct;
+	uint32_t hysteresis_pct, partner_bounces;
 };
 
 struct hk_policy {

@@ -37,7 +37,6 @@
 #define LEARN_THREADS 256 /* open addressing; the oldest entry is replaced */
 #define LEARN_NODES 16    /* affinity kept for the first 16 nodes */
 #define JUDGE_NS 50000000ull
-#define PARTNER_BOUNCES 8
 
 struct learned_thread {
 	uint64_t id; /* 0: free */
@@ -208,15 +207,21 @@ static void policy_decide(const struct hk_policy_view *v, struct hk_decision *d)
 		history_x16 = 16ull * v->page_bounces;
 	/* A page the guest program (user code, not the kernel) writes here,
 	 * and that came back again and again within 100 ms each time
-	 * (PARTNER_BOUNCES in a row, scaled by the weight, page.c): a thread
+	 * (HK_PARTNER_BOUNCES in a row, default 32, scaled by the weight, page.c): a thread
 	 * at the other node writes it just as often, and its vCPU spinning
 	 * there waiting for it is what keeps that node's CPUs busy.  Next to
 	 * it the two hand the page over through memory, and a vCPU spinning
 	 * in a PAUSE loop yields its host CPU to the other (pause.c in the
 	 * glue): about 3 us a hand-off on one host CPU, against 85 us across
-	 * the wire.  Not for the kernel's pages (above). */
+	 * the wire.  Not for the kernel's pages (above).  32, not 8: at 8,
+	 * a program's ordinary shared pages (prodcons' queue, sweep's and
+	 * clock's shared words) swapped vCPUs away from their data 1-12 times
+	 * a workload, and in one bench policies run learned was up to 1.55x
+	 * behind page and moved as many bytes; at 32 (the next run) 1.18x and
+	 * half the bytes, while pingpong pinned to two nodes still gathers
+	 * (105 k rounds/s, against page's 6.6 k). */
 	bool partner_there = v->stall->user &&
-			     (uint64_t)v->page_bounces * v->weight_pct / 100 >= PARTNER_BOUNCES;
+			     (uint64_t)v->page_bounces * v->weight_pct / 100 >= v->partner_bounces;
 	hk_policy_compare(v, d, 16 + history_x16 * v->weight_pct / 100, HK_WHY_LEARNED_VCPU,
 			  HK_WHY_LEARNED_PAGE, partner_there);
 }

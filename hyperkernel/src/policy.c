@@ -216,6 +216,7 @@ static void build_view(struct hk_node *n, const struct hk_stall *s, struct hk_po
 	v->hold_down_ns = n->tuning.hold_down_ns;
 	v->vcpu_prior_ns = n->tuning.vcpu_prior_ns;
 	v->hysteresis_pct = n->tuning.hysteresis_pct;
+	v->partner_bounces = n->tuning.partner_bounces;
 }
 
 uint32_t hk_stall_window_count(struct hk_stall_window *w, uint64_t now)

@@ -94,6 +94,9 @@ int hk_tuning_load(struct hk_tuning *t, bool event_rt)
 					  "percent a move must win by" };
 	static const struct knob prior = { "HK_VCPU_COST_US", 1, 1000000, 500,
 					   "microseconds, a vCPU move until one is measured" };
+	/* the "learned" policy */
+	static const struct knob partner = { "HK_PARTNER_BOUNCES", 1, 1000000, 32,
+					     "bounces of a program's page before its writers gather" };
 	/* health thresholds: past one, the node evacuates itself (health.c) */
 	static const struct knob ce = { "HK_HEALTH_MAX_CE", 1, 1000000000, 100,
 					"corrected memory errors" };
@@ -130,6 +133,9 @@ int hk_tuning_load(struct hk_tuning *t, bool event_rt)
 	if (number(&prior, &v))
 		return -EINVAL;
 	t->vcpu_prior_ns = v * 1000;
+	if (number(&partner, &v))
+		return -EINVAL;
+	t->partner_bounces = (uint32_t)v;
 	if (number(&page_hold, &v))
 		return -EINVAL;
 	t->page_hold_ns = v * 1000;

@@ -16,7 +16,8 @@ static struct hk_policy_view view(void)
 	return (struct hk_policy_view){
 		.stall = &stall, .self = 0, .owner = 2, .target_vcpus = 0, .target_capacity = 1,
 		.since_moved_ns = UINT64_MAX, .hold_down_ns = 10000000, .vcpu_prior_ns = 500000,
-		.hysteresis_pct = 25, .swap_vcpu = -1, .vcpu_stalls = 1000, /* stalls all the time */
+		.hysteresis_pct = 25, .partner_bounces = 32, .swap_vcpu = -1,
+		.vcpu_stalls = 1000, /* stalls all the time */
 	};
 }
 
@@ -249,7 +250,7 @@ static void test_learned(void)
 	/* busy with the writer of a page that the program keeps handing back
 	 * and forth: learned joins it there, cost does not know why it is
 	 * busy; a kernel page that bounces is no such partner */
-	v.page_bounces = 8;
+	v.page_bounces = 32;
 	d = decide(&hk_policy_learned, &v);
 	CHECK(d.kind == HK_BRING_PAGE && d.reason == HK_WHY_TARGET_BUSY);
 	stall.user = true;
@@ -261,10 +262,10 @@ static void test_learned(void)
 	d = decide(&hk_policy_cost, &v);
 	CHECK(d.kind == HK_BRING_PAGE && d.reason == HK_WHY_TARGET_BUSY);
 	v.vcpu_ws = 0;
-	v.page_bounces = 7;
+	v.page_bounces = 31;
 	d = decide(&hk_policy_learned, &v);
 	CHECK(d.kind == HK_BRING_PAGE && d.reason == HK_WHY_TARGET_BUSY);
-	v.page_bounces = 16;
+	v.page_bounces = 64;
 	v.weight_pct = 40; /* its moves failed: it takes more bounces to believe it */
 	d = decide(&hk_policy_learned, &v);
 	CHECK(d.kind == HK_BRING_PAGE && d.reason == HK_WHY_TARGET_BUSY);

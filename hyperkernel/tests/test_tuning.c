@@ -21,6 +21,7 @@ static void clear(void)
 	unsetenv("HK_LINK_CORK");
 	unsetenv("HK_PAGE_HOLD_US");
 	unsetenv("HK_READ_HOLD_US");
+	unsetenv("HK_PARTNER_BOUNCES");
 }
 
 static void test_defaults_and_the_embedders_class(void)
@@ -31,6 +32,7 @@ static void test_defaults_and_the_embedders_class(void)
 	CHECK(t.spin_cap_ns == 200000 && t.fault_spin_ns == 20000 && t.peer_spin_ns == 50000);
 	CHECK(!t.event_rt && !t.serve_spin_set);
 	CHECK(t.hold_down_ns == 10000000 && t.hysteresis_pct == 25 && t.vcpu_prior_ns == 500000);
+	CHECK(t.partner_bounces == 32);
 	CHECK(t.readahead == 32 && t.cork);
 	CHECK(t.page_hold_ns == 1000000 && t.read_hold_ns == 50000);
 	CHECK(hk_tuning_load(&t, true) == 0 && t.event_rt);
@@ -59,6 +61,8 @@ static void test_values_in_range_are_taken(void)
 	CHECK(hk_tuning_load(&t, true) == 0 && t.page_hold_ns == 100000000);
 	setenv("HK_READ_HOLD_US", "0", 1); /* copies never wait */
 	CHECK(hk_tuning_load(&t, true) == 0 && t.read_hold_ns == 0);
+	setenv("HK_PARTNER_BOUNCES", "1", 1); /* one bounce gathers the writers */
+	CHECK(hk_tuning_load(&t, true) == 0 && t.partner_bounces == 1);
 	clear();
 }
 
@@ -72,6 +76,7 @@ static void test_bad_values_are_refused(void)
 		{ "HK_VCPU_COST_US", "0" },       { "HK_LINK_CORK", "2" },
 		{ "HK_READAHEAD", "65" },         { "HK_PAGE_HOLD_US", "100001" },
 		{ "HK_READ_HOLD_US", "100001" },  { "HK_READ_HOLD_US", "-5" },
+		{ "HK_PARTNER_BOUNCES", "0" },    { "HK_PARTNER_BOUNCES", "1000001" },
 	};
 	struct hk_tuning t;
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
