@@ -50,3 +50,20 @@ def test_the_vcpus_brought_up_later_are_left_out_at_boot() -> None:
 ])
 def test_cpu_lists_in_the_kernels_form(cpus: list[int], text: str) -> None:
     assert cpu_list(cpus) == text
+
+
+def test_records_carry_the_line_and_a_users_append_sets_them_apart() -> None:
+    from testbed.record import RunRecord, spec_dimensions
+    from testbed.store import cell_key
+
+    def record(append: str) -> RunRecord:
+        spec = ClusterSpec(nodes=2, vcpus=4, append=append).validate()
+        return RunRecord(kind="bench", name="boot", ok=True, dimensions=spec_dimensions(spec))
+
+    ours, theirs = record(""), record("nohz=on")
+    assert "nohz_full=1-3" in ours.dimensions["guest_cmdline"].split()
+    assert "append" not in ours.dimensions
+    assert theirs.dimensions["append"] == "nohz=on"
+    assert "nohz_full=1-3" not in theirs.dimensions["guest_cmdline"].split()
+    assert cell_key(ours) != cell_key(theirs)
+    assert cell_key(ours) == cell_key(record(""))
