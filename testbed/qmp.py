@@ -29,6 +29,17 @@ _LOOP_LOCK = threading.RLock()
 logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)
 
 
+def _refused(e: BaseException | None) -> bool:
+    """Whether ``e`` is, or wraps, a refused connection."""
+    seen = 0
+    while e is not None and seen < 8:
+        if isinstance(e, ConnectionRefusedError):
+            return True
+        e = getattr(e, "exc", None) or e.__cause__
+        seen += 1
+    return False
+
+
 class QmpError(GuestError):
     """QEMU answered a command with an error."""
 
@@ -49,11 +60,22 @@ class Qmp:
         self._transcript.write(f"{time.monotonic() - self._t0:10.3f} {direction} "
                                f"{json.dumps(obj, sort_keys=True)}\n")
 
-    def connect(self, timeout: float = 10.0) -> None:
-        with signals.held(), _LOOP_LOCK:
-            mon = QEMUMonitorProtocol(str(self.socket_path), nickname=self.name)
-            mon.settimeout(timeout)
-            greeting = mon.connect(negotiate=True)
+    def connect(self, timeout: float = 10.0, refused_for: float = 5.0) -> None:
+        """Attach and negotiate.  A refusal is retried for ``refused_for`` seconds:
+        QEMU binds its socket (the file appears) a moment before it listens, and
+        once in about 50 boots the harness knocked in between (ECONNREFUSED)."""
+        deadline = time.monotonic() + refused_for
+        while True:
+            try:
+                with signals.held(), _LOOP_LOCK:
+                    mon = QEMUMonitorProtocol(str(self.socket_path), nickname=self.name)
+                    mon.settimeout(timeout)
+                    greeting = mon.connect(negotiate=True)
+                break
+            except Exception as e:  # qemu.qmp wraps the OSError in its own types
+                if not _refused(e) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
         self._log("<", greeting)
         self._mon = mon
 
