@@ -72,12 +72,6 @@ def test_a_stalled_vcpu_is_pulled_out_and_moves_to_the_page(
     record = cluster.run_workload("pingpong", PINGPONG, guest_timeout=300)
     assert record.ok, record.raw
     stats = record.hk_stats
-    # The library forgot stalls whose thread left without the page: the
-    # glue unwound them out of translated code and their vCPUs went to the
-    # page's node instead.
-    # (the library forgets a pulled stall unless the thread faulted on the
-    # page again before the glue told it, so it may count fewer)
-    assert 0 < stats["totals"]["vcpu_pulls"] <= stats["glue"]["pulls"], stats["glue"]
     assert stats["glue"]["policy-moves"] > 0
     moved = stats["decisions"]["vcpu.to_owner"] + stats["decisions"]["vcpu.swap"]
     assert moved > 0, stats["decisions"]
@@ -85,9 +79,23 @@ def test_a_stalled_vcpu_is_pulled_out_and_moves_to_the_page(
     assert stats["decisions"]["page.fixed_vcpu"] > 0
     assert cluster.vcpu_location(0) == 0
     _check_capacity(cluster)
-    for name, params in SHARING.items():
-        record = cluster.run_workload(name, params, guest_timeout=300)
-        assert record.ok, record.raw
+    # The library forgot stalls whose thread left without the page: the
+    # glue unwound them out of translated code and their vCPUs went to the
+    # page's node instead.  Counted over pingpong and the programs after it:
+    # a pull happens only to a move that meets its vCPU blocked in a fault
+    # taken by translated code, and once pingpong's two vCPUs have gathered
+    # there are few such moves (a CI run saw 7 attempts, 6 of them in faults
+    # taken by helpers outside translated code, which always bring the page).
+    pulls = glue_pulls = 0
+    for rec in [record] + [cluster.run_workload(name, params, guest_timeout=300)
+                           for name, params in SHARING.items()]:
+        assert rec.ok, rec.raw
+        # (the library forgets a pulled stall unless the thread faulted on the
+        # page again before the glue told it, so it may count fewer)
+        assert rec.hk_stats["totals"]["vcpu_pulls"] <= rec.hk_stats["glue"]["pulls"]
+        pulls += rec.hk_stats["totals"]["vcpu_pulls"]
+        glue_pulls += rec.hk_stats["glue"]["pulls"]
+    assert pulls > 0, f"no stall was pulled out ({glue_pulls} by the glue); pingpong: {stats['glue']}"
 
 
 # Every moving policy runs the programs that share data across nodes, each
