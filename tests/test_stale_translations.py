@@ -80,10 +80,15 @@ def test_a_store_that_waits_for_its_page_leaves_no_stale_translation_on_its_node
     cluster = cluster_factory(nodes=2, vcpus=4)
     cluster.boot()
     _wait_for_placement(cluster, [0, 0, 1, 1])
-    record = cluster.run_workload("smc", {"rounds": RACE_ROUNDS, "race": 1, "cpus": "0,1,2"},
-                                  guest_timeout=300)
-    assert record.ok, record.raw
-    assert record.figures["rounds_done"] == RACE_ROUNDS and record.figures["mismatches"] == 0
-    glue = [info["stats"]["glue"] for info in cluster.node_stats()]
-    # the handling ran: translations made while a store waited were dropped after it
+    # Until the handling ran (translations made while a store waited were
+    # dropped after it), so that a pass means the race was met: a CI run of
+    # 2000 rounds once never met it.  Every run must verify.
+    for _ in range(3):
+        record = cluster.run_workload("smc", {"rounds": RACE_ROUNDS, "race": 1, "cpus": "0,1,2"},
+                                      guest_timeout=300)
+        assert record.ok, record.raw
+        assert record.figures["rounds_done"] == RACE_ROUNDS and record.figures["mismatches"] == 0
+        glue = [info["stats"]["glue"] for info in cluster.node_stats()]
+        if sum(int(g["tb-invalidate-after-store"]) for g in glue) > 0:
+            break
     assert sum(int(g["tb-invalidate-after-store"]) for g in glue) > 0, glue
