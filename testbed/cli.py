@@ -131,9 +131,7 @@ def _add_cluster_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--online-vcpus", type=_positive_int, metavar="N",
                    help="vCPUs the guest brings up at boot; the rest can be brought online "
                    "later (default: every licensed one)")
-    p.add_argument("--append", default="", metavar="ARGS",
-                   help="extra guest kernel command line; a nohz=, nohz_full= or isolcpus= of "
-                   "yours replaces the default nohz_full= (testbed/cmdline.py)")
+    _add_append_arg(p)
     p.add_argument("--put", action="append", default=[], metavar="HOSTFILE[:GUESTPATH]",
                    help="bring a host file into the guest (default under /opt/put/); repeatable")
     p.add_argument("--boot-timeout", type=_seconds, default=120.0, metavar="SECONDS")
@@ -280,8 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_append_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--append", default="", metavar="ARGS",
-                   help="extra guest kernel command line, for every node count; a nohz=, "
-                   "nohz_full= or isolcpus= of yours replaces the default nohz_full= "
+                   help="extra guest kernel command line (in a bench, for every node count); "
+                   "a nohz=, nohz_full= or isolcpus= of yours replaces the default nohz_full= "
                    "(testbed/cmdline.py)")
 
 
