@@ -44,6 +44,7 @@ from testbed.config import POLICIES, ClusterSpec
 from testbed.errors import ConfigError, TestbedError
 from testbed.progress import Progress
 from testbed.record import RunRecord
+from testbed.symbolize import name_hottest
 from testbed.workloads import WORKLOADS, ParamValue, validate_params
 
 SUITE = Path(__file__).resolve().parent.parent / "suites" / "nightly.toml"
@@ -208,6 +209,8 @@ def _run_config(arts: Artifacts, run_dir: Path, spec: ClusterSpec,
                 except TestbedError as e:
                     cells[name] = {"ok": False, "error": str(e)}
                     continue
+                if spec.nodes > 1:  # which kernel objects its hottest pages hold
+                    name_hottest(cluster, record.hk_stats.get("hottest_pages", [])[:5])
                 records.append(record)
                 cells[name] = {**_cell(record), "start_placement": start}
             if spec.nodes > 1 and ADD_UP in chosen:

@@ -233,6 +233,15 @@ def _distribution_section(page: _Page, new: list[RunRecord], base: list[RunRecor
         page.figure(fig)
 
 
+def _first_object(kernel: str) -> str:
+    """The first object of a hottest page's names, without its offset:
+    ``"+0xb00 percpu cpu0: call_single_queue+0x0; ..."`` ->
+    ``"percpu cpu0: call_single_queue"``."""
+    first = kernel.split(";")[0].strip()
+    first = first.split(" ", 1)[1] if first.startswith("+") and " " in first else first
+    return (first.rsplit("+", 1)[0] if "+" in first else first).rstrip()
+
+
 def _bucket_label(b: int) -> str:
     ns = (2 << b) - 1
     for unit, scale in (("s", 1e9), ("ms", 1e6), ("us", 1e3)):
@@ -275,6 +284,7 @@ def _hk_section(page: _Page, new: list[RunRecord]) -> None:
         page.figure(fig)
     # Hottest pages.
     pages: dict[str, dict[str, int]] = {}
+    objects: dict[str, str] = {}  # gpa -> the kernel object the guest named there
     for records in groups.values():
         label = cell_label(records[0])
         for r in records:
@@ -282,11 +292,16 @@ def _hk_section(page: _Page, new: list[RunRecord]) -> None:
                 gpa = str(p.get("gpa") or hex(int(p.get("offset", 0))))
                 pages.setdefault(gpa, {})
                 pages[gpa][label] = pages[gpa].get(label, 0) + int(p.get("stalls", 0))
+                if p.get("kernel"):
+                    objects[gpa] = _first_object(str(p["kernel"]))
     top = sorted(pages.items(), key=lambda kv: -sum(kv[1].values()))[:20]
     if top:
         fig = go.Figure()
+        # a page's place moves with KASLR at every boot, so the same object
+        # can show under several addresses: the name says which it is
+        names = [f"{gpa} {objects[gpa]}" if gpa in objects else gpa for gpa, _ in top]
         for label in sorted({lab for _, per in top for lab in per}):
-            fig.add_trace(go.Bar(x=[gpa for gpa, _ in top], y=[per.get(label, 0) for _, per in top],
+            fig.add_trace(go.Bar(x=names, y=[per.get(label, 0) for _, per in top],
                                  name=label))
         fig.update_layout(title="Hottest pages (guest physical address) by stalls",
                           barmode="stack", xaxis_title="page", yaxis_title="stalls")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+from typing import Any
 
 import pytest
 from conftest import ClusterFactory
@@ -13,7 +14,7 @@ from testbed.cluster import Cluster
 from testbed.errors import GuestPanic, NodeDied
 from testbed.images import build_initramfs
 from testbed.progress import Progress
-from testbed.symbolize import kernel_symbols
+from testbed.symbolize import kernel_objects, kernel_symbols
 
 pytestmark = pytest.mark.boot
 
@@ -69,6 +70,44 @@ def test_an_address_in_the_kernel_image_is_named_by_its_symbol(booted_cluster: C
     assert second.startswith("data: "), names
     if second.startswith(f"data: {sym}+"):  # still inside the first object
         assert second == f"data: {sym}+0x40", names
+
+
+def _monitor(cluster: Cluster, line: str) -> str:
+    args: dict[str, Any] = {"command-line": line}
+    return str(cluster.nodes[0].qmp.command("human-monitor-command", **args))
+
+
+def _gpa_of(cluster: Cluster, virt: int) -> int:
+    """The monitor's own translation (vCPU 0's page walk), not the symbolizer's."""
+    out = _monitor(cluster, f"gva2gpa {virt:#x}")
+    m = re.search(r"gpa: (0x[0-9a-f]+)", out)
+    assert m, out
+    return int(m.group(1), 16)
+
+
+def _word_at(cluster: Cluster, virt: int) -> int:
+    return int(_monitor(cluster, f"x /1gx {virt:#x}").split(":")[1].split()[0], 16)
+
+
+def _symbol(cluster: Cluster, name: str) -> int:
+    return int(cluster.run(f"grep ' {name}$' /proc/kallsyms").output.split()[0], 16)
+
+
+def test_a_per_cpu_variable_and_a_struct_page_are_named(booted_cluster: Cluster) -> None:
+    """testbed.symbolize: CPU 1's run queue and the struct page of the page
+    that holds jiffies_64, each found through the vCPU's virtual addresses
+    (its per-CPU offset and vmemmap_base read there, translated by the
+    monitor), are named as such; memory below the kernel is not named."""
+    cluster = booted_cluster
+    offset = _word_at(cluster, _symbol(cluster, "__per_cpu_offset") + 8)  # CPU 1's
+    rq = _gpa_of(cluster, _symbol(cluster, "runqueues") + offset)
+    page = _gpa_of(cluster, _symbol(cluster, "jiffies_64")) & ~0xFFF
+    vmemmap = _word_at(cluster, _symbol(cluster, "vmemmap_base"))
+    struct_page = _gpa_of(cluster, vmemmap + (page >> 12) * 64 + 8)
+    names = kernel_objects(cluster, [rq + 0x40, struct_page, 0x1000])
+    assert names.get(rq + 0x40) == "percpu cpu1: runqueues+0x40", names
+    assert names.get(struct_page) == f"struct page of gpa {page:#x}", names
+    assert 0x1000 not in names, names
 
 
 def test_a_panicking_guest_fails_fast_with_the_logs(cluster_factory: ClusterFactory) -> None:
