@@ -172,6 +172,7 @@ struct hk_counters {
 	uint64_t irqs_forwarded, irqs_received, migrate_requests_forwarded,
 		migrate_requests_lost, location_updates, deferred_acks, pushes_refused,
 		shared_drops, readaheads, vcpu_pulls, vcpu_swaps, deferred_wakes;
+	uint64_t refetches; /* requester.c: lost copies asked for again, unasked */
 	uint64_t capacity_moves, overfull_ticks; /* hk_cluster_capacity_tick */
 	uint64_t page_holds; /* home.c: a request waited for the page's hold-down */
 	uint64_t read_holds; /* ... of them, requests for a copy (a page written in bursts) */
@@ -266,6 +267,7 @@ struct hk_tuning {
 	bool event_rt; /* the event thread asks for SCHED_FIFO */
 	bool serve_spin_set; /* HK_FAULT_SPIN_US or HK_PEER_SPIN_US given */
 	uint32_t readahead;  /* pages asked for ahead of a sequential reader */
+	uint32_t refetch;    /* lost copies asked for again with one read again */
 	bool cork;           /* HK_LINK_CORK: a batch of events sends in one write per link */
 	uint64_t hold_down_ns;   /* "cost": a vCPU stays this long after it arrives */
 	uint64_t page_hold_ns;   /* a page granted for writing stays this long before it leaves */
@@ -667,6 +669,8 @@ struct hk_waiter {
 	uint64_t t0;
 };
 
+#define HK_LOST_RING 8192 /* a power of 2 */
+
 struct hk_page {
 	uint8_t state;
 	bool req_pending;  /* a REQ of ours is at the home */
@@ -693,6 +697,8 @@ struct hk_page {
 	uint64_t writers_before;
 	uint8_t arrivals;  /* counts arrivals to a window of WRITER_WINDOW (page.c) */
 	uint32_t left_ms;  /* when it last left (ms, 0: never) */
+	uint32_t lost_seq; /* its invalidation's place in the node's lost ring, + 1 */
+	uint32_t lost_ms;  /* and when (ms, odd; 0: never) */
 	struct hk_waiter *waiters;
 	bool evac_asked;   /* in the leaver's window (evacuate.c) */
 	bool refused;      /* its last push was refused (the leaver asks again) */
@@ -755,6 +761,9 @@ struct hk_node {
 	uint32_t outstanding;     /* requests of ours not yet finished */
 	uint64_t req_sent_ns, ewma_reply_ns, last_serve_ns;
 	uint64_t ra_last; /* read-ahead: the last page a read faulted on */
+	/* refetch (requester.c): the copies writers took lately, in order */
+	struct hk_lost { uint64_t page, ns; bool hot; } lost[HK_LOST_RING];
+	uint32_t lost_next;
 	uint64_t ahead_outstanding; /* read-aheads in flight that no thread waits for */
 	int8_t ra_dir;    /* and the direction it goes in, 0: none */
 	struct hk_tuning tuning;
@@ -853,6 +862,8 @@ static inline int hk_txn_home(struct hk_node *n, uint64_t page)
 
 /* ---------------- requester.c ---------------- */
 void hk_requester_fault(struct hk_node *n, uint64_t page, bool write, pid_t tid);
+/* A writer took our copy of page (an invalidation): remembered for refetch. */
+void hk_requester_lost(struct hk_node *n, uint64_t page);
 void hk_requester_evaluate(struct hk_node *n, uint64_t page);
 /* Bring the pages whose waiters were not moved within the bound. */
 void hk_requester_check_moves(struct hk_node *n);

@@ -70,6 +70,7 @@ void hk_holder_on_inv(struct hk_node *n, int from, const struct hk_msg *m)
 	if (p->state == HK_PS_SHARED) {
 		hk_must(hk_memory_drop(&n->mem, m->page), "drop", m->page);
 		p->state = HK_PS_INVALID;
+		hk_requester_lost(n, m->page);
 		deferred = hk_page_left(n, m->page);
 		if (p->req_pending)
 			hk_budget_keep_slot(n, m->page);

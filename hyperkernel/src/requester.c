@@ -163,14 +163,37 @@ void hk_requester_evaluate(struct hk_node *n, uint64_t page)
 		      p->state == HK_PS_SHARED, NULL);
 }
 
+/* A read request nobody waits for yet (read-ahead, refetch): an ordinary
+ * read transaction (the home serialises it, a writer invalidates it), so
+ * coherence is unchanged.  False if the page is here or on its way. */
+static bool ask_ahead(struct hk_node *n, uint64_t q)
+{
+	struct hk_page *p = &n->pages[q];
+	if (p->state != HK_PS_INVALID || p->req_pending || p->waiters || p->dropping ||
+	    p->await_room)
+		return false;
+	hk_budget_reserve(n, q); /* the caller checked for room: never waits */
+	p->req_pending = true;
+	p->req_mode = HK_MODE_SHARED;
+	p->move_asked = false;
+	p->ahead = true;
+	n->outstanding++;
+	n->ahead_outstanding++;
+	hk_send_page(n, hk_home_of(n, q), HK_MSG_REQ, q, n->self, HK_MODE_SHARED, 0, NULL);
+	return true;
+}
+
+/* Under a memory budget a page nobody asked for takes a slot only while the
+ * budget has ample room: it must not take the slot a fault needs. */
+static bool room_ahead(const struct hk_node *n, uint32_t depth)
+{
+	return !n->budget_pages || n->resident + n->reserved + 2 * depth <= n->budget_pages;
+}
+
 /* Read-ahead.  A read fault on the page after the last one read here (or
- * inside the window already asked for) asks for the next pages too: read
- * requests without a waiting thread, so that a thread streaming through
- * remote memory finds its next pages arriving, up to HK_READAHEAD requests
- * in flight instead of one.  They are ordinary read transactions (the home
- * serialises them, a writer invalidates them), so coherence is unchanged.
- * Under a memory budget each takes a slot, and only while the budget has
- * ample room: a page nobody asked for must not take the slot a fault needs. */
+ * inside the window already asked for) asks for the next pages too, so that
+ * a thread streaming through remote memory finds its next pages arriving, up
+ * to HK_READAHEAD requests in flight instead of one. */
 static void read_ahead(struct hk_node *n, uint64_t page)
 {
 	/* In order, either way: the guest's allocator hands out physical pages
@@ -186,27 +209,108 @@ static void read_ahead(struct hk_node *n, uint64_t page)
 		dir = -1;
 	n->ra_last = page;
 	n->ra_dir = (int8_t)dir;
-	if (!depth || !dir ||
-	    (n->budget_pages && n->resident + n->reserved + 2 * depth > n->budget_pages))
+	if (!depth || !dir || !room_ahead(n, (uint32_t)depth))
 		return;
 	for (uint64_t i = 1; i <= depth; i++) {
 		uint64_t q = dir > 0 ? page + i : page - i;
 		if (q >= n->mem.npages) /* past either end (page - i wraps) */
 			break;
-		struct hk_page *p = &n->pages[q];
-		if (p->state != HK_PS_INVALID || p->req_pending || p->waiters || p->dropping ||
-		    p->await_room)
-			continue;
-		hk_budget_reserve(n, q); /* room checked above: never waits */
-		p->req_pending = true;
-		p->req_mode = HK_MODE_SHARED;
-		p->move_asked = false;
-		p->ahead = true;
-		n->outstanding++;
-		n->ahead_outstanding++;
-		n->stats.node.readaheads++;
-		hk_send_page(n, hk_home_of(n, q), HK_MSG_REQ, q, n->self, HK_MODE_SHARED, 0, NULL);
+		if (ask_ahead(n, q))
+			n->stats.node.readaheads++;
 	}
+}
+
+/* Refetch.  Writers take our copies in bursts: a compactor rewriting the
+ * table our readers look up ("lmat": 4,096 pages every 100 ms), CPU 0's
+ * tick rewriting jiffies_64, tk_core and last_jiffies_update one after the
+ * other.  A thread that reads one of those pages again will read the others
+ * again too, one stall each, in any order.  So a read of a page whose copy
+ * was taken lately asks again, without a stall, for up to HK_REFETCH copies
+ * taken within REFETCH_WINDOW of it, nearest first: the burst's.  Not those
+ * taken in the last REFETCH_SETTLE, which their writer may still be
+ * writing (a copy would take its page back from it at once). */
+#define REFETCH_WINDOW_NS 20000000ull
+#define REFETCH_SETTLE_NS 200000ull
+#define REFETCH_HOT_MS 50
+
+void hk_requester_lost(struct hk_node *n, uint64_t page)
+{
+	struct hk_page *p = &n->pages[page];
+	uint64_t now = hk_now_ns();
+	uint32_t seq = n->lost_next++, now_ms = (uint32_t)(now / 1000000) | 1;
+	/* a writer took it from us lately already: a page its writers keep
+	 * writing (a queue's head, a lock's word), which a copy would take from
+	 * the next of them, a stall for the copy that saved one */
+	bool hot = p->lost_ms && (int32_t)(now_ms - p->lost_ms) < REFETCH_HOT_MS;
+	n->lost[seq % HK_LOST_RING] = (struct hk_lost){ page, now, hot };
+	p->lost_seq = seq + 1;
+	p->lost_ms = now_ms;
+}
+
+/* A lost copy's ring entry still describes it: not overwritten, not used. */
+static struct hk_lost *lost_entry(struct hk_node *n, uint64_t page)
+{
+	uint32_t seq = n->pages[page].lost_seq;
+	if (!seq || n->lost_next - (seq - 1) > HK_LOST_RING)
+		return NULL;
+	struct hk_lost *l = &n->lost[(seq - 1) % HK_LOST_RING];
+	return l->page == page && l->ns ? l : NULL;
+}
+
+/* The guest's program read it, not its kernel: the kernel's pages that
+ * writers take in bursts (the tick's, the run queues', the timers') are
+ * written again within milliseconds, by every CPU (in the 4-node boot,
+ * refetching them took 17 s instead of 10).  Without the embedder's word,
+ * any thread. */
+static bool program_read(struct hk_node *n, pid_t tid)
+{
+	if (!n->cfg.cb.guest_thread)
+		return true;
+	int vcpu = vcpu_of(n, tid);
+	bool user = false;
+	if (vcpu < 0)
+		return false;
+	n->cfg.cb.guest_thread(n->cfg.cb.opaque, vcpu, &user);
+	return user;
+}
+
+static void refetch(struct hk_node *n, uint64_t page, pid_t tid)
+{
+	uint32_t depth = n->tuning.refetch;
+	struct hk_lost *mine = lost_entry(n, page);
+	if (!mine)
+		return;
+	uint64_t at = mine->ns, now = hk_now_ns();
+	uint32_t seq = n->pages[page].lost_seq - 1, asked = 0;
+	mine->ns = 0;
+	if (!depth || mine->hot || !room_ahead(n, depth) || !program_read(n, tid))
+		return;
+	/* outwards from it, both ways in time, while either side is in the window */
+	bool before = true, after = true;
+	for (uint32_t d = 1; d < HK_LOST_RING && asked < depth && (before || after); d++) {
+		for (int side = 0; side < 2 && asked < depth; side++) {
+			if (side ? !after : !before)
+				continue;
+			uint32_t s = side ? seq + d : seq - d;
+			if (side ? (int32_t)(n->lost_next - s) <= 0 : n->lost_next - s > HK_LOST_RING) {
+				*(side ? &after : &before) = false; /* not yet, or overwritten */
+				continue;
+			}
+			struct hk_lost *l = &n->lost[s % HK_LOST_RING];
+			if (!l->ns || lost_entry(n, l->page) != l)
+				continue; /* used, or lost again later (that entry counts) */
+			if ((side ? l->ns - at : at - l->ns) > REFETCH_WINDOW_NS) {
+				*(side ? &after : &before) = false;
+				continue;
+			}
+			if (now - l->ns < REFETCH_SETTLE_NS || l->hot)
+				continue;
+			l->ns = 0;
+			if (ask_ahead(n, l->page))
+				asked++;
+		}
+	}
+	n->stats.node.refetches += asked;
 }
 
 void hk_requester_fault(struct hk_node *n, uint64_t page, bool write, pid_t tid)
@@ -236,8 +340,10 @@ void hk_requester_fault(struct hk_node *n, uint64_t page, bool write, pid_t tid)
 	p->waiters = w;
 	not_ahead(n, p);
 	hk_requester_evaluate(n, page);
-	if (!write)
+	if (!write) {
 		read_ahead(n, page);
+		refetch(n, page, tid);
+	}
 }
 
 static void finish_request(struct hk_node *n, uint64_t page)

@@ -85,6 +85,7 @@ int hk_tuning_load(struct hk_tuning *t, bool event_rt)
 	static const struct knob fault = { "HK_FAULT_SPIN_US", 0, 100000, 20, "microseconds" };
 	static const struct knob peer = { "HK_PEER_SPIN_US", 0, 100000, 50, "microseconds" };
 	static const struct knob ra = { "HK_READAHEAD", 0, 64, 32, "pages, 0 = off" };
+	static const struct knob refetch = { "HK_REFETCH", 0, 64, 16, "pages, 0 = off" };
 	static const struct knob cork = { "HK_LINK_CORK", 0, 1, 1,
 					  "1: a batch of events sends in one write per link, 0: a write per frame" };
 	/* the "cost" policy */
@@ -121,6 +122,9 @@ int hk_tuning_load(struct hk_tuning *t, bool event_rt)
 	if (number(&ra, &v))
 		return -EINVAL;
 	t->readahead = (uint32_t)v;
+	if (number(&refetch, &v))
+		return -EINVAL;
+	t->refetch = (uint32_t)v;
 	if (number(&cork, &v))
 		return -EINVAL;
 	t->cork = v != 0;

@@ -4,6 +4,7 @@
  * the vcpu policy hands a move decision to the embedder, and a node past its
  * budget evicts to the other without losing data. */
 #include <errno.h>
+#include <stdlib.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <string.h>
@@ -328,6 +329,75 @@ static void test_budget_evicts_without_loss(void)
 	stop_pair();
 }
 
+/* Refetch: node 1 reads pages 8-23, node 0 rewrites them all (a compactor:
+ * each write invalidates node 1's copy), and node 1 reads page 8 again.  With
+ * HK_REFETCH=16 the other 15 copies come back alongside it, so reading them
+ * costs no stall; with 0 each costs its own.  Rewritten again at once, they
+ * are not asked for again.  Every read sees the last write.  Returns node
+ * 1's read stalls on pages 9-23 after the first rewrite. */
+static long reread_after_rewrite(const char *refetch)
+{
+	setenv("HK_REFETCH", refetch, 1);
+	setenv("HK_READAHEAD", "0", 1); /* which would bring 9-23 after 8 anyway */
+	setenv("HK_PAGE_HOLD_US", "0", 1);
+	setenv("HK_READ_HOLD_US", "0", 1);
+	start_pair("page", 0);
+	unsetenv("HK_REFETCH");
+	unsetenv("HK_READAHEAD");
+	unsetenv("HK_PAGE_HOLD_US");
+	unsetenv("HK_READ_HOLD_US");
+	volatile uint64_t *a = (uint64_t *)regions[0], *b = (uint64_t *)regions[1];
+	for (uint64_t p = 8; p < 24; p++)
+		a[p * 512] = p;
+	for (uint64_t p = 8; p < 24; p++)
+		CHECK(b[p * 512] == p);
+	for (uint64_t p = 8; p < 24; p++)
+		a[p * 512] = 100 + p;
+	usleep(2000); /* past the settle time: the writer is done with them */
+	char *js = hk_stats_json(nodes[1]);
+	long received = tn_counter(js, "pages_received");
+	free(js);
+	CHECK(b[8 * 512] == 108);
+	long refetched = 0;
+	for (int i = 0; i < 2000; i++) { /* until the 15 arrived, 2 s at most */
+		js = hk_stats_json(nodes[1]);
+		refetched = tn_counter(js, "refetches");
+		long now = tn_counter(js, "pages_received");
+		free(js);
+		if (now >= received + 1 + refetched && (refetched == 15 || !atoi(refetch)))
+			break;
+		usleep(1000);
+	}
+	CHECK(refetched == (atoi(refetch) ? 15 : 0));
+	js = hk_stats_json(nodes[1]);
+	long stalls = tn_counter(js, "read_stalls");
+	free(js);
+	for (uint64_t p = 9; p < 24; p++)
+		CHECK(b[p * 512] == 100 + p);
+	usleep(20000); /* a stall is counted as it ends, after its thread ran on */
+	js = hk_stats_json(nodes[1]);
+	stalls = tn_counter(js, "read_stalls") - stalls;
+	free(js);
+	/* rewritten again at once: copies a writer keeps taking are not
+	 * asked for again (they would take its page from it again) */
+	for (uint64_t p = 8; p < 24; p++)
+		a[p * 512] = 200 + p;
+	usleep(2000);
+	for (uint64_t p = 8; p < 24; p++)
+		CHECK(b[p * 512] == 200 + p);
+	js = hk_stats_json(nodes[1]);
+	CHECK(tn_counter(js, "refetches") == refetched);
+	free(js);
+	stop_pair();
+	return stalls;
+}
+
+static void test_copies_a_writer_took_together_come_back_together(void)
+{
+	CHECK(reread_after_rewrite("16") == 0);
+	CHECK(reread_after_rewrite("0") == 15);
+}
+
 int main(void)
 {
 	RUN(test_write_here_read_there);
@@ -338,5 +408,6 @@ int main(void)
 	RUN(test_atomic_counters_sum_exactly_under_a_hold_down);
 	RUN(test_vcpu_policy_asks_embedder);
 	RUN(test_budget_evicts_without_loss);
+	RUN(test_copies_a_writer_took_together_come_back_together);
 	TEST_DONE();
 }

@@ -18,6 +18,7 @@ static void clear(void)
 	unsetenv("HK_COST_HYSTERESIS_PCT");
 	unsetenv("HK_VCPU_COST_US");
 	unsetenv("HK_READAHEAD");
+	unsetenv("HK_REFETCH");
 	unsetenv("HK_LINK_CORK");
 	unsetenv("HK_PAGE_HOLD_US");
 	unsetenv("HK_READ_HOLD_US");
@@ -33,7 +34,7 @@ static void test_defaults_and_the_embedders_class(void)
 	CHECK(!t.event_rt && !t.serve_spin_set);
 	CHECK(t.hold_down_ns == 10000000 && t.hysteresis_pct == 25 && t.vcpu_prior_ns == 500000);
 	CHECK(t.partner_bounces == 32);
-	CHECK(t.readahead == 32 && t.cork);
+	CHECK(t.readahead == 32 && t.refetch == 16 && t.cork);
 	CHECK(t.page_hold_ns == 1000000 && t.read_hold_ns == 50000);
 	CHECK(hk_tuning_load(&t, true) == 0 && t.event_rt);
 	setenv("HK_EVENT_SCHED", "normal", 1);
@@ -56,7 +57,8 @@ static void test_values_in_range_are_taken(void)
 	CHECK(hk_tuning_load(&t, true) == 0 && t.spin_cap_ns == 0 && t.fault_spin_ns == 0);
 	setenv("HK_LINK_CORK", "0", 1); /* a write per frame, as before */
 	setenv("HK_READAHEAD", "0", 1);
-	CHECK(hk_tuning_load(&t, true) == 0 && !t.cork && t.readahead == 0);
+	setenv("HK_REFETCH", "0", 1);
+	CHECK(hk_tuning_load(&t, true) == 0 && !t.cork && t.readahead == 0 && t.refetch == 0);
 	setenv("HK_PAGE_HOLD_US", "100000", 1); /* the longest hold-down */
 	CHECK(hk_tuning_load(&t, true) == 0 && t.page_hold_ns == 100000000);
 	setenv("HK_READ_HOLD_US", "0", 1); /* copies never wait */
@@ -75,6 +77,7 @@ static void test_bad_values_are_refused(void)
 		{ "HK_HOLD_DOWN_US", "10000001" }, { "HK_COST_HYSTERESIS_PCT", "1001" },
 		{ "HK_VCPU_COST_US", "0" },       { "HK_LINK_CORK", "2" },
 		{ "HK_READAHEAD", "65" },         { "HK_PAGE_HOLD_US", "100001" },
+		{ "HK_REFETCH", "65" },           { "HK_REFETCH", "x" },
 		{ "HK_READ_HOLD_US", "100001" },  { "HK_READ_HOLD_US", "-5" },
 		{ "HK_PARTNER_BOUNCES", "0" },    { "HK_PARTNER_BOUNCES", "1000001" },
 	};
