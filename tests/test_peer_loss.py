@@ -17,8 +17,10 @@ pytestmark = [pytest.mark.boot, pytest.mark.usefixtures("needs_hyperkernel")]
 LOST_PEER_EXIT = 3
 
 
-def test_survivors_of_a_killed_node_exit_3_even_when_a_vcpu_touches_a_lost_page(
-        cluster_factory: ClusterFactory) -> None:
+def _kill_a_node_under_a_sweep(cluster_factory: ClusterFactory) -> bool:
+    """Kill node 2 of 3 while every vCPU sweeps memory: both survivors exit 3
+    and name the loss. True if a vCPU touched a lost page before the VM
+    stopped."""
     cluster = cluster_factory(nodes=3, vcpus=3, mem_mib=512, boot_timeout=400)
     cluster.boot()
     # Every vCPU rewrites 300 MiB over and over: a third of those pages have
@@ -40,10 +42,21 @@ def test_survivors_of_a_killed_node_exit_3_even_when_a_vcpu_touches_a_lost_page(
             f"{LOST_PEER_EXIT}:\n{log[-2000:]}")
         assert re.search(rf"hyperkernel node {node.index}: node 2 lost; \d+ guest pages lost",
                          log), log[-2000:]
-    # The case this test is about happened: a vCPU hit a lost page (SIGBUS).
-    assert any(re.search(r"hyperkernel node \d: a guest page lost with node 2 was touched",
-                         n.qemu_log_text()) for n in survivors), \
-        "no survivor touched a lost page; the sweep did not reach one before the VM stopped"
+    return any(re.search(r"hyperkernel node \d: a guest page lost with node 2 was touched",
+                         n.qemu_log_text()) for n in survivors)
+
+
+def test_survivors_of_a_killed_node_exit_3_even_when_a_vcpu_touches_a_lost_page(
+        cluster_factory: ClusterFactory) -> None:
+    # The case this test is about must happen: a vCPU hits a lost page
+    # (SIGBUS). Whether one does before the VM stops is a race; one
+    # fresh-clone CI run lost it once (at c98b60d), after it had passed in
+    # every run before. So up to 3 clusters, each of which must end right.
+    for _ in range(3):
+        if _kill_a_node_under_a_sweep(cluster_factory):
+            return
+    pytest.fail("no survivor touched a lost page in 3 tries: the sweep never reached one "
+                "before the VM stopped")
 
 
 def test_a_node_that_dies_while_it_evacuates_stops_the_guest_cleanly(
