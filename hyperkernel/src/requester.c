@@ -285,22 +285,23 @@ static void refetch(struct hk_node *n, uint64_t page, pid_t tid)
 	mine->ns = 0;
 	if (!depth || mine->hot || !room_ahead(n, depth) || !program_read(n, tid))
 		return;
-	/* outwards from it, both ways in time, while either side is in the window */
-	bool before = true, after = true;
-	for (uint32_t d = 1; d < HK_LOST_RING && asked < depth && (before || after); d++) {
+	/* outwards from it, both ways in time (side 0: lost before it, 1:
+	 * after), while either side is still in the window */
+	bool open[2] = { true, true };
+	for (uint32_t d = 1; d < HK_LOST_RING && asked < depth && (open[0] || open[1]); d++) {
 		for (int side = 0; side < 2 && asked < depth; side++) {
-			if (side ? !after : !before)
+			if (!open[side])
 				continue;
 			uint32_t s = side ? seq + d : seq - d;
 			if (side ? (int32_t)(n->lost_next - s) <= 0 : n->lost_next - s > HK_LOST_RING) {
-				*(side ? &after : &before) = false; /* not yet, or overwritten */
+				open[side] = false; /* not yet, or overwritten */
 				continue;
 			}
 			struct hk_lost *l = &n->lost[s % HK_LOST_RING];
 			if (!l->ns || lost_entry(n, l->page) != l)
 				continue; /* used, or lost again later (that entry counts) */
 			if ((side ? l->ns - at : at - l->ns) > REFETCH_WINDOW_NS) {
-				*(side ? &after : &before) = false;
+				open[side] = false;
 				continue;
 			}
 			if (now - l->ns < REFETCH_SETTLE_NS || l->hot)
