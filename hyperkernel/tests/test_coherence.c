@@ -334,7 +334,9 @@ static void test_budget_evicts_without_loss(void)
  * HK_REFETCH=16 the other 15 copies come back alongside it, so reading them
  * costs no stall; with 0 each costs its own.  Rewritten again at once, they
  * are not asked for again.  Every read sees the last write.  Returns node
- * 1's read stalls on pages 9-23 after the first rewrite. */
+ * 1's read stalls on pages 9-23 after the first rewrite; -2 if "at once"
+ * was too late to tell (the second rewrite began after the 50 ms during
+ * which a copy just lost counts as hot, on a loaded host). */
 static long reread_after_rewrite(const char *refetch)
 {
 	setenv("HK_REFETCH", refetch, 1);
@@ -351,6 +353,7 @@ static long reread_after_rewrite(const char *refetch)
 		a[p * 512] = p;
 	for (uint64_t p = 8; p < 24; p++)
 		CHECK(b[p * 512] == p);
+	uint64_t first = hk_now_ns();
 	for (uint64_t p = 8; p < 24; p++)
 		a[p * 512] = 100 + p;
 	usleep(2000); /* past the settle time: the writer is done with them */
@@ -382,19 +385,26 @@ static long reread_after_rewrite(const char *refetch)
 	 * asked for again (they would take its page from it again) */
 	for (uint64_t p = 8; p < 24; p++)
 		a[p * 512] = 200 + p;
+	bool late = hk_now_ns() - first > 40000000ull;
 	usleep(2000);
 	for (uint64_t p = 8; p < 24; p++)
 		CHECK(b[p * 512] == 200 + p);
 	js = hk_stats_json(nodes[1]);
-	CHECK(tn_counter(js, "refetches") == refetched);
+	bool asked_again = tn_counter(js, "refetches") != refetched;
 	free(js);
 	stop_pair();
+	if (asked_again && late)
+		return -2;
+	CHECK(!asked_again);
 	return stalls;
 }
 
 static void test_copies_a_writer_took_together_come_back_together(void)
 {
-	CHECK(reread_after_rewrite("16") == 0);
+	long stalls = -2;
+	for (int try = 0; try < 5 && stalls == -2; try++)
+		stalls = reread_after_rewrite("16");
+	CHECK(stalls == 0);
 	CHECK(reread_after_rewrite("0") == 15);
 }
 
