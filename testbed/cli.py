@@ -122,6 +122,9 @@ def _add_cluster_args(p: argparse.ArgumentParser) -> None:
                    help="hide the topology from the guest: one NUMA node, pages homed in "
                    "chunks striped across the nodes (default with several nodes: a guest NUMA "
                    "node per node, its RAM homed there)")
+    p.add_argument("--fault-trace", action="store_true",
+                   help="each node writes every stall to <run dir>/faults.nodeN, for the "
+                   "simulation to replay under every policy (make -C hyperkernel replay)")
     p.add_argument("--max-vcpus", type=_positive_int, metavar="N",
                    help="licensed vCPUs: from vCPU N on, the hyperkernel never starts them "
                    "(default: all of --vcpus)")
@@ -291,7 +294,8 @@ def _spec(args: argparse.Namespace) -> ClusterSpec:
                        hyperkernel=True if args.hyperkernel else None,
                        max_vcpus=getattr(args, "max_vcpus", None),
                        online_vcpus=getattr(args, "online_vcpus", None),
-                       max_nodes=getattr(args, "max_nodes", None)).validate()
+                       max_nodes=getattr(args, "max_nodes", None),
+                       fault_trace=getattr(args, "fault_trace", False)).validate()
 
 
 def _run_dir(given: Path | None, label: str) -> Path:
@@ -514,6 +518,9 @@ def cmd_workload(args: argparse.Namespace, progress: Progress) -> int:
         print(f"ok={int(record.ok)} params={record.params} artifacts={record.artifacts}")
         if record.hk_stats:
             print(stats_summary(record.hk_stats))
+    if spec.fault_trace:  # complete now: a node flushes its trace when it exits
+        print(f"fault trace: {cluster.fault_trace_prefix}.node*; replay it under every policy:\n"
+              f"  {cluster.replay_command()}")
     return exitcodes.OK if record.ok else exitcodes.FAILED
 
 

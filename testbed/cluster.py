@@ -139,7 +139,10 @@ class Cluster:
             slots = self.spec.nodes if index < self.spec.nodes else self.spec.node_slots
             argv = affinity.pinned_argv(
                 argv, affinity.node_cpus(index, slots, affinity.host_cpus()))
-        node = Node(index, name, files, argv)
+        env = None
+        if self.spec.fault_trace:  # the library adds ".node<N>" (hyperkernel/src/trace.c)
+            env = {**os.environ, "HK_FAULT_TRACE": str(self.fault_trace_prefix)}
+        node = Node(index, name, files, argv, env)
         node.skipped = not override.start
         return node
 
@@ -236,12 +239,37 @@ class Cluster:
         # Statistics just before and after: the record holds what this workload cost.
         before = self.node_stats()
         started = utc_now()  # the record says when the run began, not when it was written
+        t0 = time.monotonic_ns()  # CLOCK_MONOTONIC, the fault trace's clock
         result = self.run(command, timeout=guest_timeout)
+        t1 = time.monotonic_ns()
         after = self.node_stats()
+        if self.spec.fault_trace:
+            with self.fault_trace_windows.open("a") as f:
+                f.write(f"{name} {t0} {t1}\n")
         record = workload_record(self, name, dict(values), result, before, after)
         record.started = started
         record.write_to_run_dir()
         return record
+
+    @property
+    def fault_trace_prefix(self) -> Path:
+        """Where the nodes write their fault traces (``--fault-trace``): PREFIX.nodeN."""
+        return self.run_dir / "faults"
+
+    @property
+    def fault_trace_windows(self) -> Path:
+        """One line per workload run: its name, and the first and last ns of it in the traces."""
+        return self.run_dir / "faults.windows"
+
+    def replay_command(self) -> str:
+        """The command that replays the last workload's faults under every policy."""
+        files = " ".join(str(self.fault_trace_prefix) + f".node{n.index}" for n in self.nodes)
+        window = ""
+        if self.fault_trace_windows.exists():
+            lines = self.fault_trace_windows.read_text().split()
+            if len(lines) >= 3:
+                window = f" AFTER={lines[-2]} BEFORE={lines[-1]}"
+        return f'make -C hyperkernel replay TRACE="{files}"{window}'
 
     def dimensions(self) -> dict[str, object]:
         return {"nodes": self.spec.nodes, "vcpus": self.spec.vcpus, "mem_mib": self.spec.mem_mib,

@@ -102,6 +102,9 @@ class ClusterSpec:
     # and an equal share of RAM whose pages are homed on node k, so the
     # guest's own allocator puts a thread's fresh pages where it runs.
     guest_numa: bool = True
+    # Each node writes every stall to <run dir>/faults.nodeN (HK_FAULT_TRACE),
+    # for the simulation to replay under any policy (hk-sim --trace).
+    fault_trace: bool = False
 
     @property
     def numa_layout(self) -> tuple[tuple[int, ...], ...] | None:
@@ -158,6 +161,9 @@ class ClusterSpec:
         if self.policy not in POLICIES:
             raise ConfigError(f"unknown policy {self.policy!r}",
                               "valid policies: " + ", ".join(POLICIES))
+        if self.fault_trace and not self.uses_hyperkernel:
+            raise ConfigError("--fault-trace records the hyperkernel's stalls, and a single node "
+                              "runs without it", "use --nodes 2 or more, or add --hyperkernel")
         self._validate_placement()
         self._validate_budget()
         self._validate_vcpu_counts()

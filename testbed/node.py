@@ -7,7 +7,7 @@ import re
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,10 +100,12 @@ class NodeFiles:
 class Node:
     """A QEMU process. It starts paused so no console byte is lost, then runs."""
 
-    def __init__(self, index: int, name: str, files: NodeFiles, argv: list[str]) -> None:
+    def __init__(self, index: int, name: str, files: NodeFiles, argv: list[str],
+                 env: Mapping[str, str] | None = None) -> None:
         self.index = index
         self.name = name
         self.files = files
+        self.env = dict(env) if env is not None else None  # None: the harness's own
         self.argv = argv
         self.process: subprocess.Popen[bytes] | None = None
         self.qmp = Qmp(files.sock("qmp"), files.log("qmp.log"), f"node{index}",
@@ -158,7 +160,7 @@ class Node:
         try:
             self.process = subprocess.Popen(procs.parent_death_argv(self.argv),
                                             stdin=subprocess.DEVNULL, stdout=stderr,
-                                            stderr=subprocess.STDOUT,
+                                            stderr=subprocess.STDOUT, env=self.env,
                                             process_group=process_group)
         except OSError as e:
             raise GuestError(f"node{self.index}: cannot start {self.argv[0]}: {e}",

@@ -120,7 +120,9 @@ def spec_dimensions(spec: ClusterSpec) -> dict[str, Any]:
             "guest_numa": spec.numa_layout is not None,
             # what the guest kernel was told; the user's part is also identity
             "guest_cmdline": guest_append(spec),
-            **({"append": spec.append} if spec.append else {})}
+            **({"append": spec.append} if spec.append else {}),
+            # each stall written to a file: a cost of its own
+            **({"fault_trace": True} if spec.fault_trace else {})}
 
 
 def utc_now() -> str:

@@ -127,6 +127,8 @@ def identity(record: RunRecord) -> dict[str, Any]:
             **({"knobs": d["knobs"]} if d.get("knobs") else {}),
             # a guest kernel command line of the user's own (--append)
             **({"append": d["append"]} if d.get("append") else {}),
+            # every stall written to a file (--fault-trace)
+            **({"fault_trace": True} if d.get("fault_trace") else {}),
             "params": params}
 
 

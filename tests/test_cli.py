@@ -46,6 +46,7 @@ def _run(*args: str, timeout: float = 60, stdin: str | None = None) -> subproces
     (["run", "--nodes", "3", "--max-nodes", "2", "--", "true"], "--max-nodes 2 is out of range"),
     (["run", "--nodes", "3", "--max-nodes", "65", "--", "true"], "--max-nodes 65 is out of range"),
     (["run", "--max-nodes", "2", "--", "true"], "join only a cluster run by the hyperkernel"),
+    (["workload", "--fault-trace", "pingpong"], "--fault-trace records the hyperkernel's stalls"),
     (["bench", "evacuate", "--nodes", "2"], "bench evacuate needs 3 nodes or more"),
     (["bench", "knob", "--knob", "HK_READAHEAD"], "HK_READAHEAD cannot be changed while the guest runs"),
     (["bench", "knob", "--values", "300"], "--values '300' compares nothing"),

@@ -187,7 +187,8 @@ struct hk_callbacks {
 	/* Optional, for policy "learned": which guest thread the stalled vCPU
 	 * runs (any stable number, e.g. its page-table root and thread pointer;
 	 * 0: unknown), and in *user whether it ran the guest's user code (not
-	 * its kernel); under every policy, refetch asks only for *user.  The
+	 * its kernel); under every policy, refetch asks only for *user, and a
+	 * fault trace (HK_FAULT_TRACE) records both for every stall.  The
 	 * vCPU is blocked in its fault while this is asked. */
 	uint64_t (*guest_thread)(void *opaque, int vcpu, bool *user);
 	/* This node's evacuation changed phase (event thread).  At

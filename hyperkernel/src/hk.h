@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/types.h>
 
 #include "hyperkernel.h"
@@ -667,6 +668,10 @@ struct hk_waiter {
 	bool pulling;  /* asked to move: hk_stall_left may forget it (a re-fault clears it) */
 	uint64_t id;   /* hk_stall.id */
 	uint64_t t0;
+	/* the fault trace's (trace.c), filled only while tracing */
+	uint64_t guest_thread;
+	bool user;
+	int8_t vcpu;
 };
 
 #define HK_LOST_RING 8192 /* a power of 2 */
@@ -706,6 +711,12 @@ struct hk_page {
 			      in resident (the home may have written it since) */
 };
 
+/* ---------------- trace.c ---------------- */
+int hk_trace_open(struct hk_node *n);
+void hk_trace_fault(struct hk_node *n, struct hk_waiter *w, int vcpu);
+void hk_trace_stall(struct hk_node *n, const struct hk_waiter *w, uint64_t page, uint64_t now);
+void hk_trace_close(struct hk_node *n);
+
 struct hk_local_msg {
 	struct hk_local_msg *next;
 	struct hk_msg m;
@@ -714,6 +725,8 @@ struct hk_local_msg {
 
 struct hk_node {
 	struct hk_config cfg;
+	FILE *trace;       /* HK_FAULT_TRACE (trace.c), or NULL */
+	bool trace_vcpus_said;
 	char *secret;
 	const char **peers;
 	enum hk_policy_kind policy;

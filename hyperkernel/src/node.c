@@ -95,6 +95,10 @@ int hk_node_new(const struct hk_config *cfg, struct hk_node **out)
 	char prefix[32];
 	snprintf(prefix, sizeof(prefix), "hk node %d", n->self);
 	hk_log_set_prefix(prefix);
+	if ((r = hk_trace_open(n))) {
+		hk_node_free(n);
+		return r;
+	}
 	*out = n;
 	return 0;
 }
@@ -262,6 +266,7 @@ void hk_node_free(struct hk_node *n)
 	free(n->peers);
 	free(n->secret);
 	hk_learned_free(n->learned);
+	hk_trace_close(n);
 	free(n);
 }
 

@@ -32,6 +32,7 @@ static void complete_waiters(struct hk_node *n, uint64_t page)
 			continue;
 		}
 		hk_stats_stall_done(&n->stats, w->tid, page, w->write, now - w->t0);
+		hk_trace_stall(n, w, page, now);
 		wrote |= w->write;
 		*pw = w->next;
 		free(w);
@@ -337,6 +338,7 @@ void hk_requester_fault(struct hk_node *n, uint64_t page, bool write, pid_t tid)
 	w->pulling = false;
 	w->id = ++n->stall_ids;
 	w->t0 = hk_now_ns();
+	hk_trace_fault(n, w, vcpu_of(n, tid));
 	w->next = p->waiters;
 	p->waiters = w;
 	not_ahead(n, p);

@@ -78,9 +78,44 @@ static void stop_pair(void)
 	}
 }
 
+/* Node k's fault trace (HK_FAULT_TRACE=prefix): records by kind, after a
+ * header that names the node; -1 if a line is not a record. */
+static int trace_counts(const char *prefix, int k, int *reads, int *writes)
+{
+	char path[256], line[256];
+	snprintf(path, sizeof(path), "%s.node%d", prefix, k);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return -1;
+	int self = -1, nodes = 0, bad = 0;
+	*reads = *writes = 0;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long t0, wait, page, gt;
+		int vcpu, home;
+		char rw, mode;
+		if (sscanf(line, "# hk fault trace 1 node=%d nodes=%d", &self, &nodes) == 2 ||
+		    line[0] == '#')
+			continue;
+		if (sscanf(line, "%lu %lu %d %lx %c %c %lx %d", &t0, &wait, &vcpu, &page, &rw, &mode,
+			   &gt, &home) != 8 || (rw != 'r' && rw != 'w') || home < 0 || home > 1)
+			bad++;
+		*reads += rw == 'r';
+		*writes += rw == 'w';
+	}
+	fclose(f);
+	unlink(path);
+	return self == k && nodes == 2 && !bad ? 0 : -1;
+}
+
 static void test_write_here_read_there(void)
 {
+	char prefix[] = "/tmp/hk-trace-XXXXXX/f";
+	prefix[strlen(prefix) - 2] = 0;
+	CHECK(mkdtemp(prefix) != NULL);
+	strcat(prefix, "/f");
+	setenv("HK_FAULT_TRACE", prefix, 1);
 	start_pair("page", 0);
+	unsetenv("HK_FAULT_TRACE");
 	volatile uint64_t *a = (uint64_t *)regions[0], *b = (uint64_t *)regions[1];
 	CHECK(b[2 * 512] == 0); /* first touch, page 2, home 0: a zero grant */
 	for (uint64_t round = 1; round <= 50; round++) {
@@ -95,7 +130,14 @@ static void test_write_here_read_there(void)
 	CHECK(tn_counter(js, "pages_received") >= 50);
 	CHECK(tn_counter(js, "invalidations_received") >= 49);
 	free(js);
-	stop_pair();
+	stop_pair(); /* flushes the traces */
+	/* every stall in a trace: node 1 read page 5 fifty times and wrote it
+	 * fifty times (upgrades), and node 0 wrote it back */
+	int r0, w0, r1, w1;
+	CHECK(trace_counts(prefix, 0, &r0, &w0) == 0 && trace_counts(prefix, 1, &r1, &w1) == 0);
+	CHECK(r1 >= 50 && w1 >= 50 && w0 >= 49);
+	*strrchr(prefix, '/') = 0;
+	rmdir(prefix);
 }
 
 /* A range homed on node 1 (a guest NUMA node's RAM) is node 1's from the

@@ -101,6 +101,10 @@ static void test_a_bad_knob_refuses_the_node(void)
 	setenv("HK_PEER_SPIN_US", "999999999", 1);
 	CHECK(hk_node_new(&cfg, &n) == -EINVAL && n == NULL);
 	clear();
+	/* a fault trace where no file can be made: refused, not run untraced */
+	setenv("HK_FAULT_TRACE", "/nonexistent-dir/faults", 1);
+	CHECK(hk_node_new(&cfg, &n) == -ENOENT && n == NULL);
+	unsetenv("HK_FAULT_TRACE");
 	CHECK(hk_node_new(&cfg, &n) == 0 && n != NULL);
 	hk_node_free(n);
 }

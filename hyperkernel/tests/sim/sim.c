@@ -21,6 +21,15 @@
  *
  * Last line: "seeds=N violations=V hangs=H"; exit status 1 if either is
  * non-zero.  A failing seed prints the command that replays it.
+ *
+ *   hk-sim --trace FILE [--trace FILE...] [--policy P] [--after NS] [--before NS]
+ *
+ * replays a guest's recorded fault trace (HK_FAULT_TRACE; sim_trace.c)
+ * instead: the trace's nodes and vCPUs, no budget, no failures, the library's
+ * own hold-downs, and every move a policy asks for made.  Once per policy
+ * (all four unless --policy), with the same checks, it prints a line each:
+ * stalls, pages moved, vCPU moves and where each vCPU ended, and the replay's
+ * virtual time.
  */
 #include <getopt.h>
 #include <stdarg.h>
@@ -47,6 +56,9 @@ struct sim_thread {
 	bool streams;        /* reads through the pages in order (read-ahead) */
 	uint64_t last;
 	uint64_t moved_ns;   /* the policy last moved it (0: never) */
+	int next;            /* a trace's: the next of its vCPU's accesses, */
+	int done;            /* how many it has made, */
+	uint64_t *done_at;   /* and when each ended (virtual ns) */
 	int evac_to;         /* asked to leave an evacuating node for this one (-1: no) */
 };
 
@@ -71,6 +83,9 @@ static int sim_hot_pages;       /* accesses favour the first few pages */
 uint64_t sim_moves;             /* threads the policy moved to another node */
 static uint64_t move_seq;       /* their move counts, for the location directory */
 static const char *policy_name; /* this seed's policy */
+static struct sim_trace *trace; /* the workload, if a recorded trace (--trace) */
+#define SIM_GLUE_MOVE_GAP_NS 20000000ull /* qemu-glue moves.c: HK_POLICY_MOVE_GAP_NS */
+static const char *trace_policy;
 /* Each node's CPUs: as many as the most threads any node starts with.  An
  * arrival at a node is answered (hk_cluster_rebalance) at the next step, as
  * a real node answers after on_vcpu_receive returns. */
@@ -217,7 +232,13 @@ static void on_stall(void *opaque, const struct hk_stall *s, struct hk_decision 
 	if (d->target_node == k || d->target_node < 0 || d->target_node >= sim.nodes ||
 	    !sim.node[d->target_node].alive)
 		violation("node %d: a move to node %d", k, d->target_node);
-	uint64_t r = sim_below(4);
+	/* A trace's replay embeds the library as the QEMU glue does: a move
+	 * is made unless the vCPU moved less than 20 ms ago. */
+	uint64_t r = !trace ? sim_below(4) : 2;
+	for (int i = 0; trace && i < nthreads; i++)
+		if (threads[i].tid == s->tid && threads[i].moved_ns &&
+		    sim.now_ns - threads[i].moved_ns < SIM_GLUE_MOVE_GAP_NS)
+			r = 0;
 	if (r == 0) {
 		d->kind = HK_BRING_PAGE;
 		return;
@@ -246,6 +267,16 @@ static void on_stall(void *opaque, const struct hk_stall *s, struct hk_decision 
 		hk_stall_left(sim.node[k].hk, s->offset, s->id);
 		sim_moves++;
 	}
+}
+
+/* A trace's: the guest thread of the access the vCPU is making, as recorded. */
+static uint64_t guest_thread(void *opaque, int vcpu, bool *user)
+{
+	(void)opaque;
+	const struct sim_thread *th = &threads[vcpu];
+	const struct sim_op *op = &trace->ops[vcpu][th->next ? th->next - 1 : 0];
+	*user = op->user;
+	return op->guest_thread;
 }
 
 /* The leaver asks its embedder to move a vCPU: a thread between two accesses
@@ -333,11 +364,11 @@ static void build_world(uint64_t seed)
 	sim.verbose = verbose;
 	sim.seed = seed;
 	sim.rng = seed * 0x9e3779b97f4a7c15ull + 1;
-	sim.nodes = 2 + (int)sim_below(3);
+	sim.nodes = trace ? trace->nodes : 2 + (int)sim_below(3);
 	static const uint64_t page_choices[] = { 3, 8, 24, 64 };
-	sim.pages = page_choices[sim_below(4)];
+	sim.pages = trace ? trace->pages : page_choices[sim_below(4)];
 	sim_hot_pages = 1 + (int)sim_below(sim.pages);
-	bool tight = sim_below(3) != 0; /* most seeds evict all the time */
+	bool tight = !trace && sim_below(3) != 0; /* most seeds evict all the time */
 	uint64_t budget = 0;
 	if (tight) {
 		/* just enough room in total, so evictions chase each other */
@@ -350,15 +381,18 @@ static void build_world(uint64_t seed)
 	 * (the library brings the page after its bound) */
 	static const char *const policies[] = { "page", "page", "vcpu", "cost", "learned" };
 	const char *policy = policies[sim_below(5)];
+	if (trace)
+		policy = trace_policy;
 	policy_name = policy;
-	if (sim_below(8) == 0)
+	if (sim_below(8) == 0 && !trace)
 		kill_at_step = 200 + (int)sim_below(3000);
 	/* from the seed, not the random stream: seeds without one replay as before */
-	if (kill_at_step < 0 && (seed * 0xd1342543de82ef95ull >> 7) % 4 == 0) {
+	if (kill_at_step < 0 && !trace && (seed * 0xd1342543de82ef95ull >> 7) % 4 == 0) {
 		evac_at_step = 100 + (int)((seed * 0x9e3779b97f4a7c15ull >> 20) % 1500);
 		evac_node = 1 + (int)((seed >> 3) % (uint64_t)(sim.nodes - 1));
 	}
-	if (kill_at_step < 0 && evac_at_step < 0 && (seed * 0xbf58476d1ce4e5b9ull >> 11) % 3 == 0) {
+	if (kill_at_step < 0 && evac_at_step < 0 && !trace &&
+	    (seed * 0xbf58476d1ce4e5b9ull >> 11) % 3 == 0) {
 		rehome_at_step = 50 + (int)((seed * 0x94d049bb133111ebull >> 20) % 1500);
 		rehome_giver = (int)((seed >> 5) % (uint64_t)sim.nodes);
 		rehome_to = (rehome_giver + 1 + (int)((seed >> 9) % (uint64_t)(sim.nodes - 1))) % sim.nodes;
@@ -387,6 +421,9 @@ static void build_world(uint64_t seed)
 		cfg.budget_bytes = budget * HK_PAGE_SIZE;
 		cfg.home_chunk_pages = chunk;
 		cfg.policy = policy;
+		/* vCPU 0 stays on node 0, as in QEMU, where it alone gets the
+		 * legacy PIC's interrupts */
+		cfg.fixed_vcpus = trace ? 1 : 0;
 		cfg.heartbeat_ms = 1;
 		cfg.peer_timeout_ms = 1000000; /* death comes from the driver, not silence */
 		cfg.cb.on_peer_lost = on_peer_lost;
@@ -395,6 +432,8 @@ static void build_world(uint64_t seed)
 		cfg.cb.on_stall = on_stall;
 		cfg.cb.on_migrate_request = on_migrate_request;
 		cfg.cb.on_evacuation = on_evacuation;
+		if (trace)
+			cfg.cb.guest_thread = guest_thread;
 		cfg.cb.opaque = (void *)(intptr_t)k;
 		sn->alive = true;
 		/* registered before the node exists, so the memory can be found */
@@ -403,10 +442,13 @@ static void build_world(uint64_t seed)
 			hk_die("sim: hk_node_new");
 		/* the page hold-down: off for a third of the seeds, else 20 to
 		 * 300 us (from the seed, not its random stream) */
-		sn->hk->tuning.page_hold_ns = seed % 3 ? 20000 + (seed / 3) % 8 * 40000 : 0;
+		/* (a trace's replay keeps the library's own) */
+		if (!trace)
+			sn->hk->tuning.page_hold_ns = seed % 3 ? 20000 + (seed / 3) % 8 * 40000 : 0;
 		/* and copies of a page written in bursts: off for a fifth, else
 		 * 10 to 70 us */
-		sn->hk->tuning.read_hold_ns = seed % 5 ? 10000 + (seed / 5) % 4 * 20000 : 0;
+		if (!trace)
+			sn->hk->tuning.read_hold_ns = seed % 5 ? 10000 + (seed / 5) % 4 * 20000 : 0;
 		sn->memfd = sn->hk->mem.uffd;
 		sn->ram = aligned_alloc(HK_PAGE_SIZE, sim.pages * HK_PAGE_SIZE);
 		sn->map = calloc(sim.pages, 1);
@@ -416,6 +458,11 @@ static void build_world(uint64_t seed)
 		memset(sn->ram, 0xa5, sim.pages * HK_PAGE_SIZE);
 		if (hk_region_register(sn->hk, sn->ram, sim.pages * HK_PAGE_SIZE) != 0)
 			hk_die("sim: register");
+		for (int h = 0; trace && h < sim.nodes; h++) /* each home's pages where it was */
+			if (trace->home_count[h] &&
+			    hk_region_set_home(sn->hk, (int64_t)(trace->home_first[h] * HK_PAGE_SIZE),
+					       trace->home_count[h] * HK_PAGE_SIZE, h) != 0)
+				hk_die("sim: a trace's homes");
 		next_tick[k] = TICK_NS + sim_below(TICK_NS);
 		faults[k] = NULL;
 		faults_tail[k] = &faults[k];
@@ -435,7 +482,17 @@ static void build_world(uint64_t seed)
 	expected = calloc(sim.pages, sizeof(*expected));
 	nthreads = 0;
 	ndeferrals = 0;
-	for (int k = 0; k < sim.nodes; k++) {
+	for (int v = 0; trace && v < trace->vcpus; v++) { /* vCPU v is thread v */
+		struct sim_thread *th = &threads[nthreads++];
+		int k = trace->start_node[v];
+		*th = (struct sim_thread){ .node = k, .tid = 1000 * (k + 1) + v, .state = T_READY,
+					   .ops_left = trace->nops[v], .page = UINT64_MAX, .evac_to = -1,
+					   .done_at = calloc((size_t)trace->nops[v] + 1, sizeof(uint64_t)) };
+		if (!th->done_at)
+			abort();
+		sim.node[k].hk->vcpu_tid[v] = th->tid;
+	}
+	for (int k = 0; k < sim.nodes && !trace; k++) {
 		int t = 1 + (int)sim_below(3);
 		for (int i = 0; i < t && nthreads < SIM_MAX_THREADS; i++) {
 			struct sim_thread *th = &threads[nthreads++];
@@ -461,6 +518,9 @@ static void build_world(uint64_t seed)
 	for (int i = 0; i < nthreads; i++)
 		if (++started[threads[i].node] > sim_cpus)
 			sim_cpus = started[threads[i].node];
+	/* a trace's nodes: as many CPUs each as the testbed gives them */
+	if (trace && (uint32_t)((nthreads + sim.nodes - 1) / sim.nodes) > sim_cpus)
+		sim_cpus = (uint32_t)((nthreads + sim.nodes - 1) / sim.nodes);
 	for (int k = 0; k < sim.nodes; k++) {
 		struct hk_cluster *c = &sim.node[k].hk->cluster;
 		c->vcpus = (uint32_t)nthreads;
@@ -513,6 +573,11 @@ static void thread_step(struct sim_thread *th)
 		}
 		th->page = sim_below(3) ? sim_below((uint64_t)sim_hot_pages) : sim_below(sim.pages);
 		th->write = sim_below(100) < 40;
+		if (trace) {
+			const struct sim_op *op = &trace->ops[th - threads][th->next++];
+			th->page = op->page;
+			th->write = op->write;
+		}
 		if (th->streams && !th->write) { /* its reads go in order */
 			th->page = (th->last + 1) % sim.pages;
 			th->last = th->page;
@@ -549,6 +614,8 @@ static void thread_step(struct sim_thread *th)
 			expected[th->page] = v;
 		}
 		th->page = UINT64_MAX;
+		if (trace)
+			th->done_at[th->done++] = sim.now_ns;
 		return;
 	}
 	/* a userfault: the thread sleeps until the page is installed, made
@@ -664,11 +731,31 @@ struct action {
 	int a, b;
 };
 
+/* When a ready thread may step: at once, but for a trace's between two
+ * accesses, which waits for the access its next one depends on, then runs
+ * its think time (sim_trace.c); UINT64_MAX while that access is not made. */
+static uint64_t ready_at(const struct sim_thread *th)
+{
+	if (!trace || th->page != UINT64_MAX || th->ops_left <= 0)
+		return 0;
+	const struct sim_op *op = &trace->ops[th - threads][th->next];
+	uint64_t from = th->done ? th->done_at[th->done - 1] : 0;
+	if (op->dep_vcpu >= 0) {
+		const struct sim_thread *d = &threads[op->dep_vcpu];
+		if (d->done <= op->dep_op)
+			return UINT64_MAX;
+		if (d->done_at[op->dep_op] > from)
+			from = d->done_at[op->dep_op];
+	}
+	return from + op->think_ns;
+}
+
 static int enabled_actions(struct action *acts, bool with_ticks)
 {
 	int n = 0;
 	for (int i = 0; i < nthreads; i++)
-		if (threads[i].state == T_READY && sim.node[threads[i].node].alive)
+		if (threads[i].state == T_READY && sim.node[threads[i].node].alive &&
+		    ready_at(&threads[i]) <= sim.now_ns)
 			acts[n++] = (struct action){ A_THREAD, i, 0 };
 	for (int k = 0; k < sim.nodes; k++) {
 		if (!sim.node[k].alive)
@@ -695,6 +782,11 @@ static int enabled_actions(struct action *acts, bool with_ticks)
 static uint64_t next_event_ns(void)
 {
 	uint64_t t = UINT64_MAX;
+	for (int i = 0; i < nthreads; i++) {
+		uint64_t r = threads[i].state == T_READY ? ready_at(&threads[i]) : UINT64_MAX;
+		if (r > sim.now_ns && r < t)
+			t = r;
+	}
 	for (int k = 0; k < sim.nodes; k++) {
 		if (!sim.node[k].alive)
 			continue;
@@ -807,12 +899,33 @@ static void start_evacuation(void)
 	hk_drain_local(n);
 }
 
+/* What a trace's replay under one policy cost, on one line. */
+static void print_replay(void)
+{
+	uint64_t stalls = 0, moved = 0, swaps = 0;
+	for (int k = 0; k < sim.nodes; k++) {
+		const struct hk_counters *c = &sim.node[k].hk->stats.node;
+		stalls += c->read_stalls + c->write_stalls;
+		moved += c->pages_received;
+		swaps += c->vcpu_swaps;
+	}
+	fprintf(stdout, "trace policy=%s nodes=%d vcpus=%d pages=%lu accesses=%lu stalls=%lu "
+		"pages_moved=%lu vcpu_moves=%lu swaps=%lu virtual_ms=%.1f placement=", policy_name,
+		sim.nodes, nthreads, sim.pages, trace->records, stalls, moved, sim_moves, swaps,
+		(double)sim.now_ns / 1e6);
+	for (int i = 0; i < nthreads; i++)
+		fprintf(stdout, "%s%d", i ? "," : "", threads[i].node);
+	fprintf(stdout, " violations=%lu\n", violations);
+}
+
 /* 0: clean, 1: violations, 2: hang */
 static int run_seed(uint64_t seed)
 {
 	build_world(seed);
 	struct action acts[SIM_MAX_THREADS + SIM_MAX_NODES * (SIM_MAX_NODES + 3)];
-	const uint64_t max_steps = getenv("SIM_MAX_STEPS") ? strtoull(getenv("SIM_MAX_STEPS"), NULL, 0) : 400000;
+	uint64_t max_steps = getenv("SIM_MAX_STEPS") ? strtoull(getenv("SIM_MAX_STEPS"), NULL, 0) : 400000;
+	if (trace && !getenv("SIM_MAX_STEPS"))
+		max_steps = 400000 + 400 * trace->records;
 	uint64_t quiet_since = 0;
 	for (steps = 0; steps < max_steps; steps++) {
 		if ((int)steps == kill_at_step && killed < 0)
@@ -991,6 +1104,8 @@ static int run_seed(uint64_t seed)
 			evac_node >= 0 ? (int)evac_phase : -1, rehome_giver, rehome_to, rehome_share,
 			violations);
 	}
+	if (trace)
+		print_replay();
 	return violations ? 1 : 0;
 }
 
@@ -1057,32 +1172,107 @@ static int reap(struct running *run, int *n, uint64_t *seed)
 	exit(3);
 }
 
+/* --trace: the trace replayed under each policy in turn, each in a child. */
+static int replay(char *const *files, int nfiles, const char *only, uint64_t seed,
+		  uint64_t after, uint64_t before)
+{
+	static struct sim_trace t;
+	char why[512];
+	if (sim_trace_load(&t, files, nfiles, after, before, why, sizeof(why))) {
+		fprintf(stderr, "hk-sim: %s\n", why);
+		return 2;
+	}
+	trace = &t;
+	static const char *const all[] = { "page", "vcpu", "cost", "learned" };
+	uint64_t bad = 0, hangs = 0;
+	for (int i = 0; i < 4; i++) {
+		if (only && strcmp(only, all[i]))
+			continue;
+		trace_policy = all[i];
+		fflush(stdout);
+		pid_t pid = fork();
+		if (pid < 0) {
+			perror("fork");
+			return 3;
+		}
+		if (pid == 0) {
+			int r = run_seed(seed);
+			fflush(stdout);
+			_exit(r);
+		}
+		int st;
+		if (waitpid(pid, &st, 0) < 0) {
+			perror("waitpid");
+			return 3;
+		}
+		int r = verdict(seed, st);
+		bad += r == 1;
+		hangs += r == 2;
+	}
+	printf("policies=%d violations=%lu hangs=%lu\n", only ? 1 : 4, bad, hangs);
+	return bad || hangs ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
-	uint64_t first = 1, count = 2000;
+	uint64_t first = 1, count = 2000, after = 0, before = UINT64_MAX;
 	long jobs = 1;
 	bool one = false;
+	char *files[SIM_MAX_NODES * 4];
+	int nfiles = 0;
+	const char *only = NULL;
 	static const struct option opts[] = {
 		{ "seeds", required_argument, 0, 'n' },
 		{ "first", required_argument, 0, 'f' },
 		{ "seed", required_argument, 0, 's' },
 		{ "verbose", no_argument, 0, 'v' },
 		{ "jobs", required_argument, 0, 'j' },
+		{ "trace", required_argument, 0, 't' },
+		{ "policy", required_argument, 0, 'p' },
+		{ "after", required_argument, 0, 'a' },
+		{ "before", required_argument, 0, 'b' },
 		{ 0, 0, 0, 0 },
 	};
 	int c;
-	while ((c = getopt_long(argc, argv, "n:f:s:vj:", opts, NULL)) != -1) {
+	enum hk_policy_kind kind;
+	while ((c = getopt_long(argc, argv, "n:f:s:vj:t:p:a:b:", opts, NULL)) != -1) {
 		switch (c) {
 		case 'n': count = strtoull(optarg, NULL, 0); break;
 		case 'f': first = strtoull(optarg, NULL, 0); break;
 		case 's': first = strtoull(optarg, NULL, 0); count = 1; one = true; break;
 		case 'v': sim.verbose = true; break;
 		case 'j': jobs = strtol(optarg, NULL, 0); break;
+		case 't':
+			if (nfiles == (int)(sizeof(files) / sizeof(files[0]))) {
+				fprintf(stderr, "hk-sim: at most %d --trace files\n", nfiles);
+				return 2;
+			}
+			files[nfiles++] = optarg;
+			break;
+		case 'p':
+			if (hk_policy_parse(optarg, &kind)) {
+				fprintf(stderr, "hk-sim: --policy %s is not a policy: use page, vcpu, "
+					"cost or learned\n", optarg);
+				return 2;
+			}
+			only = optarg;
+			break;
+		case 'a': after = strtoull(optarg, NULL, 0); break;
+		case 'b': before = strtoull(optarg, NULL, 0); break;
 		default:
-			fprintf(stderr, "usage: %s [--seeds N] [--first S] [--jobs J] [--seed S] [-v]\n",
-				argv[0]);
+			fprintf(stderr, "usage: %s [--seeds N] [--first S] [--jobs J] [--seed S] [-v]\n"
+				"       %s --trace FILE [--trace FILE...] [--policy P] [--seed S] "
+				"[--after NS] [--before NS] [-v]\n", argv[0], argv[0]);
 			return 2;
 		}
+	}
+	if (nfiles) {
+		hk_log_set_prefix("hk sim");
+		return replay(files, nfiles, only, first, after, before);
+	}
+	if (only) {
+		fprintf(stderr, "hk-sim: --policy is for --trace (a seed picks its own)\n");
+		return 2;
 	}
 	if (jobs < 1 || jobs > 256) {
 		fprintf(stderr, "hk-sim: --jobs %ld is out of range: use 1..256\n", jobs);

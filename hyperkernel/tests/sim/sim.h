@@ -66,6 +66,32 @@ static inline uint64_t sim_below(uint64_t n)
 	return n ? sim_rand() % n : 0;
 }
 struct sim_node *sim_node_of_memory(const struct hk_memory *mem);
+
+/* A recorded fault trace as a workload (sim_trace.c). */
+#define SIM_TRACE_MAX_PAGES 16384
+struct sim_op {
+	uint64_t page;     /* dense */
+	/* The access another vCPU made to the page just before, in the trace
+	 * (dep_vcpu -1: none); this one waits for it, so that the page passes
+	 * between the vCPUs in the recorded order.  Then the vCPU runs
+	 * think_ns: from the later of its own last stall's end and that
+	 * access's end to this fault, as recorded. */
+	int dep_vcpu, dep_op;
+	uint64_t think_ns;
+	uint64_t guest_thread; /* what the glue's guest_thread said, */
+	bool write, user;      /* and whether in user mode */
+};
+struct sim_trace {
+	int nodes, vcpus;
+	uint64_t pages, records;
+	uint64_t home_first[SIM_MAX_NODES], home_count[SIM_MAX_NODES];
+	int start_node[SIM_MAX_THREADS];
+	struct sim_op *ops[SIM_MAX_THREADS];
+	int nops[SIM_MAX_THREADS];
+};
+/* Records of vCPUs whose t0 is in [after, before]; -1 with why on bad input. */
+int sim_trace_load(struct sim_trace *t, char *const *files, int nfiles, uint64_t after,
+		   uint64_t before, char *why, size_t len);
 /* Wake the threads of node k blocked on page (they retry their access). */
 void sim_wake(int k, uint64_t page);
 void sim_deliver(int from, int to);
