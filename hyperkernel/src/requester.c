@@ -338,7 +338,8 @@ void hk_requester_fault(struct hk_node *n, uint64_t page, bool write, pid_t tid)
 	w->pulling = false;
 	w->id = ++n->stall_ids;
 	w->t0 = hk_now_ns();
-	hk_trace_fault(n, w, vcpu_of(n, tid));
+	if (n->trace)
+		hk_trace_fault(n, w, vcpu_of(n, tid));
 	w->next = p->waiters;
 	p->waiters = w;
 	not_ahead(n, p);

@@ -163,6 +163,9 @@ int sim_trace_load(struct sim_trace *t, char *const *files, int nfiles, uint64_t
 	if (!last)
 		abort();
 	uint64_t start = order[0]->t0;
+	int count[SIM_MAX_THREADS] = { 0 };
+	for (size_t i = 0; i < n; i++)
+		count[order[i]->vcpu]++;
 	for (size_t i = 0; i < n; i++) {
 		struct rec *r = order[i], *l = last[r->page];
 		int v = r->vcpu;
@@ -171,7 +174,7 @@ int sim_trace_load(struct sim_trace *t, char *const *files, int nfiles, uint64_t
 		if (v + 1 > t->vcpus)
 			t->vcpus = v + 1;
 		if (!t->nops[v]) {
-			t->ops[v] = calloc(n, sizeof(struct sim_op));
+			t->ops[v] = calloc((size_t)count[v], sizeof(struct sim_op));
 			if (!t->ops[v])
 				abort();
 			t->start_node[v] = r->node;
