@@ -8,7 +8,11 @@ boot, time on N over time on 1), the bytes the hyperkernel moved, the stalls,
 the vCPU moves by the policy's reason, and ``ok``. Each workload starts with
 the vCPUs where the boot placed them (``start_placement`` says where they
 were), so no cell inherits what the workloads before it did with them. At the
-end of each policy's boot, where every vCPU runs (placement).
+end of each policy's boot, where every vCPU runs (placement). The boot's own
+cell also says what the policy did while the guest booted: its decisions by
+reason (``decisions``), where the vCPUs were when the shell came up
+(``placement_after``) and, under ``learned``, each node's weight and how it
+judged its own moves (``learned``).
 
 When ``private`` is among the workloads, each policy's boot also answers
 whether the nodes' CPUs add up: ``private`` with one thread pinned to each
@@ -42,6 +46,7 @@ from typing import Any
 from testbed.cluster import Artifacts, Cluster
 from testbed.config import POLICIES, ClusterSpec
 from testbed.errors import ConfigError, TestbedError
+from testbed.hkdelta import delta, metrics_of
 from testbed.progress import Progress
 from testbed.record import RunRecord
 from testbed.symbolize import name_hottest
@@ -111,6 +116,24 @@ def _cell(record: RunRecord) -> dict[str, Any]:
 
 
 Cells = dict[str, dict[str, Any]]
+
+
+def _boot_cell(cluster: Cluster) -> dict[str, Any]:
+    """What the boot cost and what the policy did in it, from the nodes' start:
+    MB moved, stalls, its decisions by reason, where the vCPUs ended, and under
+    ``learned`` each node's weight and how it judged its own moves."""
+    nodes = cluster.node_stats()
+    hk = delta([], nodes)
+    decisions = {k: v for k, v in hk.get("decisions", {}).items() if v}
+    sent = metrics_of(hk).get("hk_bytes_sent")
+    learned = [{k: n["stats"]["learned"].get(k) for k in ("weight_pct", "moves_good", "moves_bad")}
+               for n in nodes if isinstance(n.get("stats", {}).get("learned"), dict)]
+    return {"bytes_moved": int(sent[0]) if sent else 0,
+            "stalls": int(hk.get("totals", {}).get("read_stalls", 0)
+                          + hk.get("totals", {}).get("write_stalls", 0)),
+            "vcpu_moves_by_reason": {k: v for k, v in decisions.items() if k.startswith("vcpu.")},
+            "decisions": decisions, "placement_after": cluster.vcpu_locations(),
+            **({"learned": learned} if learned else {})}
 
 
 def _restore_placement(cluster: Cluster) -> list[int]:
@@ -201,6 +224,8 @@ def _run_config(arts: Artifacts, run_dir: Path, spec: ClusterSpec,
             secs = cluster.boot()
             cells[BOOT] = {"ok": True, "seconds": secs, "bytes_moved": None, "stalls": None,
                            "vcpu_moves_by_reason": {}}
+            if spec.uses_hyperkernel:
+                cells[BOOT].update(_boot_cell(cluster))
             for name, params in chosen.items():
                 progress.step("bench", f"{label}: {name}")
                 try:
@@ -274,15 +299,17 @@ def merge_repeats(runs: list[Cells]) -> Cells:
                 cell[key] = statistics.median(values)
                 if key in ("throughput", "seconds", "spread_ops_per_s", "squeezed_ops_per_s"):
                     cell.setdefault("samples", {})[key] = values
-        moves: dict[str, int] = {}
-        for c in seen:
-            for why, count in (c.get("vcpu_moves_by_reason") or {}).items():
-                moves[why] = moves.get(why, 0) + count
-        cell["vcpu_moves_by_reason"] = moves  # summed over the boots
+        for key in ("vcpu_moves_by_reason", "decisions"):
+            counts: dict[str, int] = {}
+            for c in seen:
+                for why, count in (c.get(key) or {}).items():
+                    counts[why] = counts.get(why, 0) + count
+            if counts or key == "vcpu_moves_by_reason":
+                cell[key] = counts  # summed over the boots
         grids = [c["placement_ms"] for c in seen if c.get("placement_ms")]
         if grids:
             cell["placement_ms"] = add_grids(grids)  # summed over the boots
-        for key in ("start_placement", "placement_after", "error"):
+        for key in ("start_placement", "placement_after", "learned", "error"):
             found = [c[key] for c in seen if c.get(key) is not None]
             if found:
                 cell[key] = found[-1]
@@ -404,6 +431,22 @@ def _print_add_up(add_up: dict[str, dict[str, Any]], nodes: int) -> None:
               f"{c.get('placement_after')})")
 
 
+def boot_line(cell: dict[str, Any]) -> str:
+    """What a policy did in the boot, on one line ("" for a boot with no statistics)."""
+    if not cell.get("decisions") and not cell.get("placement_after"):
+        return ""
+    moves = sum(cell.get("vcpu_moves_by_reason", {}).values())
+    top = sorted(cell.get("decisions", {}).items(), key=lambda kv: -kv[1])[:5]
+    line = (f"{moves or 'no'} vCPU move{'' if moves == 1 else 's'}, vCPU -> node "
+            f"{cell.get('placement_after')}; decisions " + ", ".join(f"{k} {v}" for k, v in top))
+    learned = cell.get("learned")
+    if learned:
+        line += ("; learned per node: weight " + "/".join(str(n.get("weight_pct")) for n in learned)
+                 + "%, moves judged good " + "/".join(str(n.get("moves_good")) for n in learned)
+                 + ", bad " + "/".join(str(n.get("moves_bad")) for n in learned))
+    return line
+
+
 def _print(table: dict[str, dict[str, dict[str, Any]]], policies: list[str], nodes: int, vcpus: int,
            placements: dict[str, list[int]], summary: dict[str, Any]) -> None:
     print(f"slowdown vs 1 node ({nodes} nodes, {vcpus} vCPUs; lower is better; medians), "
@@ -421,6 +464,10 @@ def _print(table: dict[str, dict[str, dict[str, Any]]], policies: list[str], nod
             moves = sum(c.get("vcpu_moves_by_reason", {}).values())
             line += f"{ratio + ' ' + mb + (f' m{moves}' if moves else ''):>26}"
         print(line)
+    for p in policies:
+        line = boot_line(table.get(BOOT, {}).get(p, {}))
+        if line:
+            print(f"  the boot under {p}: {line}")
     for p, where in placements.items():
         over = sum(int(row.get(p, {}).get("overfull_ticks") or 0) for row in table.values())
         print(f"  placement after {p}: vCPU -> node {where}; ticks that found a node "

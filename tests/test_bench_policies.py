@@ -7,7 +7,13 @@ from typing import Any
 
 import pytest
 
-from testbed.bench_policies import add_up_params, merge_repeats, placement_shares, squeeze_against_page
+from testbed.bench_policies import (
+    add_up_params,
+    boot_line,
+    merge_repeats,
+    placement_shares,
+    squeeze_against_page,
+)
 from testbed.config import ClusterSpec
 from testbed.workloads import WorkloadError
 
@@ -70,6 +76,27 @@ def test_repeated_boots_merge_into_medians() -> None:
     partial = merge_repeats([{"boot": {"ok": True, "seconds": 6.0}, "lock": {"ok": True}},
                              {"boot": {"ok": False, "error": "boot timed out"}}])
     assert not partial["lock"]["ok"] and not partial["boot"]["ok"]
+
+
+def test_what_a_policy_did_in_the_boot_adds_up_over_boots_and_prints_on_one_line() -> None:
+    runs: list[dict[str, dict[str, Any]]] = [
+        {"boot": {"ok": True, "seconds": 6.0, "decisions": {"page.learned": 5, "vcpu.swap": 1},
+                  "vcpu_moves_by_reason": {"vcpu.swap": 1}, "placement_after": [0, 1, 1, 0],
+                  "learned": [{"weight_pct": 100, "moves_good": 0, "moves_bad": 0},
+                              {"weight_pct": 115, "moves_good": 1, "moves_bad": 0}]}},
+        {"boot": {"ok": True, "seconds": 7.0, "decisions": {"page.learned": 7},
+                  "vcpu_moves_by_reason": {}, "placement_after": [0, 0, 1, 1],
+                  "learned": [{"weight_pct": 100, "moves_good": 0, "moves_bad": 0},
+                              {"weight_pct": 100, "moves_good": 0, "moves_bad": 0}]}},
+    ]
+    boot = merge_repeats(runs)["boot"]
+    assert boot["decisions"] == {"page.learned": 12, "vcpu.swap": 1}
+    assert boot["vcpu_moves_by_reason"] == {"vcpu.swap": 1}
+    assert boot["placement_after"] == [0, 0, 1, 1]  # the last boot's
+    line = boot_line(runs[0]["boot"])
+    assert line.startswith("1 vCPU move, vCPU -> node [0, 1, 1, 0]; decisions page.learned 5")
+    assert "weight 100/115%, moves judged good 0/1, bad 0/0" in line
+    assert boot_line({"ok": True, "seconds": 3.0}) == ""  # 1 node: no statistics
 
 
 def test_placement_adds_up_over_boots_and_workloads() -> None:
