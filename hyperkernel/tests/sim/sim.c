@@ -111,6 +111,12 @@ static enum hk_evac_phase evac_phase;
  * until the embedder's invalidation is done; the embedder defers some, and
  * some wakes of threads whose store waited (on_write_wake). */
 static uint8_t *translated[SIM_MAX_NODES];
+/* The pages whose mapping or translations a step may have changed: a trace's
+ * replay checks only those after each step (its tens of thousands of pages
+ * would make a full scan per step the whole cost); a seed checks them all. */
+static uint64_t *touched;
+static uint8_t *touched_mark;
+static uint64_t ntouched;
 struct sim_deferral {
 	int node;
 	uint64_t page;
@@ -144,6 +150,14 @@ static void violation(const char *fmt, ...)
 	vfprintf(stdout, fmt, ap);
 	fputc('\n', stdout);
 	va_end(ap);
+}
+
+void sim_touch(uint64_t page)
+{
+	if (!touched || touched_mark[page])
+		return;
+	touched_mark[page] = 1;
+	touched[ntouched++] = page;
 }
 
 void sim_wake(int k, uint64_t page)
@@ -480,6 +494,12 @@ static void build_world(uint64_t seed)
 		if (hk_coherence_init(sim.node[k].hk) < 0)
 			hk_die("sim: coherence init");
 	expected = calloc(sim.pages, sizeof(*expected));
+	if (trace) {
+		touched = calloc(sim.pages, sizeof(*touched));
+		touched_mark = calloc(sim.pages, 1);
+		if (!touched || !touched_mark)
+			abort();
+	}
 	nthreads = 0;
 	ndeferrals = 0;
 	for (int v = 0; trace && v < trace->vcpus; v++) { /* vCPU v is thread v */
@@ -597,6 +617,7 @@ static void thread_step(struct sim_thread *th)
 	}
 	if (th->write ? writable(*m) : readable(*m)) {
 		translated[th->node][th->page] = 1; /* it may be code, too */
+		sim_touch(th->page);
 		uint64_t a, b;
 		memcpy(&a, data, 8);
 		memcpy(&b, data + HK_PAGE_SIZE - 8, 8);
@@ -649,32 +670,49 @@ static void check_budgets(void)
 	}
 }
 
+/* One writer or many readers, and no node runs translations of a page
+ * another writes; false after reporting a violation. */
+static bool check_page(uint64_t p)
+{
+	int writers = 0, readers = 0;
+	for (int k = 0; k < sim.nodes; k++) {
+		if (!sim.node[k].alive)
+			continue;
+		uint8_t m = sim.node[k].map[p];
+		writers += writable(m);
+		readers += readable(m);
+	}
+	if (writers > 1 || (writers == 1 && readers > 1)) {
+		violation("page %lu: %d writable and %d readable copies", p, writers, readers);
+		return false;
+	}
+	for (int w = 0; writers && w < sim.nodes; w++) {
+		if (!sim.node[w].alive || !writable(sim.node[w].map[p]))
+			continue;
+		for (int k = 0; k < sim.nodes; k++)
+			if (k != w && sim.node[k].alive && translated[k][p]) {
+				violation("page %lu: node %d writes it while node %d can still run "
+					  "translations of it", p, w, k);
+				return false;
+			}
+	}
+	return true;
+}
+
 static void check_pages(void)
 {
-	for (uint64_t p = 0; p < sim.pages; p++) {
-		int writers = 0, readers = 0;
-		for (int k = 0; k < sim.nodes; k++) {
-			if (!sim.node[k].alive)
-				continue;
-			uint8_t m = sim.node[k].map[p];
-			writers += writable(m);
-			readers += readable(m);
-		}
-		if (writers > 1 || (writers == 1 && readers > 1)) {
-			violation("page %lu: %d writable and %d readable copies", p, writers, readers);
-			return;
-		}
-		for (int w = 0; writers && w < sim.nodes; w++) {
-			if (!sim.node[w].alive || !writable(sim.node[w].map[p]))
-				continue;
-			for (int k = 0; k < sim.nodes; k++)
-				if (k != w && sim.node[k].alive && translated[k][p]) {
-					violation("page %lu: node %d writes it while node %d can still run "
-						  "translations of it", p, w, k);
-					return;
-				}
-		}
+	if (!touched) {
+		for (uint64_t p = 0; p < sim.pages; p++)
+			if (!check_page(p))
+				return;
+		return;
 	}
+	bool ok = true;
+	for (uint64_t i = 0; i < ntouched; i++) {
+		touched_mark[touched[i]] = 0;
+		ok = ok && check_page(touched[i]);
+	}
+	ntouched = 0;
 }
 
 static void check_final(void)

@@ -68,7 +68,7 @@ static inline uint64_t sim_below(uint64_t n)
 struct sim_node *sim_node_of_memory(const struct hk_memory *mem);
 
 /* A recorded fault trace as a workload (sim_trace.c). */
-#define SIM_TRACE_MAX_PAGES 16384
+#define SIM_TRACE_MAX_PAGES 65536
 struct sim_op {
 	uint64_t page;     /* dense */
 	/* The access another vCPU made to the page just before, in the trace
@@ -94,6 +94,8 @@ int sim_trace_load(struct sim_trace *t, char *const *files, int nfiles, uint64_t
 		   uint64_t before, char *why, size_t len);
 /* Wake the threads of node k blocked on page (they retry their access). */
 void sim_wake(int k, uint64_t page);
+/* A node's mapping of page may have changed: check it after this step. */
+void sim_touch(uint64_t page);
 void sim_deliver(int from, int to);
 
 #endif

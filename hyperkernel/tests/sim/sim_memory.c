@@ -52,6 +52,7 @@ static uint8_t *map_of(struct hk_memory *mem, uint64_t page)
 	struct sim_node *sn = sim_node_of_memory(mem);
 	if (page >= sim.pages)
 		hk_die("sim: page %lu out of range", page);
+	sim_touch(page);
 	return &sn->map[page];
 }
 
