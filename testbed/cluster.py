@@ -185,7 +185,16 @@ class Cluster:
         if not self.nodes:
             self.start()
         shell = self.shell
-        self.guest_nproc = shell.wait_ready(self.spec.boot_timeout)
+        try:
+            self.guest_nproc = shell.wait_ready(self.spec.boot_timeout)
+        except GuestTimeout:
+            # A guest that stops mid-boot without a word (no panic, no RCU
+            # report) leaves no clue once its nodes are killed: first each
+            # node's thread stacks and vCPUs (RIP, halted, parked), to
+            # node<k>.hang.txt beside the console log.
+            for n in self.live_nodes:
+                n.dump_hang()
+            raise
         self.boot_seconds = time.monotonic() - self._t_start
         return self.boot_seconds
 

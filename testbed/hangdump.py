@@ -1,7 +1,8 @@
 """What a node that does not exit is doing: its threads' stacks and its vCPUs.
 
-A node that hangs at exit (or anywhere the harness gives up on it) is killed
-soon after, and with it every clue. Before that, ``dump`` attaches gdb (if the
+A node that hangs at exit, a guest that never reaches its shell, or anywhere
+else the harness gives up on a node: it is killed soon after, and with it every
+clue. Before that, ``dump`` attaches gdb (if the
 machine has it) and writes each thread's stack and each vCPU's guest state
 (RIP, RSP, CR3, halted or parked) to ``<run_dir>/node<k>.hang.txt``; the guest
 RIPs can then be looked up in the guest kernel's System.map.
