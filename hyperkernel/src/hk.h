@@ -114,6 +114,13 @@ enum hk_refuse_reason {
 
 enum hk_mode { HK_MODE_SHARED = 1, HK_MODE_EXCL = 2 };
 
+/* DATA's aux: what the giver did with its own copy. */
+enum hk_data_aux {
+	HK_DATA_KEPT = 0,    /* shared, or exclusive and read-only there until XFER_ACK */
+	HK_DATA_PUSH = 1,    /* an eviction's push, kept until XFER_ACK (may be refused) */
+	HK_DATA_DROPPED = 2, /* exclusive, already dropped there: writable at once */
+};
+
 struct hk_msg {
 	uint8_t type;
 	uint8_t flags;
@@ -407,6 +414,7 @@ uint8_t *hk_memory_page_addr(const struct hk_memory *mem, uint64_t page);
 int64_t hk_memory_addr_page(const struct hk_memory *mem, uint64_t addr);
 int hk_memory_install(struct hk_memory *mem, uint64_t page, const void *src, bool wp);
 int hk_memory_install_zero(struct hk_memory *mem, uint64_t page, bool wp);
+int hk_memory_install_quiet(struct hk_memory *mem, uint64_t page, const void *src);
 int hk_memory_protect(struct hk_memory *mem, uint64_t page, bool wp);
 int hk_memory_drop(struct hk_memory *mem, uint64_t page);
 int hk_memory_wake(struct hk_memory *mem, uint64_t page);
@@ -690,7 +698,8 @@ struct hk_page {
 	bool dropping;     /* a DROP_REQ of ours is at the home */
 	uint64_t move_ns;
 	uint8_t ack_type;  /* a message held until translations are gone (INV_ACK, */
-	int8_t ack_to;     /* XFER_DROPPED, or the home's zero GRANT) */
+	int8_t ack_to;     /* XFER_DROPPED, the home's zero GRANT, or a dropped page's
+			      DATA, whose bytes wait in held_data) */
 	uint8_t ack_mode, ack_aux;
 	uint32_t last_use; /* budget clock */
 	uint32_t evicting; /* tick of the last eviction request */
@@ -757,6 +766,7 @@ struct hk_node {
 	_Atomic bool failed;
 	int dead_node;
 	struct hk_local_msg *lq_head, *lq_tail; /* messages to ourselves */
+	struct hk_local_msg *held_data; /* DATA held until translations are gone */
 	uint8_t *zero;      /* one zero page */
 	uint8_t *scratch;   /* page copy buffer for outgoing data */
 	uint64_t resident, budget_pages, clock, clock_ticks;

@@ -1,11 +1,51 @@
 /* holder.c - a node that holds a copy: it gives the page to a requester when
- * the home forwards one (write-protect, send straight from guest memory,
- * drop once the receiver acknowledged) and drops a shared copy when the home
- * invalidates it. */
+ * the home forwards one and drops a shared copy when the home invalidates it.
+ *
+ * A copy for reading is sent straight from guest memory, write-protected.
+ * A page for writing is dropped first: write-protect, copy, drop, and send
+ * once this node's translations of it are gone (HK_DATA_DROPPED), so the
+ * receiver may write the moment it arrives and no message has to come back.
+ * Before, the receiver installed it read-only, acknowledged (XFER_ACK), and
+ * made it writable only on the giver's XFER_DROPPED: a round trip more on
+ * every write stall served by another node.  An eviction's push keeps that
+ * hand-shake, because the receiver may refuse a push and the page must then
+ * still be here. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "hk.h"
+
+/* Give the page for writing: copy it, drop it, and send the copy once this
+ * node's translations of it are gone (at once, or when the embedder says so:
+ * hk_page_flush_deferred).  No moment has two readable versions: ours is
+ * gone before the receiver's exists. */
+static void give_dropped(struct hk_node *n, int home, uint64_t page, int to)
+{
+	struct hk_page *p = &n->pages[page];
+	struct hk_local_msg *held = malloc(sizeof(*held));
+	if (!held)
+		hk_die("out of memory giving page %lu", page);
+	memcpy(held->data, hk_memory_page_addr(&n->mem, page), HK_PAGE_SIZE);
+	hk_must(hk_memory_drop(&n->mem, page), "drop", page);
+	p->state = HK_PS_INVALID;
+	p->txn_home = (int8_t)home;
+	n->stats.node.pages_sent++;
+	held->m = (struct hk_msg){ .type = HK_MSG_DATA, .page = page, .node = (uint32_t)home,
+				   .mode = HK_MODE_EXCL, .aux = HK_DATA_DROPPED,
+				   .data = held->data, .data_len = HK_PAGE_SIZE };
+	if (hk_page_left(n, page)) {
+		hk_page_ack(n, page, true, to, HK_MSG_DATA);
+		held->next = n->held_data;
+		n->held_data = held;
+	} else {
+		hk_send_page(n, to, HK_MSG_DATA, page, home, HK_MODE_EXCL, HK_DATA_DROPPED,
+			     held->data);
+		free(held);
+	}
+	if (p->req_pending) /* an upgrade of ours was overtaken: its data comes */
+		hk_budget_keep_slot(n, page);
+	hk_requester_evaluate(n, page);
+}
 
 void hk_holder_on_fwd(struct hk_node *n, int from, const struct hk_msg *m)
 {
@@ -23,6 +63,11 @@ void hk_holder_on_fwd(struct hk_node *n, int from, const struct hk_msg *m)
 	 * protection and is served later, never lost. */
 	if (p->state == HK_PS_EXCL)
 		hk_must(hk_memory_protect(&n->mem, m->page, true), "write-protect", m->page);
+	if (m->mode == HK_MODE_EXCL && !m->aux) {
+		give_dropped(n, from, m->page, to);
+		hk_stats_stage(&n->stats, HK_STAGE_GIVE, arrived);
+		return;
+	}
 	/* Sent straight from guest memory: it cannot change while protected,
 	 * and the link copies whatever the socket does not take at once. */
 	if (m->mode == HK_MODE_SHARED) {

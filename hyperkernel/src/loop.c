@@ -543,6 +543,10 @@ void hk_coherence_destroy(struct hk_node *n)
 		n->lq_head = lm->next;
 		free(lm);
 	}
+	while ((lm = n->held_data)) {
+		n->held_data = lm->next;
+		free(lm);
+	}
 	if (n->pages) {
 		for (uint64_t i = 0; i < n->mem.npages; i++) {
 			while (n->pages[i].waiters) {

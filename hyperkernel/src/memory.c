@@ -106,13 +106,8 @@ int hk_memory_add_region(struct hk_memory *mem, void *host, size_t len)
 	return 0;
 }
 
-/* Place a whole page atomically and wake every thread waiting on it.
- * EEXIST means a page is already mapped there: our page states say it must
- * not be, so the caller treats it as a bug.  EAGAIN: the mm changed under
- * us (e.g. fork), retry. */
-int hk_memory_install(struct hk_memory *mem, uint64_t page, const void *src, bool wp)
+static int copy_page(struct hk_memory *mem, uint64_t page, const void *src, uint64_t mode)
 {
-	hk_memory_waking(mem);
 	uint8_t *dst = hk_memory_page_addr(mem, page);
 	if (!dst)
 		return -ERANGE;
@@ -121,7 +116,7 @@ int hk_memory_install(struct hk_memory *mem, uint64_t page, const void *src, boo
 			.dst = (uintptr_t)dst,
 			.src = (uintptr_t)src,
 			.len = HK_PAGE_SIZE,
-			.mode = wp ? UFFDIO_COPY_MODE_WP : 0,
+			.mode = mode,
 		};
 		if (ioctl(mem->uffd, UFFDIO_COPY, &c) == 0)
 			return 0;
@@ -131,6 +126,25 @@ int hk_memory_install(struct hk_memory *mem, uint64_t page, const void *src, boo
 			return 0;
 		return -errno;
 	}
+}
+
+/* Place a whole page atomically and wake every thread waiting on it.
+ * EEXIST means a page is already mapped there: our page states say it must
+ * not be, so the caller treats it as a bug.  EAGAIN: the mm changed under
+ * us (e.g. fork), retry. */
+int hk_memory_install(struct hk_memory *mem, uint64_t page, const void *src, bool wp)
+{
+	hk_memory_waking(mem);
+	return copy_page(mem, page, src, wp ? UFFDIO_COPY_MODE_WP : 0);
+}
+
+/* Writable at once, and nobody woken: a page whose giver dropped it before
+ * sending (HK_DATA_DROPPED).  complete_waiters wakes its waiters, through
+ * on_write_wake when one of them writes, as after an unprotect: a store
+ * must not land before the embedder is ready for it. */
+int hk_memory_install_quiet(struct hk_memory *mem, uint64_t page, const void *src)
+{
+	return copy_page(mem, page, src, UFFDIO_COPY_MODE_DONTWAKE);
 }
 
 /* A zeroed buffer through UFFDIO_COPY rather than UFFDIO_ZEROPAGE: the

@@ -411,7 +411,11 @@ int hk_msg_decode(const uint8_t *buf, size_t len, struct hk_msg *m)
 		m->node = get16(p + 8);
 		m->mode = p[10];
 		m->aux = p[11];
-		if (m->node >= HK_MAX_NODES || m->aux > (m->type == HK_MSG_DROP_OK ? 2 : 1))
+		if (m->node >= HK_MAX_NODES ||
+		    m->aux > (m->type == HK_MSG_DROP_OK || m->type == HK_MSG_DATA ? 2 : 1))
+			return -EBADMSG;
+		/* only a page given for writing comes dropped */
+		if (m->type == HK_MSG_DATA && m->aux == HK_DATA_DROPPED && m->mode != HK_MODE_EXCL)
 			return -EBADMSG;
 		if ((m->type == HK_MSG_REQ || m->type == HK_MSG_FWD || m->type == HK_MSG_DATA ||
 		     m->type == HK_MSG_GRANT) &&

@@ -159,6 +159,23 @@ int hk_page_left_done(struct hk_node *n, uint64_t offset)
 	return 0;
 }
 
+/* A page given for writing, dropped here, whose translations are now gone
+ * (holder.c): its bytes go to the receiver. */
+static void send_held_data(struct hk_node *n, uint64_t page, int to)
+{
+	for (struct hk_local_msg **ph = &n->held_data; *ph; ph = &(*ph)->next) {
+		struct hk_local_msg *h = *ph;
+		if (h->m.page != page)
+			continue;
+		*ph = h->next;
+		hk_send_page(n, to, HK_MSG_DATA, page, (int)h->m.node, h->m.mode, h->m.aux,
+			     h->data);
+		free(h);
+		return;
+	}
+	hk_die("page %lu: its data was held, but is not", page);
+}
+
 /* Event thread: send the acknowledgements whose translations are gone. */
 void hk_page_flush_deferred(struct hk_node *n)
 {
@@ -183,7 +200,11 @@ void hk_page_flush_deferred(struct hk_node *n)
 		unsigned type = p->ack_type;
 		p->ack_type = 0;
 		hk_stats_stage(&n->stats, HK_STAGE_TB_HOLD, p->t_left);
-		hk_send_page(n, p->ack_to, type, d[i], n->self, p->ack_mode, p->ack_aux, NULL);
+		if (type == HK_MSG_DATA)
+			send_held_data(n, d[i], p->ack_to);
+		else
+			hk_send_page(n, p->ack_to, type, d[i], n->self, p->ack_mode, p->ack_aux,
+				     NULL);
 	}
 	free(d);
 	hk_drain_local(n);

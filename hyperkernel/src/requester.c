@@ -7,9 +7,12 @@
  *          holder write-protects, -DATA(S)-> R; R installs read-only, -DONE-> H
  *   write: R -REQ-> H; H -INV-> every other holder, each drops, -INV_ACK-> H;
  *          then H -GRANT(E)-> R if R kept a valid copy (R unprotects), else
- *          H -FWD(E)-> owner O; O write-protects, copies, -DATA(E)-> R;
- *          R installs read-only, -XFER_ACK-> O; O drops, -XFER_DROPPED-> R;
- *          R unprotects (only now can anyone write), -DONE-> H
+ *          H -FWD(E)-> owner O; O write-protects, copies, drops, and once
+ *          its translations are gone -DATA(E, dropped)-> R; R installs it
+ *          writable, -DONE-> H
+ *   push:  (an eviction) O write-protects, -DATA(E, push)-> R; R installs
+ *          read-only, -XFER_ACK-> O (or refuses: XFER_REFUSED); O drops,
+ *          -XFER_DROPPED-> R; R unprotects (only now can anyone write)
  *   first touch: H finds no owner and grants E with "zero": R installs a
  *          zero page; at the home itself no message leaves the node. */
 #include <stdlib.h>
@@ -393,7 +396,8 @@ void hk_requester_on_data(struct hk_node *n, int from, const struct hk_msg *m)
 	 * serves it, and then the request brings it once more), and requests
 	 * waiting for room come first (else pushes and evictions chase each
 	 * other round the nodes while the waiters starve). */
-	if (m->aux && (hk_budget_full(n) || n->nroom_wait || n->evac.node == n->self)) {
+	bool push = m->aux == HK_DATA_PUSH;
+	if (push && (hk_budget_full(n) || n->nroom_wait || n->evac.node == n->self)) {
 		/* A pushed page (an eviction) we have no slot for: refused,
 		 * the giver keeps it and tries another node. */
 		n->stats.node.pushes_refused++;
@@ -402,29 +406,36 @@ void hk_requester_on_data(struct hk_node *n, int from, const struct hk_msg *m)
 		hk_budget_drop_shared(n, 1);
 		return;
 	}
-	/* Read-only first either way: an exclusive copy becomes writable only
-	 * once the giver has dropped its own. */
-	if (!m->aux) {
+	/* An exclusive copy becomes writable only once the giver has dropped
+	 * its own: now if it did before sending, else on its XFER_DROPPED. */
+	bool dropped = m->aux == HK_DATA_DROPPED;
+	if (!push) {
 		hk_stats_stage(&n->stats, HK_STAGE_REMOTE, p->t_req);
 		if (p->t_req && !p->ahead)
 			hk_policy_page_cost(n, from, arrived - p->t_req);
 	}
 	p->txn_home = (int8_t)m->node; /* the home that forwarded it (holder.c) */
-	hk_must(hk_memory_install(&n->mem, m->page, m->data, true), "install", m->page);
+	if (dropped)
+		hk_must(hk_memory_install_quiet(&n->mem, m->page, m->data), "install", m->page);
+	else
+		hk_must(hk_memory_install(&n->mem, m->page, m->data, true), "install", m->page);
 	hk_stats_stage(&n->stats, HK_STAGE_INSTALL, arrived);
 	p->t_data = hk_now_ns();
 	n->stats.node.pages_received++;
 	hk_page_arrived(n, m->page, from);
-	if (!m->aux)
+	if (!push)
 		hk_budget_release(n, m->page); /* our request's slot now holds it */
 	else
 		hk_evac_page_taken(n, from);
 	if (m->mode == HK_MODE_SHARED) {
 		p->state = HK_PS_SHARED;
 		finish_request(n, m->page);
+	} else if (dropped) {
+		p->state = HK_PS_EXCL;
+		finish_request(n, m->page);
 	} else {
 		p->state = HK_PS_RECV_EXCL;
-		p->pushed = m->aux;
+		p->pushed = push;
 		hk_send_page(n, from, HK_MSG_XFER_ACK, m->page, n->self, 0, 0, NULL);
 	}
 }

@@ -30,7 +30,7 @@
 #define NODES 4
 #define M 2000         /* samples per latency figure */
 #define STREAM 4096    /* pages in the streaming test */
-#define SETS 5
+#define SETS 6
 #define REGION_PAGES (NODES * (SETS * M + STREAM))
 
 struct shared {
@@ -213,6 +213,23 @@ static void run_node(int id, const char **peers)
 			sh->lat[4][i] = (double)(t2 - t1) / 1000.0;
 		}
 	barrier(6);
+	/* 5: write stall on a page another node writes, home a third: the
+	 * owner gives it away for writing (node 1 owns, node 2 is home) */
+	if (id == 1)
+		for (int i = 0; i < M; i++)
+			*pg(5, i, 2) = (uint64_t)i;
+	barrier(9);
+	if (id == 0)
+		for (int i = 0; i < M; i++) {
+			uint64_t t0 = ns();
+			/* a store, no load first: a load would take a copy
+			 * and the store then an upgrade */
+			pg(5, i, 2)[1] = 1;
+			sh->lat[5][i] = (double)(ns() - t0) / 1000.0;
+			if (*pg(5, i, 2) != (uint64_t)i) /* node 1's word came with it */
+				_exit(4);
+		}
+	barrier(10);
 	/* streaming: node 1 owns STREAM pages, node 0 pulls them with 2 threads */
 	if (id == 1)
 		for (int i = 0; i < STREAM; i++)
@@ -301,14 +318,15 @@ int main(void)
 		return 1;
 	}
 	static const char *names[] = { "remote_read", "write_inv1", "write_inv3", "first_touch_home",
-				       "first_touch_remote" };
+				       "first_touch_remote", "remote_write" };
 	static const char *what[] = { "remote read stall (home = owner)",
 				      "write stall, home writer, invalidates 1 sharer",
 				      "write stall, home writer, invalidates 3 sharers",
 				      "first touch at the home (local zero page)",
-				      "first touch, remote home (zero grant)" };
-	double p50[5], p99[5];
-	for (int s = 0; s < 5; s++) {
+				      "first touch, remote home (zero grant)",
+				      "write stall, owner node 1, home node 2 (a transfer)" };
+	double p50[6], p99[6];
+	for (int s = 0; s < 6; s++) {
 		pct(sh->lat[s], M, &p50[s], &p99[s]);
 		printf("%-50s p50 %7.1f us (%.2fx raw)  p99 %7.1f us (%.2fx raw)\n", what[s], p50[s],
 		       p50[s] / raw50, p99[s], p99[s] / raw50);
@@ -325,7 +343,7 @@ int main(void)
 	printf("{\"placement\":\"%s\",\"samples\":%d,\"raw_rtt_us\":{\"p50\":%.2f,\"p99\":%.2f}",
 	       placement, M, raw50, raw99);
 	printf(",\"raw_rtt_poll_us\":{\"p50\":%.2f,\"p99\":%.2f}", poll50, poll99);
-	for (int s = 0; s < 5; s++)
+	for (int s = 0; s < 6; s++)
 		printf(",\"%s_us\":{\"p50\":%.2f,\"p99\":%.2f,\"p50_ratio\":%.3f,\"p99_ratio\":%.3f}",
 		       names[s], p50[s], p99[s], p50[s] / raw50, p99[s] / raw50);
 	printf(",\"streaming\":{\"pages_per_s\":%.0f,\"mb_per_s\":%.1f,\"us_per_page\":%.2f,"

@@ -68,6 +68,16 @@ int hk_memory_install(struct hk_memory *mem, uint64_t page, const void *src, boo
 	return 0;
 }
 
+int hk_memory_install_quiet(struct hk_memory *mem, uint64_t page, const void *src)
+{
+	uint8_t *m = map_of(mem, page);
+	if (*m != SIM_NONE)
+		return -EEXIST;
+	memcpy(hk_memory_page_addr(mem, page), src, HK_PAGE_SIZE);
+	*m = SIM_RW; /* as memory.c: nobody is woken */
+	return 0;
+}
+
 int hk_memory_install_zero(struct hk_memory *mem, uint64_t page, bool wp)
 {
 	static const uint8_t zero[HK_PAGE_SIZE];
