@@ -140,6 +140,31 @@ static void test_write_here_read_there(void)
 	rmdir(prefix);
 }
 
+/* Two nodes that only store to a page take it from each other whole, each
+ * time with the other's words in it, and the giver drops it before it sends:
+ * no XFER_ACK/XFER_DROPPED round trip (those are an eviction's). */
+static void test_a_page_written_in_turn_comes_writable_in_one_message(void)
+{
+	start_pair("page", 0);
+	volatile uint64_t *a = (uint64_t *)regions[0], *b = (uint64_t *)regions[1];
+	const uint64_t w = 7 * 512; /* page 7: home node 1 */
+	for (uint64_t round = 1; round <= 50; round++) {
+		a[w] = round; /* a store, no load: node 0 takes it exclusive */
+		b[w + 1] = round * 5; /* and node 1 takes it back */
+		CHECK(b[w] == round);
+		a[w + 2] = round * 7;
+		CHECK(a[w + 1] == round * 5);
+	}
+	for (int k = 0; k < 2; k++) {
+		char *js = hk_stats_json(nodes[k]);
+		CHECK(tn_counter(js, "pages_received") >= 49);
+		CHECK(strstr(js, "\"xfer_ack\"") == NULL && strstr(js, "\"xfer_dropped\"") == NULL);
+		CHECK(tn_counter(js, "malformed_messages") == 0);
+		free(js);
+	}
+	stop_pair();
+}
+
 /* A range homed on node 1 (a guest NUMA node's RAM) is node 1's from the
  * start: its first touch there costs no message, and node 0 gets its data
  * from node 1.  Outside the range the chunks stay striped. */
@@ -453,6 +478,7 @@ static void test_copies_a_writer_took_together_come_back_together(void)
 int main(void)
 {
 	RUN(test_write_here_read_there);
+	RUN(test_a_page_written_in_turn_comes_writable_in_one_message);
 	RUN(test_a_range_homed_on_a_node_is_local_there);
 	RUN(test_atomic_counters_sum_exactly);
 	RUN(test_a_page_just_written_stays_for_its_hold_down);
