@@ -302,6 +302,12 @@ int hk_page_left_done(struct hk_node *node, uint64_t offset);
 /* Any thread: resume the threads whose wake on_write_wake deferred. */
 int hk_page_wake(struct hk_node *node, uint64_t offset);
 
+/* A vCPU thread of the embedder spins in guest code (a PAUSE loop).  Under
+ * HK_EVENT_SCHED=auto the event thread then runs SCHED_FIFO, so that a
+ * message preempts the spinner, until 50 ms after the last call; otherwise
+ * nothing.  Cheap when nothing changes: a clock read and two atomics. */
+void hk_vcpu_spinning(struct hk_node *node);
+
 /* ---- the cluster (cluster.c): agreement, vCPU locations, glue messages ---- */
 
 /* After hk_node_start(): exchange the machine definition with every peer and

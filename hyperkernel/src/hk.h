@@ -184,6 +184,7 @@ struct hk_counters {
 	uint64_t capacity_moves, overfull_ticks; /* hk_cluster_capacity_tick */
 	uint64_t page_holds; /* home.c: a request waited for the page's hold-down */
 	uint64_t read_holds; /* ... of them, requests for a copy (a page written in bursts) */
+	uint64_t event_rt_switches; /* HK_EVENT_SCHED=auto: times the event thread went SCHED_FIFO */
 };
 
 struct hk_thread_stats {
@@ -270,9 +271,13 @@ char *hk_stats_to_json(struct hk_stats *st, int node_id, uint64_t resident, uint
 		       uint64_t budget_pages, const char *policy);
 
 /* ---------------- tuning.c ---------------- */
+/* The event thread's scheduling class: normal, SCHED_FIFO, or SCHED_FIFO only
+ * while a vCPU of this node spins in guest code (hk_vcpu_spinning). */
+enum hk_event_sched { HK_SCHED_NORMAL, HK_SCHED_FIFO, HK_SCHED_AUTO };
+
 struct hk_tuning {
 	uint64_t spin_cap_ns, fault_spin_ns, peer_spin_ns; /* the event thread's busy-poll */
-	bool event_rt; /* the event thread asks for SCHED_FIFO */
+	enum hk_event_sched event_sched; /* HK_EVENT_SCHED */
 	bool serve_spin_set; /* HK_FAULT_SPIN_US or HK_PEER_SPIN_US given */
 	uint32_t readahead;  /* pages asked for ahead of a sequential reader */
 	uint32_t refetch;    /* lost copies asked for again with one read again */
@@ -790,7 +795,10 @@ struct hk_node {
 	uint64_t ahead_outstanding; /* read-aheads in flight that no thread waits for */
 	int8_t ra_dir;    /* and the direction it goes in, 0: none */
 	struct hk_tuning tuning;
-	bool event_rt;  /* the event thread runs SCHED_FIFO */
+	_Atomic bool event_rt;  /* the event thread runs SCHED_FIFO */
+	_Atomic bool rt_auto;   /* HK_EVENT_SCHED=auto: hk_vcpu_spinning may switch it */
+	_Atomic bool rt_switching; /* one switch of class at a time */
+	_Atomic uint64_t rt_until_ns; /* auto: back to the normal class after this */
 	uint64_t spin_cap_ns, fault_spin_ns; /* 0: off (HK_ADAPTIVE_SPIN=0) */
 	uint64_t last_peer_ns, peer_spin_ns;  /* after serving a peer's request */
 	bool skip_invalidate; /* HK_DEBUG_SKIP_INVALIDATE: broken on purpose */

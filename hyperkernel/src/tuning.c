@@ -148,13 +148,15 @@ int hk_tuning_load(struct hk_tuning *t, bool event_rt)
 	t->read_hold_ns = v * 1000;
 	const char *s = getenv("HK_EVENT_SCHED");
 	if (!s) {
-		t->event_rt = event_rt;
+		t->event_sched = event_rt ? HK_SCHED_FIFO : HK_SCHED_NORMAL;
 	} else if (!strcmp(s, "fifo")) {
-		t->event_rt = true;
+		t->event_sched = HK_SCHED_FIFO;
 	} else if (!strcmp(s, "normal")) {
-		t->event_rt = false;
+		t->event_sched = HK_SCHED_NORMAL;
+	} else if (!strcmp(s, "auto")) {
+		t->event_sched = HK_SCHED_AUTO;
 	} else {
-		hk_warn("HK_EVENT_SCHED=%s is not a scheduling class: use fifo or normal", s);
+		hk_warn("HK_EVENT_SCHED=%s is not a scheduling class: use fifo, normal or auto", s);
 		return -EINVAL;
 	}
 	return 0;

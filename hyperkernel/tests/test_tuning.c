@@ -2,8 +2,12 @@
  * a bad value refuses the node (after one line naming the knob), a good one
  * is taken, and the embedder's default scheduling class holds unless
  * HK_EVENT_SCHED says otherwise. */
+#include <sched.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "hk.h"
 #include "hk_test.h"
@@ -31,16 +35,18 @@ static void test_defaults_and_the_embedders_class(void)
 	clear();
 	CHECK(hk_tuning_load(&t, false) == 0);
 	CHECK(t.spin_cap_ns == 200000 && t.fault_spin_ns == 20000 && t.peer_spin_ns == 50000);
-	CHECK(!t.event_rt && !t.serve_spin_set);
+	CHECK(t.event_sched == HK_SCHED_NORMAL && !t.serve_spin_set);
 	CHECK(t.hold_down_ns == 10000000 && t.hysteresis_pct == 25 && t.vcpu_prior_ns == 500000);
 	CHECK(t.partner_bounces == 32);
 	CHECK(t.readahead == 32 && t.refetch == 16 && t.cork);
 	CHECK(t.page_hold_ns == 1000000 && t.read_hold_ns == 50000);
-	CHECK(hk_tuning_load(&t, true) == 0 && t.event_rt);
+	CHECK(hk_tuning_load(&t, true) == 0 && t.event_sched == HK_SCHED_FIFO);
 	setenv("HK_EVENT_SCHED", "normal", 1);
-	CHECK(hk_tuning_load(&t, true) == 0 && !t.event_rt);
+	CHECK(hk_tuning_load(&t, true) == 0 && t.event_sched == HK_SCHED_NORMAL);
 	setenv("HK_EVENT_SCHED", "fifo", 1);
-	CHECK(hk_tuning_load(&t, false) == 0 && t.event_rt);
+	CHECK(hk_tuning_load(&t, false) == 0 && t.event_sched == HK_SCHED_FIFO);
+	setenv("HK_EVENT_SCHED", "auto", 1);
+	CHECK(hk_tuning_load(&t, true) == 0 && t.event_sched == HK_SCHED_AUTO);
 	clear();
 }
 
@@ -136,6 +142,51 @@ static void test_a_running_node_takes_only_a_runtime_knob_in_range(void)
 	hk_node_free(n);
 }
 
+/* HK_EVENT_SCHED=auto: the event thread runs in the normal class, goes
+ * SCHED_FIFO when a vCPU spins (hk_vcpu_spinning, once however often it is
+ * called), and back 50 ms after the last spin; fifo and normal never change. */
+static void test_the_auto_class_follows_spinning_vcpus(void)
+{
+	if (geteuid() != 0) {
+		printf("  (skipped: SCHED_FIFO needs root)\n");
+		return;
+	}
+	static const char *const classes[] = { "auto", "normal", "fifo" };
+	for (int c = 0; c < 3; c++) {
+		struct hk_config cfg;
+		struct hk_node *n = NULL;
+		clear();
+		setenv("HK_EVENT_SCHED", classes[c], 1);
+		hk_config_init(&cfg);
+		cfg.secret = "s";
+		cfg.node_count = 1;
+		cfg.node_id = 0;
+		cfg.heartbeat_ms = 10; /* its timer wakes the event thread */
+		uint8_t *region = mmap(NULL, 16 * 4096, PROT_READ | PROT_WRITE,
+				       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		CHECK(hk_node_new(&cfg, &n) == 0 && hk_region_register(n, region, 16 * 4096) == 0);
+		CHECK(hk_node_start(n) == 0);
+		for (int i = 0; i < 1000 && !n->stats.event_tid; i++)
+			usleep(1000);
+		pid_t tid = n->stats.event_tid;
+		int first = c == 2 ? SCHED_FIFO : SCHED_OTHER;
+		for (int i = 0; i < 1000 && sched_getscheduler(tid) != first; i++)
+			usleep(1000);
+		CHECK(sched_getscheduler(tid) == first);
+		hk_vcpu_spinning(n);
+		hk_vcpu_spinning(n);
+		CHECK(sched_getscheduler(tid) == (c == 1 ? SCHED_OTHER : SCHED_FIFO));
+		CHECK(n->stats.node.event_rt_switches == (c == 0 ? 1u : 0u));
+		for (int i = 0; i < 200 && sched_getscheduler(tid) != first; i++)
+			usleep(5000);
+		CHECK(sched_getscheduler(tid) == first);
+		hk_node_shutdown(n);
+		hk_node_free(n);
+		munmap(region, 16 * 4096);
+	}
+	clear();
+}
+
 int main(void)
 {
 	RUN(test_defaults_and_the_embedders_class);
@@ -143,5 +194,6 @@ int main(void)
 	RUN(test_bad_values_are_refused);
 	RUN(test_a_bad_knob_refuses_the_node);
 	RUN(test_a_running_node_takes_only_a_runtime_knob_in_range);
+	RUN(test_the_auto_class_follows_spinning_vcpus);
 	TEST_DONE();
 }

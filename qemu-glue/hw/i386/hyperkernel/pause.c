@@ -15,6 +15,11 @@
  * like the hardware's pause-loop window, so that a short spin (a kernel
  * spinlock held for a moment) does not yield.  0 turns it off.
  *
+ * The same run tells the library a vCPU spins (hk_vcpu_spinning): under
+ * HK_EVENT_SCHED=auto its event thread then runs SCHED_FIFO, so that the
+ * message the spinner waits for preempts it, and otherwise stays in the
+ * normal class, where it does not preempt a vCPU doing useful work.
+ *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
 #include "qemu/osdep.h"
@@ -63,10 +68,12 @@ static void hk_pause(CPUState *cs)
         run = 0;
     }
     last_ns = now;
-    if (++run >= hk_pause_window && hks) {
+    if (++run >= (hk_pause_window ? hk_pause_window : HK_PAUSE_WINDOW_DEFAULT) && hks) {
         run = 0;
         qatomic_inc(&hks->pause_spins);
-        if (hk_pause_other_vcpu_runs(cs)) {
+        /* HK_EVENT_SCHED=auto: the event thread now preempts us */
+        hk_vcpu_spinning(hks->hk);
+        if (hk_pause_window && hk_pause_other_vcpu_runs(cs)) {
             qatomic_inc(&hks->pause_yields);
             sched_yield();
         }
@@ -85,6 +92,6 @@ bool hk_pause_init(Error **errp)
         return false;
     }
     hk_pause_window = v;
-    hk_pause_hook = v ? hk_pause : NULL;
+    hk_pause_hook = hk_pause; /* 0: no yield, but spins are still seen */
     return true;
 }
