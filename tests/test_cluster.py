@@ -426,7 +426,7 @@ BAD_KNOBS = {
                   r"\(pages, 0 = off\)$"),
     "event-sched": ("HK_EVENT_SCHED", "rr",
                     r"^\[hk\] warning: HK_EVENT_SCHED=rr is not a scheduling class: "
-                    r"use fifo or normal$"),
+                    r"use fifo, normal or auto$"),
     "pause-yield": ("HK_PAUSE_YIELD", "-1",
                     r"^qemu-system-x86_64: .*HK_PAUSE_YIELD=-1: a vCPU yields its host CPU "
                     r"after this many PAUSEs in a row, 1 to 1000000, or 0 to never yield "
