@@ -6,6 +6,8 @@ and pause-yields); no timing."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from conftest import ClusterFactory
 
@@ -59,6 +61,8 @@ def test_nodes_that_share_a_cpu_keep_their_event_threads_real_time(
     cluster.boot()
     stats = [node.qmp.command("query-hyperkernel")["stats"] for node in cluster.nodes]
     assert [s["counters"]["event_rt_switches"] for s in stats] == [0] * len(stats)
+    events = [s["sched"]["event_thread"]["tid"] for s in stats]
+    assert [os.sched_getscheduler(t) for t in events] == [os.SCHED_FIFO] * len(events)
     assert sum(s["glue"]["pause-spins"] for s in stats) > 0  # the boot spun; nothing switched
 
 
