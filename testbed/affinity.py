@@ -17,16 +17,6 @@ from testbed.errors import ConfigError
 
 AFFINITIES = ("node", "none")
 
-# A node whose host CPUs are its own (no other node runs there) lets its
-# event thread stay in the normal class until one of its vCPUs spins in guest
-# code (the library's HK_EVENT_SCHED=auto; SCHED_FIFO otherwise, the QEMU
-# glue's default). On 2 nodes with 2 vCPUs, against SCHED_FIFO throughout, in
-# one session: lmat 2-5x, lock 1.3x, redis 1.2x, pingpong unchanged. Where
-# nodes share a CPU, a vCPU of one that spins would keep the other's event
-# thread waiting for the scheduler: a 4-node boot on 2 host CPUs stalled for
-# 20 s bringing up its last CPU.
-OWN_CPUS_ENV = {"HK_EVENT_SCHED": "auto"}
-
 
 def host_cpus() -> list[int]:
     """The CPUs this process may run on (a container or cgroup may allow fewer)."""

@@ -135,17 +135,13 @@ class Cluster:
                               hyperkernel=self._hyperkernel_args(index, files, join=join,
                                                                  budget_mib=budget_mib),
                               numa=self.spec.numa_layout)
-        extra: dict[str, str] = {}
         if self.spec.cpu_affinity == "node":
             slots = self.spec.nodes if index < self.spec.nodes else self.spec.node_slots
             argv = affinity.pinned_argv(
                 argv, affinity.node_cpus(index, slots, affinity.host_cpus()))
-            if slots <= len(affinity.host_cpus()):
-                extra.update(affinity.OWN_CPUS_ENV)
-        # the user's environment wins (an HK_EVENT_SCHED of their own)
-        env = {**extra, **os.environ} if extra else None
+        env = None
         if self.spec.fault_trace:  # the library adds ".node<N>" (hyperkernel/src/trace.c)
-            env = {**(env or os.environ), "HK_FAULT_TRACE": str(self.fault_trace_prefix)}
+            env = {**os.environ, "HK_FAULT_TRACE": str(self.fault_trace_prefix)}
         node = Node(index, name, files, argv, env)
         node.skipped = not override.start
         return node

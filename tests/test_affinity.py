@@ -31,18 +31,14 @@ def test_an_unknown_affinity_is_refused() -> None:
 
 @pytest.mark.boot
 @pytest.mark.usefixtures("needs_hyperkernel")
-def test_each_node_runs_on_its_own_cpus_and_only_its_event_thread_may_be_realtime(
-        cluster_factory: ClusterFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("HK_EVENT_SCHED", raising=False)
+def test_each_node_runs_on_its_own_cpus_with_a_realtime_event_thread(
+        cluster_factory: ClusterFactory) -> None:
     cluster = cluster_factory(nodes=2, vcpus=2)
     cluster.boot()
     host = host_cpus()
     for node in cluster.nodes:
         assert sorted(os.sched_getaffinity(node.pid)) == node_cpus(node.index, 2, host)
-        event = node.qmp.command("query-hyperkernel")["stats"]["sched"]["event_thread"]["tid"]
         fifo = [int(t) for t in os.listdir(f"/proc/{node.pid}/task")
                 if os.sched_getscheduler(int(t)) == os.SCHED_FIFO]
-        # the event thread alone, and with CPUs of its own only while a vCPU
-        # spins (HK_EVENT_SCHED=auto; tests/test_pause_yield.py): vCPU
-        # threads and QEMU's own stay in the normal class
-        assert set(fifo) <= {event}, f"node {node.index}: SCHED_FIFO threads {fifo}"
+        # the event thread alone: vCPU threads and QEMU's own stay in the normal class
+        assert len(fifo) == 1, f"node {node.index}: SCHED_FIFO threads {fifo}"

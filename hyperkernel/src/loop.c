@@ -300,7 +300,9 @@ static void on_timer(struct hk_node *n)
  * where it wins: the normal class, and SCHED_FIFO from the moment a vCPU of
  * this node spins in guest code (a PAUSE loop: it waits for something,
  * likely a page, and holds its CPU while it does) until RT_LINGER_NS after
- * its last spin (hk_vcpu_spinning). */
+ * its last spin (hk_vcpu_spinning).  It is not the QEMU default: "private"
+ * (4 threads on 2 vCPUs) ran 1.5-1.8x slower under it, its busy vCPUs delaying
+ * the event thread's answers to the other node's stalls on kernel pages. */
 #define RT_LINGER_NS 50000000ull
 
 static int set_class(pthread_t t, bool rt)

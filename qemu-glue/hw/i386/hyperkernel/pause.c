@@ -16,9 +16,9 @@
  * spinlock held for a moment) does not yield.  0 turns it off.
  *
  * The same run tells the library a vCPU spins (hk_vcpu_spinning): under
- * HK_EVENT_SCHED=auto its event thread then runs SCHED_FIFO, so that the
- * message the spinner waits for preempts it, and otherwise stays in the
- * normal class, where it does not preempt a vCPU doing useful work.
+ * HK_EVENT_SCHED=auto (opt-in) its event thread then runs SCHED_FIFO, so
+ * that the message the spinner waits for preempts it, and otherwise stays in
+ * the normal class, where it does not preempt a vCPU doing useful work.
  *
  * SPDX-License-Identifier: GPL-2.0-or-later
  */
