@@ -22,25 +22,27 @@
 static void give_dropped(struct hk_node *n, int home, uint64_t page, int to)
 {
 	struct hk_page *p = &n->pages[page];
-	struct hk_local_msg *held = malloc(sizeof(*held));
-	if (!held)
-		hk_die("out of memory giving page %lu", page);
-	memcpy(held->data, hk_memory_page_addr(&n->mem, page), HK_PAGE_SIZE);
+	/* the event thread's scratch page: the link copies what the socket
+	 * does not take at once, so only a held copy needs memory of its own */
+	memcpy(n->scratch, hk_memory_page_addr(&n->mem, page), HK_PAGE_SIZE);
 	hk_must(hk_memory_drop(&n->mem, page), "drop", page);
 	p->state = HK_PS_INVALID;
 	p->txn_home = (int8_t)home;
 	n->stats.node.pages_sent++;
-	held->m = (struct hk_msg){ .type = HK_MSG_DATA, .page = page, .node = (uint32_t)home,
-				   .mode = HK_MODE_EXCL, .aux = HK_DATA_DROPPED,
-				   .data = held->data, .data_len = HK_PAGE_SIZE };
 	if (hk_page_left(n, page)) {
-		hk_page_ack(n, page, true, to, HK_MSG_DATA);
+		struct hk_local_msg *held = malloc(sizeof(*held));
+		if (!held)
+			hk_die("out of memory holding page %lu", page);
+		memcpy(held->data, n->scratch, HK_PAGE_SIZE);
+		held->m = (struct hk_msg){ .type = HK_MSG_DATA, .page = page,
+					   .node = (uint32_t)home, .mode = HK_MODE_EXCL,
+					   .aux = HK_DATA_DROPPED };
 		held->next = n->held_data;
 		n->held_data = held;
+		hk_page_ack(n, page, true, to, HK_MSG_DATA);
 	} else {
 		hk_send_page(n, to, HK_MSG_DATA, page, home, HK_MODE_EXCL, HK_DATA_DROPPED,
-			     held->data);
-		free(held);
+			     n->scratch);
 	}
 	if (p->req_pending) /* an upgrade of ours was overtaken: its data comes */
 		hk_budget_keep_slot(n, page);
