@@ -185,6 +185,7 @@ struct hk_counters {
 	uint64_t page_holds; /* home.c: a request waited for the page's hold-down */
 	uint64_t read_holds; /* ... of them, requests for a copy (a page written in bursts) */
 	uint64_t event_rt_switches; /* HK_EVENT_SCHED=auto: times the event thread went SCHED_FIFO */
+	uint64_t migratory_reads; /* requester.c: read stalls that asked for the page to write */
 };
 
 struct hk_thread_stats {
@@ -281,6 +282,7 @@ struct hk_tuning {
 	bool serve_spin_set; /* HK_FAULT_SPIN_US or HK_PEER_SPIN_US given */
 	uint32_t readahead;  /* pages asked for ahead of a sequential reader */
 	uint32_t refetch;    /* lost copies asked for again with one read again */
+	bool migratory;      /* a read of a page read-then-written here asks to write */
 	bool cork;           /* HK_LINK_CORK: a batch of events sends in one write per link */
 	uint64_t hold_down_ns;   /* "cost": a vCPU stays this long after it arrives */
 	uint64_t page_hold_ns;   /* a page granted for writing stays this long before it leaves */
@@ -718,6 +720,9 @@ struct hk_page {
 	uint32_t left_ms;  /* when it last left (ms, 0: never) */
 	uint32_t lost_seq; /* its invalidation's place in the node's lost ring, + 1 */
 	uint32_t lost_ms;  /* and when (ms, odd; 0: never) */
+	uint8_t migratory; /* read-then-write evidence here, 0..MIGRATORY_MAX (requester.c) */
+	bool read_asked_excl; /* the last read stall's request asked to write */
+	uint64_t read_ns;  /* that read stall ended, with no write stall since (0: none) */
 	struct hk_waiter *waiters;
 	bool evac_asked;   /* in the leaver's window (evacuate.c) */
 	bool refused;      /* its last push was refused (the leaver asks again) */

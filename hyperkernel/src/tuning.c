@@ -86,6 +86,8 @@ int hk_tuning_load(struct hk_tuning *t, bool event_rt)
 	static const struct knob peer = { "HK_PEER_SPIN_US", 0, 100000, 50, "microseconds" };
 	static const struct knob ra = { "HK_READAHEAD", 0, 64, 32, "pages, 0 = off" };
 	static const struct knob refetch = { "HK_REFETCH", 0, 64, 16, "pages, 0 = off" };
+	static const struct knob migratory = { "HK_MIGRATORY", 0, 1, 1,
+					       "1: a read of a page read-then-written here asks to write, 0: off" };
 	static const struct knob cork = { "HK_LINK_CORK", 0, 1, 1,
 					  "1: a batch of events sends in one write per link, 0: a write per frame" };
 	/* the "cost" policy */
@@ -125,6 +127,9 @@ int hk_tuning_load(struct hk_tuning *t, bool event_rt)
 	if (number(&refetch, &v))
 		return -EINVAL;
 	t->refetch = (uint32_t)v;
+	if (number(&migratory, &v))
+		return -EINVAL;
+	t->migratory = v != 0;
 	if (number(&cork, &v))
 		return -EINVAL;
 	t->cork = v != 0;

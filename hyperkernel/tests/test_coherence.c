@@ -114,8 +114,13 @@ static void test_write_here_read_there(void)
 	CHECK(mkdtemp(prefix) != NULL);
 	strcat(prefix, "/f");
 	setenv("HK_FAULT_TRACE", prefix, 1);
+	/* each read of node 1's a copy, each write an upgrade: without
+	 * migratory reads, which would soon bring the page writable at the
+	 * read (test_a_page_read_then_written_in_turn_comes_writable_at_the_read) */
+	setenv("HK_MIGRATORY", "0", 1);
 	start_pair("page", 0);
 	unsetenv("HK_FAULT_TRACE");
+	unsetenv("HK_MIGRATORY");
 	volatile uint64_t *a = (uint64_t *)regions[0], *b = (uint64_t *)regions[1];
 	CHECK(b[2 * 512] == 0); /* first touch, page 2, home 0: a zero grant */
 	for (uint64_t round = 1; round <= 50; round++) {
@@ -162,6 +167,43 @@ static void test_a_page_written_in_turn_comes_writable_in_one_message(void)
 		CHECK(tn_counter(js, "malformed_messages") == 0);
 		free(js);
 	}
+	stop_pair();
+}
+
+/* A page each node reads and then writes, in turn (a lock's owner, a run
+ * queue), is soon asked for to write at the read: most reads bring it
+ * writable, and most upgrades (a second stall each) are gone.  A page that
+ * one node writes and the other only reads stays a copy there. */
+static void test_a_page_read_then_written_in_turn_comes_writable_at_the_read(void)
+{
+	start_pair("page", 0);
+	volatile uint64_t *a = (uint64_t *)regions[0], *b = (uint64_t *)regions[1];
+	const uint64_t m = 9 * 512;  /* page 9: read, then written, by both */
+	const uint64_t pc = 11 * 512; /* page 11: node 0 writes, node 1 reads */
+	const uint64_t rounds = 50;
+	for (uint64_t round = 1; round <= rounds; round++) {
+		CHECK(a[m] == 2 * round - 2); /* the load stalls, then the store */
+		a[m] = 2 * round - 1;
+		CHECK(b[m] == 2 * round - 1);
+		b[m] = 2 * round;
+		a[pc] = round;
+		CHECK(b[pc] == round);
+	}
+	long upgrades = 0, asked = 0;
+	for (int k = 0; k < 2; k++) {
+		char *js = hk_stats_json(nodes[k]);
+		upgrades += tn_counter(js, "write_stalls");
+		asked += tn_counter(js, "migratory_reads");
+		CHECK(tn_counter(js, "malformed_messages") == 0);
+		/* at most page 9's 50 reads each: node 1's reads of page 11,
+		 * never followed by a write there, stay copies */
+		CHECK(tn_counter(js, "migratory_reads") < (long)rounds);
+		free(js);
+	}
+	/* 2 * 50 read-then-writes, plus node 0's 50 writes of page 11 (each
+	 * an upgrade: node 1 holds a copy) */
+	CHECK(asked >= (long)rounds);
+	CHECK(upgrades <= (long)rounds + (long)rounds / 2);
 	stop_pair();
 }
 
@@ -479,6 +521,7 @@ int main(void)
 {
 	RUN(test_write_here_read_there);
 	RUN(test_a_page_written_in_turn_comes_writable_in_one_message);
+	RUN(test_a_page_read_then_written_in_turn_comes_writable_at_the_read);
 	RUN(test_a_range_homed_on_a_node_is_local_there);
 	RUN(test_atomic_counters_sum_exactly);
 	RUN(test_a_page_just_written_stays_for_its_hold_down);
