@@ -28,7 +28,7 @@
 extern "C" {
 #endif
 
-#define HK_PROTOCOL_VERSION 6
+#define HK_PROTOCOL_VERSION 7
 #define HK_PAGE_SIZE 4096u
 #define HK_MAX_NODES 64
 #define HK_MAX_REGIONS 8

@@ -121,6 +121,14 @@ enum hk_data_aux {
 	HK_DATA_DROPPED = 2, /* exclusive, already dropped there: writable at once */
 };
 
+/* a REQ's aux */
+enum hk_req_aux {
+	HK_REQ_PLAIN = 0,
+	HK_REQ_HAVE_COPY = 1, /* an upgrade: the requester holds a copy */
+	HK_REQ_MIGRATORY = 2, /* a read that asks to write (requester.c): the home
+				 holds it back only as it would a copy (home.c) */
+};
+
 struct hk_msg {
 	uint8_t type;
 	uint8_t flags;
@@ -439,6 +447,7 @@ struct hk_dir_req {
 	int node;
 	uint8_t mode;
 	bool have_copy;
+	bool migratory;   /* a read asking to write: held back as a copy would be */
 	int evict_target; /* >= 0: an eviction request from the owner */
 	bool drop;        /* a sharer asks to drop its copy */
 	uint64_t t_arrived;

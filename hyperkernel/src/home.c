@@ -43,10 +43,13 @@ static bool hold(struct hk_node *n, uint64_t page)
 	const struct hk_dir_req *q = e->qhead;
 	if (!q)
 		return false;
-	uint64_t hold_ns = __atomic_load_n(q->mode == HK_MODE_EXCL ? &n->tuning.page_hold_ns
-								 : &n->tuning.read_hold_ns,
+	/* a read that asks to write (a migratory page, requester.c) waits
+	 * only as a copy would: its reader must see a hand-off's word at once */
+	bool for_writing = q->mode == HK_MODE_EXCL && !q->migratory;
+	uint64_t hold_ns = __atomic_load_n(for_writing ? &n->tuning.page_hold_ns
+						       : &n->tuning.read_hold_ns,
 					   __ATOMIC_RELAXED);
-	if (q->mode != HK_MODE_EXCL && (!e->t_burst || hk_now_ns() - e->t_burst > BURST_MEMORY_NS))
+	if (!for_writing && (!e->t_burst || hk_now_ns() - e->t_burst > BURST_MEMORY_NS))
 		return false;
 	if (!hold_ns || !e->t_granted || q->drop ||
 	    q->evict_target >= 0 || e->owner < 0 || q->node == e->owner || atomic_load(&n->failed) ||
@@ -66,7 +69,7 @@ static bool hold(struct hk_node *n, uint64_t page)
 	n->holds[n->nholds++] = (struct hk_page_hold){ page, until };
 	e->phase = HK_DIR_HELD;
 	n->stats.node.page_holds++;
-	if (q->mode != HK_MODE_EXCL)
+	if (!for_writing)
 		n->stats.node.read_holds++;
 	return true;
 }
@@ -312,7 +315,8 @@ void hk_home_on_req(struct hk_node *n, int from, const struct hk_msg *m, int evi
 		hk_die("out of memory for a request");
 	r->node = from;
 	r->mode = evict_target >= 0 ? HK_MODE_EXCL : m->mode;
-	r->have_copy = m->aux;
+	r->have_copy = m->aux == HK_REQ_HAVE_COPY;
+	r->migratory = m->aux == HK_REQ_MIGRATORY;
 	r->evict_target = evict_target;
 	r->drop = m->type == HK_MSG_DROP_REQ;
 	r->t_arrived = hk_now_ns();

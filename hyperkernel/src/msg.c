@@ -412,7 +412,11 @@ int hk_msg_decode(const uint8_t *buf, size_t len, struct hk_msg *m)
 		m->mode = p[10];
 		m->aux = p[11];
 		if (m->node >= HK_MAX_NODES ||
-		    m->aux > (m->type == HK_MSG_DROP_OK || m->type == HK_MSG_DATA ? 2 : 1))
+		    m->aux > (m->type == HK_MSG_DROP_OK || m->type == HK_MSG_DATA ||
+					      m->type == HK_MSG_REQ ? 2 : 1))
+			return -EBADMSG;
+		/* only a request for writing is a migratory read */
+		if (m->type == HK_MSG_REQ && m->aux == HK_REQ_MIGRATORY && m->mode != HK_MODE_EXCL)
 			return -EBADMSG;
 		/* only a page given for writing comes dropped */
 		if (m->type == HK_MSG_DATA && m->aux == HK_DATA_DROPPED && m->mode != HK_MODE_EXCL)

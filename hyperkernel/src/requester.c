@@ -203,7 +203,10 @@ void hk_requester_evaluate(struct hk_node *n, uint64_t page)
 	p->read_asked_excl = excl && !write;
 	p->req_mode = excl ? HK_MODE_EXCL : HK_MODE_SHARED;
 	hk_send_page(n, hk_home_of(n, page), HK_MSG_REQ, page, n->self, p->req_mode,
-		      p->state == HK_PS_SHARED, NULL);
+		      p->state == HK_PS_SHARED ? HK_REQ_HAVE_COPY
+		      : p->read_asked_excl     ? HK_REQ_MIGRATORY
+					       : HK_REQ_PLAIN,
+		      NULL);
 }
 
 /* A read request nobody waits for yet (read-ahead, refetch): an ordinary

@@ -150,6 +150,16 @@ static void test_rejects_malformed(void)
 	struct hk_msg r = { .type = HK_MSG_REQ, .mode = 7 };
 	n = hk_msg_encode(&r, buf, sizeof(buf));
 	CHECK(hk_msg_decode(buf, n, &d) == -EBADMSG); /* bad mode */
+	/* a migratory read asks to write; a request for a copy cannot be one */
+	struct hk_msg mr = { .type = HK_MSG_REQ, .mode = HK_MODE_EXCL, .aux = HK_REQ_MIGRATORY };
+	n = hk_msg_encode(&mr, buf, sizeof(buf));
+	CHECK(hk_msg_decode(buf, n, &d) == (int)n && d.aux == HK_REQ_MIGRATORY);
+	mr.mode = HK_MODE_SHARED;
+	n = hk_msg_encode(&mr, buf, sizeof(buf));
+	CHECK(hk_msg_decode(buf, n, &d) == -EBADMSG);
+	mr = (struct hk_msg){ .type = HK_MSG_REQ, .mode = HK_MODE_EXCL, .aux = 3 };
+	n = hk_msg_encode(&mr, buf, sizeof(buf));
+	CHECK(hk_msg_decode(buf, n, &d) == -EBADMSG);
 	struct hk_msg v = { .type = HK_MSG_VCPU };
 	n = hk_msg_encode(&v, buf, sizeof(buf));
 	buf[8] = 0xff; buf[9] = 0xff; buf[10] = 0xff; buf[11] = 0x7f;
