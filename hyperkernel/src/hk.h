@@ -731,6 +731,8 @@ struct hk_page {
 	uint32_t lost_ms;  /* and when (ms, odd; 0: never) */
 	uint8_t migratory; /* read-then-write evidence here, 0..MIGRATORY_MAX (requester.c) */
 	bool read_asked_excl; /* the last read stall's request asked to write */
+	bool mig_check;    /* it came so: mig_hash is its content then */
+	uint64_t mig_hash;
 	uint64_t read_ns;  /* that read stall ended, with no write stall since (0: none) */
 	struct hk_waiter *waiters;
 	bool evac_asked;   /* in the leaver's window (evacuate.c) */
@@ -909,6 +911,9 @@ static inline int hk_txn_home(struct hk_node *n, uint64_t page)
 void hk_requester_fault(struct hk_node *n, uint64_t page, bool write, pid_t tid);
 /* A writer took our copy of page (an invalidation): remembered for refetch. */
 void hk_requester_lost(struct hk_node *n, uint64_t page);
+/* Our exclusive copy is about to be given (holder.c): a migratory read's
+ * copy that leaves unwritten tells that guess was wrong. */
+void hk_requester_giving(struct hk_node *n, uint64_t page);
 void hk_requester_evaluate(struct hk_node *n, uint64_t page);
 /* Bring the pages whose waiters were not moved within the bound. */
 void hk_requester_check_moves(struct hk_node *n);

@@ -63,8 +63,10 @@ void hk_holder_on_fwd(struct hk_node *n, int from, const struct hk_msg *m)
 	}
 	/* Write-protect before copying: a write that races us blocks on the
 	 * protection and is served later, never lost. */
-	if (p->state == HK_PS_EXCL)
+	if (p->state == HK_PS_EXCL) {
 		hk_must(hk_memory_protect(&n->mem, m->page, true), "write-protect", m->page);
+		hk_requester_giving(n, m->page);
+	}
 	if (m->mode == HK_MODE_EXCL && !m->aux) {
 		give_dropped(n, from, m->page, to);
 		hk_stats_stage(&n->stats, HK_STAGE_GIVE, arrived);

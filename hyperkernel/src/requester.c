@@ -38,6 +38,33 @@
 #define MIGRATORY_MAX 7
 #define MIGRATORY_GAIN 4
 
+/* A page a migratory read brought may leave before anyone here wrote it:
+ * a reader spinning on a word another node is about to write (pingpong's
+ * hand-off) took the page from its writer.  Its write stall then takes the
+ * page back, the spinner's next read takes it again, and so on.  Nothing
+ * here sees a store to a writable page, so the content tells: hashed when
+ * it came, hashed again when it leaves; the same bytes end the guess
+ * (a store that put back the bytes it found looks unwritten too, and
+ * costs a read for a copy and its upgrade before the guess resumes). */
+static uint64_t page_hash(const void *data)
+{
+	const uint64_t *w = data;
+	uint64_t h = 0x9e3779b97f4a7c15ull;
+	for (unsigned i = 0; i < HK_PAGE_SIZE / 8; i++)
+		h = (h ^ w[i]) * 0xff51afd7ed558ccdull;
+	return h ^ (h >> 29);
+}
+
+void hk_requester_giving(struct hk_node *n, uint64_t page)
+{
+	struct hk_page *p = &n->pages[page];
+	if (!p->mig_check)
+		return;
+	p->mig_check = false;
+	if (page_hash(hk_memory_page_addr(&n->mem, page)) == p->mig_hash)
+		p->migratory = 0;
+}
+
 static void migratory_stall(struct hk_page *p, bool write, uint64_t now)
 {
 	if (p->read_ns && !p->read_asked_excl) {
@@ -464,6 +491,9 @@ void hk_requester_on_data(struct hk_node *n, int from, const struct hk_msg *m)
 	else
 		hk_must(hk_memory_install(&n->mem, m->page, m->data, true), "install", m->page);
 	hk_stats_stage(&n->stats, HK_STAGE_INSTALL, arrived);
+	p->mig_check = dropped && !push && p->read_asked_excl;
+	if (p->mig_check)
+		p->mig_hash = page_hash(m->data);
 	p->t_data = hk_now_ns();
 	n->stats.node.pages_received++;
 	hk_page_arrived(n, m->page, from);
