@@ -60,6 +60,9 @@ struct hk_stall {
 	int vcpu;           /* from hk_thread_set_vcpu(), or -1 */
 	uint64_t offset;    /* byte offset of the page in the region space */
 	bool is_write;
+	bool migratory;     /* a read asked for writing: the page was read and then
+			     * written here in turn (requester.c), so to the
+			     * policies it is a write stall */
 	int home_node;      /* the node that keeps this page's directory */
 	int likely_owner;   /* best local guess of who holds it (home if unknown) */
 	uint64_t wake_generation; /* hk_wake_generation() when the policy decided */

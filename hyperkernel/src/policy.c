@@ -155,6 +155,16 @@ void hk_policy_vcpu_cost(struct hk_node *n, int to, uint64_t ns)
 		n->cluster.vcpu_cost_ns[to] = ewma(n->cluster.vcpu_cost_ns[to], ns);
 }
 
+/* A stall the policies count as a write: a store, or a read that asks for
+ * the page to write because a store follows it (a migratory read,
+ * requester.c).  Counted as reads, the stalls of two threads writing a word
+ * in turn (pingpong's) showed the policies no bounces once migratory reads
+ * took the place of their write stalls, and nothing drew them together. */
+static bool stall_writes(const struct hk_stall *s)
+{
+	return s->is_write || s->migratory;
+}
+
 static void build_view(struct hk_node *n, const struct hk_stall *s, struct hk_policy_view *v)
 {
 	uint64_t page = s->offset / HK_PAGE_SIZE;
@@ -202,14 +212,14 @@ static void build_view(struct hk_node *n, const struct hk_stall *s, struct hk_po
 	 * tick's pages (jiffies, tk_core), which bounce whenever the tick's
 	 * duty moves: counted for reads, they drew idle vCPUs woken by the tick
 	 * to the timekeeper's node, swapping out whoever worked there. */
-	v->page_bounces = s->is_write ? n->pages[page].bounces : 0;
+	v->page_bounces = stall_writes(s) ? n->pages[page].bounces : 0;
 	v->many_writers = n->pages[page].bounces &&
 			  __builtin_popcountll(n->pages[page].writers | n->pages[page].writers_before) >= 2;
 	v->target_leaving = v->owner >= 0 && hk_node_leaving(n, v->owner);
 	/* as read_ahead() sees a run: the next page either way, or within the
 	 * window it already asked for */
 	uint64_t last = n->ra_last, depth = n->tuning.readahead;
-	v->sequential = !s->is_write && n->tuning.readahead &&
+	v->sequential = !stall_writes(s) && n->tuning.readahead &&
 			(page == last + 1 || page + 1 == last ||
 			 (n->ra_dir > 0 && page > last && page <= last + depth + 1) ||
 			 (n->ra_dir < 0 && page < last && page + depth + 1 >= last));
@@ -252,7 +262,7 @@ static void count_vcpu_stall(struct hk_node *n, const struct hk_stall *s, struct
 	}
 	v->vcpu_stalls = hk_stall_window_count(&h->recent, now);
 	v->vcpu_ws = h->ws;
-	if (s->is_write && !n->pages[s->offset / HK_PAGE_SIZE].bounces && h->ws < UINT32_MAX)
+	if (stall_writes(s) && !n->pages[s->offset / HK_PAGE_SIZE].bounces && h->ws < UINT32_MAX)
 		h->ws++;
 }
 
@@ -265,7 +275,7 @@ void hk_policy_decide(struct hk_node *n, const struct hk_stall *s, struct hk_dec
 	}
 	/* which of our vCPUs write the page (page.c forgets one that has not
 	 * for two windows of arrivals, and all once it stops bouncing) */
-	if (s->is_write && s->vcpu >= 0 && s->vcpu < 64)
+	if (stall_writes(s) && s->vcpu >= 0 && s->vcpu < 64)
 		n->pages[s->offset / HK_PAGE_SIZE].writers |= 1ull << s->vcpu;
 	build_view(n, s, &v);
 	count_vcpu_stall(n, s, &v);

@@ -164,11 +164,13 @@ void hk_requester_evaluate(struct hk_node *n, uint64_t page)
 		if (w->t0 < oldest)
 			oldest = w->t0;
 	}
+	bool migratory = !write && p->state == HK_PS_INVALID && p->migratory && n->tuning.migratory;
 	struct hk_stall st = {
 		.tid = first->tid,
 		.vcpu = vcpu_of(n, first->tid),
 		.offset = page * HK_PAGE_SIZE,
 		.is_write = write,
+		.migratory = migratory,
 		.home_node = hk_home_of(n, page),
 		.likely_owner = p->hint >= 0 ? p->hint : hk_home_of(n, page),
 		.wake_generation = hk_wake_generation(n),
@@ -222,7 +224,7 @@ void hk_requester_evaluate(struct hk_node *n, uint64_t page)
 	p->t_req = n->req_sent_ns;
 	hk_stats_stage(&n->stats, HK_STAGE_REQUEST_WAIT, oldest);
 	bool excl = write;
-	if (!write && p->state == HK_PS_INVALID && p->migratory && n->tuning.migratory) {
+	if (migratory) {
 		p->migratory--;
 		excl = true;
 		n->stats.node.migratory_reads++;
