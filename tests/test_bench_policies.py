@@ -12,6 +12,8 @@ from testbed.bench_policies import (
     boot_line,
     merge_repeats,
     placement_shares,
+    spread_cpus,
+    spread_threads,
     squeeze_against_page,
 )
 from testbed.config import ClusterSpec
@@ -112,3 +114,15 @@ def test_placement_adds_up_over_boots_and_workloads() -> None:
     # vCPU 0 all on node 0; vCPU 1: 20 of 100 ms on node 0
     assert placement_shares(table, "learned") == [[100, 0], [20, 80]]
     assert placement_shares(table, "page") == []
+
+
+def test_threads_are_spread_over_the_nodes() -> None:
+    """Thread i runs on node i mod N, so two threads that share data share it
+    across nodes; a suite that pins its threads keeps its own list."""
+    assert spread_cpus(ClusterSpec(nodes=2, vcpus=4, mem_mib=768)) == "0,2,1,3"
+    assert spread_cpus(ClusterSpec(nodes=4, vcpus=4, mem_mib=768)) == "0,1,2,3"
+    assert spread_cpus(ClusterSpec(nodes=2, vcpus=5, mem_mib=768)) == "0,3,1,4,2"
+    spec = ClusterSpec(nodes=2, vcpus=4, mem_mib=768)
+    chosen = spread_threads(spec, {"pingpong": {"rounds": 10}, "lock": {"cpus": "0,1"}})
+    assert chosen["pingpong"]["cpus"] == "0,2,1,3"
+    assert chosen["lock"]["cpus"] == "0,1"
