@@ -519,8 +519,9 @@ def cmd_workload(args: argparse.Namespace, progress: Progress) -> int:
         if record.hk_stats:
             print(stats_summary(record.hk_stats))
     if spec.fault_trace:  # complete now: a node flushes its trace when it exits
+        # beside --json's record, not after it: stdout stays one JSON document
         print(f"fault trace: {cluster.fault_trace_prefix}.node*; replay it under every policy:\n"
-              f"  {cluster.replay_command()}")
+              f"  {cluster.replay_command()}", file=sys.stderr if args.json else sys.stdout)
     return exitcodes.OK if record.ok else exitcodes.FAILED
 
 
