@@ -33,6 +33,8 @@ from testbed.errors import (
     TestbedError,
 )
 from testbed.hkdelta import delta
+from testbed.host_load import HostLoad
+from testbed.host_load import describe as describe_host
 from testbed.progress import Progress
 from testbed.record import RunRecord, utc_now
 from testbed.store import Store, open_store
@@ -565,6 +567,8 @@ def cmd_bench(args: argparse.Namespace, progress: Progress) -> int:
     run_dir = _run_dir(args.run_dir, f"bench-{args.bench}")
     with _store(args) as store:
         arts = ensure_artifacts(progress)
+        host = HostLoad()
+        host.begin()
         if args.bench == "boot":
             result, records = bench_boot(arts, run_dir, counts, args.vcpus, args.mem, args.repeat,
                                          progress, args.cpu_affinity, args.append)
@@ -585,7 +589,9 @@ def cmd_bench(args: argparse.Namespace, progress: Progress) -> int:
         else:
             result, records = bench_migrate(arts, run_dir, args.nodes, args.vcpus, args.mem,
                                             args.migrations, progress, args.cpu_affinity)
+        result["host"] = host.end()
         _save(records, store, progress)
+    print(describe_host(result["host"]))
     print(json.dumps(result, sort_keys=True))
     ok = all(r.ok for r in records) and result.get("ok", True) is not False
     return exitcodes.OK if ok else exitcodes.FAILED
