@@ -26,7 +26,8 @@ from testbed.errors import ConfigError, TestbedError
 from testbed.progress import Progress
 from testbed.record import RunRecord
 
-RUNTIME_KNOBS = {"HK_PAGE_HOLD_US": (0, 100000), "HK_READ_HOLD_US": (0, 100000)}  # what hk_set_knob takes
+RUNTIME_KNOBS = {"HK_PAGE_HOLD_US": (0, 100000), "HK_READ_HOLD_US": (0, 100000),
+                 "HK_MIGRATORY_HOLD_US": (0, 100000)}  # what hk_set_knob takes
 
 
 def check_args(knob: str, values: str, nodes: int, policy: str, workloads: str | None,

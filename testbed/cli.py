@@ -251,8 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     b = bench_sub.add_parser("knob", help="a hyperkernel knob's values compared within one boot, "
                              "workload by workload")
     b.add_argument("--knob", default="HK_PAGE_HOLD_US",
-                   help="a knob that can change while the guest runs: HK_PAGE_HOLD_US (default) or "
-                        "HK_READ_HOLD_US")
+                   help="a knob that can change while the guest runs: HK_PAGE_HOLD_US (default), "
+                        "HK_READ_HOLD_US or HK_MIGRATORY_HOLD_US")
     b.add_argument("--values", default="0,1000", metavar="V,V,...",
                    help="values to compare; the first is the baseline (default 0,1000)")
     b.add_argument("--nodes", type=_positive_int, default=2)

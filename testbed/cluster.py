@@ -299,7 +299,8 @@ class Cluster:
         """Turn a hyperkernel knob on every node while the guest runs.
 
         Only knobs that are safe to change at any moment take it (today
-        ``HK_PAGE_HOLD_US`` and ``HK_READ_HOLD_US``); the node refuses others, and values out of
+        ``HK_PAGE_HOLD_US``, ``HK_READ_HOLD_US`` and ``HK_MIGRATORY_HOLD_US``); the node refuses
+        others, and values out of
         range, with a message that says what it accepts. The others are set
         in the nodes' environment when they start.
         """

@@ -192,6 +192,7 @@ struct hk_counters {
 	uint64_t capacity_moves, overfull_ticks; /* hk_cluster_capacity_tick */
 	uint64_t page_holds; /* home.c: a request waited for the page's hold-down */
 	uint64_t read_holds; /* ... of them, requests for a copy (a page written in bursts) */
+	uint64_t migratory_holds; /* ... and requests after a migratory read's grant */
 	uint64_t event_rt_switches; /* HK_EVENT_SCHED=auto: times the event thread went SCHED_FIFO */
 	uint64_t migratory_reads; /* requester.c: read stalls that asked for the page to write */
 };
@@ -295,6 +296,7 @@ struct hk_tuning {
 	uint64_t hold_down_ns;   /* "cost": a vCPU stays this long after it arrives */
 	uint64_t page_hold_ns;   /* a page granted for writing stays this long before it leaves */
 	uint64_t read_hold_ns;   /* ... and this long before another node reads it (a copy) */
+	uint64_t migratory_hold_ns; /* a page granted to a migratory read, before anyone takes it */
 	uint32_t hysteresis_pct; /* "cost": a move must win by this margin */
 	uint32_t partner_bounces; /* "learned": bounces in a row that make a partner */
 	uint64_t vcpu_prior_ns;  /* "cost": a vCPU move's cost until one is measured */
@@ -466,6 +468,8 @@ struct hk_dir_entry {
 	int8_t cur_node;
 	bool cur_have_copy;
 	bool cur_push;    /* the transaction is an eviction pushing the page to cur_node */
+	bool cur_migratory; /* ... a read that asks to write (REQ aux 2) */
+	bool granted_migratory; /* the last exclusive grant went to such a read */
 	int8_t prev_owner; /* a push: the giver, owner again if the receiver refuses */
 	uint64_t t_inv;    /* INVs sent */
 	uint64_t t_granted; /* the owner's exclusive grant completed (its DONE); 0: none since */

@@ -30,6 +30,14 @@ static void dir_start(struct hk_node *n, uint64_t page, struct hk_dir_req *q);
  * like a burst, and when a race marks its page anyway (pingpong's, 23 times
  * in a run), the next reader that writes clears the mark.
  *
+ * A page granted to a read that asks to write (a migratory read,
+ * requester.c) holds every other request back for migratory_hold_ns, even a
+ * copy's: its reader writes next.  Taken before that write, the page came
+ * back for it at once, a write stall, and the content check at the giver
+ * (hk_requester_giving) then saw the copy leave unwritten and ended the
+ * guess.  pingpong on 2 nodes stalled twice a round at each end (a read and
+ * a write), where one stall, the read, carries the hand-off.
+ *
  * Evictions and drops (the owner's own) never wait, nor does anything during
  * an evacuation or after a loss.  The entry is HELD meanwhile: a transaction
  * that has not started, so nothing about the page has changed and nothing
@@ -46,11 +54,16 @@ static bool hold(struct hk_node *n, uint64_t page)
 	/* a read that asks to write (a migratory page, requester.c) waits
 	 * only as a copy would: its reader must see a hand-off's word at once */
 	bool for_writing = q->mode == HK_MODE_EXCL && !q->migratory;
-	uint64_t hold_ns = __atomic_load_n(for_writing ? &n->tuning.page_hold_ns
-						       : &n->tuning.read_hold_ns,
-					   __ATOMIC_RELAXED);
-	if (!for_writing && (!e->t_burst || hk_now_ns() - e->t_burst > BURST_MEMORY_NS))
-		return false;
+	const uint64_t *hold_knob = &n->tuning.page_hold_ns;
+	if (!for_writing) {
+		if (e->t_burst && hk_now_ns() - e->t_burst <= BURST_MEMORY_NS)
+			hold_knob = &n->tuning.read_hold_ns;
+		else if (e->granted_migratory)
+			hold_knob = &n->tuning.migratory_hold_ns;
+		else
+			return false;
+	}
+	uint64_t hold_ns = __atomic_load_n(hold_knob, __ATOMIC_RELAXED);
 	if (!hold_ns || !e->t_granted || q->drop ||
 	    q->evict_target >= 0 || e->owner < 0 || q->node == e->owner || atomic_load(&n->failed) ||
 	    __atomic_load_n(&n->evac.node, __ATOMIC_RELAXED) >= 0)
@@ -69,7 +82,9 @@ static bool hold(struct hk_node *n, uint64_t page)
 	n->holds[n->nholds++] = (struct hk_page_hold){ page, until };
 	e->phase = HK_DIR_HELD;
 	n->stats.node.page_holds++;
-	if (!for_writing)
+	if (hold_knob == &n->tuning.migratory_hold_ns)
+		n->stats.node.migratory_holds++;
+	else if (!for_writing)
 		n->stats.node.read_holds++;
 	return true;
 }
@@ -240,6 +255,7 @@ static void dir_start(struct hk_node *n, uint64_t page, struct hk_dir_req *q)
 	e->cur_node = (int8_t)r;
 	e->cur_mode = q->mode;
 	e->cur_push = q->evict_target >= 0;
+	e->cur_migratory = q->migratory;
 	/* The directory, not the request, says whether r holds the page: when
 	 * the home is idle it is exact, and r may have gained the page since it
 	 * asked (an eviction pushed it there).  Forwarding to r itself would
@@ -359,6 +375,7 @@ void hk_home_on_done(struct hk_node *n, int from, const struct hk_msg *m)
 			       ? hk_now_ns()
 			       : 0;
 	e->t_copied = !refused && e->cur_mode == HK_MODE_SHARED && e->owner != from ? hk_now_ns() : 0;
+	e->granted_migratory = e->t_granted && e->cur_migratory;
 	e->phase = HK_DIR_IDLE;
 	e->cur_node = -1;
 	hk_coherence_check_invariants(n, m->page);

@@ -45,6 +45,10 @@ static const struct knob read_hold = { "HK_READ_HOLD_US", 0, 100000, READ_HOLD_D
 				       "microseconds a page granted for writing stays before "
 				       "another node reads it, 0 = off" };
 
+static const struct knob migratory_hold = { "HK_MIGRATORY_HOLD_US", 0, 100000, 50,
+					    "microseconds a page granted to a read that asks to "
+					    "write stays before another node takes it, 0 = off" };
+
 static uint64_t *runtime_knob(struct hk_tuning *t, const char *name, const struct knob **k)
 {
 	if (!strcmp(name, page_hold.name)) {
@@ -54,6 +58,10 @@ static uint64_t *runtime_knob(struct hk_tuning *t, const char *name, const struc
 	if (!strcmp(name, read_hold.name)) {
 		*k = &read_hold;
 		return &t->read_hold_ns;
+	}
+	if (!strcmp(name, migratory_hold.name)) {
+		*k = &migratory_hold;
+		return &t->migratory_hold_ns;
 	}
 	return NULL;
 }
@@ -65,8 +73,8 @@ int hk_set_knob(struct hk_node *n, const char *name, uint64_t value, char *why, 
 	const struct knob *k = NULL;
 	uint64_t *slot = runtime_knob(&n->tuning, name, &k);
 	if (!slot) {
-		snprintf(why, whylen, "%s cannot be changed while the node runs (only %s and %s can)",
-			 name, page_hold.name, read_hold.name);
+		snprintf(why, whylen, "%s cannot be changed while the node runs (only %s, %s and %s can)",
+			 name, page_hold.name, read_hold.name, migratory_hold.name);
 		return -ENOENT;
 	}
 	if (value < k->min || value > k->max) {
@@ -151,6 +159,9 @@ int hk_tuning_load(struct hk_tuning *t, bool event_rt)
 	if (number(&read_hold, &v))
 		return -EINVAL;
 	t->read_hold_ns = v * 1000;
+	if (number(&migratory_hold, &v))
+		return -EINVAL;
+	t->migratory_hold_ns = v * 1000;
 	const char *s = getenv("HK_EVENT_SCHED");
 	if (!s) {
 		t->event_sched = event_rt ? HK_SCHED_FIFO : HK_SCHED_NORMAL;

@@ -207,6 +207,46 @@ static void test_a_page_read_then_written_in_turn_comes_writable_at_the_read(voi
 	stop_pair();
 }
 
+/* A page granted to a read that asks to write is held for the write that
+ * follows: the other node's next request waits HK_MIGRATORY_HOLD_US after
+ * the grant (the home counts migratory_holds), and with the knob at 0 none
+ * does.  The page hold-down is off, so those are the only holds; the values
+ * are checked either way. */
+static long migratory_holds_with(const char *hold_us)
+{
+	setenv("HK_MIGRATORY_HOLD_US", hold_us, 1);
+	setenv("HK_PAGE_HOLD_US", "0", 1);
+	start_pair("page", 0);
+	unsetenv("HK_MIGRATORY_HOLD_US");
+	unsetenv("HK_PAGE_HOLD_US");
+	volatile uint64_t *a = (uint64_t *)regions[0], *b = (uint64_t *)regions[1];
+	const uint64_t m = 9 * 512;
+	for (uint64_t round = 1; round <= 30; round++) {
+		CHECK(a[m] == 2 * round - 2);
+		a[m] = 2 * round - 1;
+		CHECK(b[m] == 2 * round - 1); /* right after node 0's grant */
+		b[m] = 2 * round;
+	}
+	long holds = 0, all = 0, asked = 0;
+	for (int k = 0; k < 2; k++) {
+		char *js = hk_stats_json(nodes[k]);
+		holds += tn_counter(js, "migratory_holds");
+		all += tn_counter(js, "page_holds");
+		asked += tn_counter(js, "migratory_reads");
+		free(js);
+	}
+	stop_pair();
+	CHECK(holds == all);
+	CHECK(asked >= 20);
+	return holds;
+}
+
+static void test_a_page_granted_to_a_migratory_read_waits_for_its_write(void)
+{
+	CHECK(migratory_holds_with("5000") >= 10);
+	CHECK(migratory_holds_with("0") == 0);
+}
+
 /* A range homed on node 1 (a guest NUMA node's RAM) is node 1's from the
  * start: its first touch there costs no message, and node 0 gets its data
  * from node 1.  Outside the range the chunks stay striped. */
@@ -522,6 +562,7 @@ int main(void)
 	RUN(test_write_here_read_there);
 	RUN(test_a_page_written_in_turn_comes_writable_in_one_message);
 	RUN(test_a_page_read_then_written_in_turn_comes_writable_at_the_read);
+	RUN(test_a_page_granted_to_a_migratory_read_waits_for_its_write);
 	RUN(test_a_range_homed_on_a_node_is_local_there);
 	RUN(test_atomic_counters_sum_exactly);
 	RUN(test_a_page_just_written_stays_for_its_hold_down);
