@@ -144,7 +144,8 @@ def test_the_page_hold_down_turns_while_the_guest_runs(cluster_factory: ClusterF
     cluster.boot()
     cluster.set_knob("HK_READ_HOLD_US", 0)
     with pytest.raises(QmpError,
-                       match=r"HK_READAHEAD cannot be changed .*HK_PAGE_HOLD_US, HK_READ_HOLD_US and HK_MIGRATORY_HOLD_US"):
+                       match=r"HK_READAHEAD cannot be changed .*HK_PAGE_HOLD_US, HK_READ_HOLD_US "
+                             r"and HK_MIGRATORY_HOLD_US"):
         cluster.set_knob("HK_READAHEAD", 4)
     with pytest.raises(QmpError, match=r"HK_PAGE_HOLD_US=100001 is out of range: use 0\.\.100000"):
         cluster.set_knob("HK_PAGE_HOLD_US", 100001)
