@@ -15,11 +15,10 @@
  * hold-down.  Pages written from several nodes in turn (bounces: the
  * frequently-updated-page table is every page with a bounce count) draw a
  * vCPU that writes them (policy.c counts bounces for write stalls only); threads that share pages drift to the same node, capacity allowing
- * (a full node swaps one of its idle vCPUs back).  Into a full node only
- * the guest program's own stalls count (user mode): the bounces of a page
- * it writes and where its data lies; the kernel's pages move it only to a
- * free CPU.  A page the program writes in turn with another node makes that
- * node's writer a partner.
+ * (a full node swaps one of its vCPUs back).  Into a full node only the
+ * bounces of a page the guest program writes count: where a thread's data
+ * lies, and the kernel's pages, move it only to a free CPU; and such a page
+ * written in turn with another node makes that node's writer a partner.
  *
  * Outcomes.  Each move is judged: if the vCPU moves on again within 50 ms
  * (back here, or anywhere else), the move was wrong (a chase) and the weight
@@ -189,24 +188,23 @@ static void policy_decide(const struct hk_policy_view *v, struct hk_decision *d)
 	if (!hk_policy_may_move(v, d))
 		return;
 	uint64_t recent = v->thread_stalls < 32 ? v->thread_stalls : 32;
-	/* The kernel's pages that bounce draw a thread only to a node with a
-	 * free CPU.  Into a full node the move is a swap, which also sends one
-	 * of that node's idle vCPUs here, and every CPU writes the kernel's
+	/* Where the thread's data lies, and the kernel's pages that bounce,
+	 * draw it only to a node with a free CPU.  Into a full node the move
+	 * is a swap, which also sends one of that node's vCPUs here, away
+	 * from whatever its next thread's data is; the thread's data is still
+	 * fetched at a read-ahead's cost, and every CPU writes the kernel's
 	 * per-CPU areas, run queues and RCU state now and then, wherever it
-	 * runs: counting the kernel's stalls made it swap 5-60 times a
-	 * workload.  Only the program's own stalls (user mode) are worth a
-	 * swap: a page it writes in turn with another node, and where its data
-	 * lies.  (When bench policies pinned a workload's threads in vCPU
-	 * order, two threads sharing data ran on one node, and data affinity
-	 * swapped one of them away: "sweep", "lock" and "pingpong" ran 3x, 12x
-	 * and 34x slower.  Spread over the nodes, as a scheduler places them,
-	 * "firstread"'s reader went to its writer's data at once: 2.9x of one
-	 * node against page's 45x, and "sweep" moved 14 MB against 60.) */
+	 * runs.  Only a page the program itself writes in turn with another
+	 * node is worth a swap.  (On 2 nodes with 4 vCPUs every node is full,
+	 * so every move is a swap: "sweep", "lock" and "pingpong" ran 3x, 12x
+	 * and 34x slower in boots where data affinity swapped 5-7 times than
+	 * in one where it did not, and counting the kernel's bounces made it
+	 * swap 5-60 times a workload.) */
 	uint64_t history_x16 = 0;
 	if (d->swap_vcpu < 0)
 		history_x16 = 16ull * v->page_bounces + 16ull * v->thread_share_pct * recent / 100;
 	else if (v->stall->user)
-		history_x16 = 16ull * v->page_bounces + 16ull * v->thread_share_pct * recent / 100;
+		history_x16 = 16ull * v->page_bounces;
 	/* A page the guest program (user code, not the kernel) writes here,
 	 * and that came back again and again within 100 ms each time
 	 * (HK_PARTNER_BOUNCES in a row, default 32, scaled by the weight, page.c): a thread

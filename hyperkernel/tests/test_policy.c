@@ -215,27 +215,12 @@ static void test_learned(void)
 	d = decide(&hk_policy_learned, &v);
 	CHECK(d.kind == HK_MOVE_VCPU && d.target_node == 2 && d.reason == HK_WHY_LEARNED_VCPU);
 	/* the same thread, but node 2's CPUs are all taken: a swap, which
-	 * the kernel's stalls never buy (neither where their data lies nor a
-	 * kernel page that bounces); the program's own do: where its data
-	 * lies, or a page it and node 2 write in turn */
+	 * neither its data's place nor a kernel page that bounces buys; a
+	 * page the program and node 2 write in turn does */
 	v.target_vcpus = 1;
 	v.swap_vcpu = 3;
 	d = decide(&hk_policy_learned, &v);
 	CHECK(d.kind == HK_BRING_PAGE && d.reason == HK_WHY_LEARNED_PAGE && d.swap_vcpu == -1);
-	stall.user = true; /* a swap moves two vCPUs: it must win twice over */
-	d = decide(&hk_policy_learned, &v);
-	CHECK(d.kind == HK_BRING_PAGE && d.reason == HK_WHY_LEARNED_PAGE && d.swap_vcpu == -1);
-	v.thread_stalls = 32;
-	d = decide(&hk_policy_learned, &v);
-	CHECK(d.kind == HK_MOVE_VCPU && d.reason == HK_WHY_SWAP && d.swap_vcpu == 3);
-	v.thread_share_pct = 10; /* its data is mostly elsewhere */
-	d = decide(&hk_policy_learned, &v);
-	CHECK(d.kind == HK_BRING_PAGE && d.reason == HK_WHY_LEARNED_PAGE && d.swap_vcpu == -1);
-	stall.user = false;
-	v.thread_share_pct = 90;
-	d = decide(&hk_policy_learned, &v); /* the kernel's stall, however many */
-	CHECK(d.kind == HK_BRING_PAGE && d.reason == HK_WHY_LEARNED_PAGE && d.swap_vcpu == -1);
-	v.thread_stalls = 20;
 	v.page_bounces = 20;
 	d = decide(&hk_policy_learned, &v);
 	CHECK(d.kind == HK_BRING_PAGE && d.reason == HK_WHY_LEARNED_PAGE && d.swap_vcpu == -1);
