@@ -193,6 +193,7 @@ struct hk_counters {
 	uint64_t page_holds; /* home.c: a request waited for the page's hold-down */
 	uint64_t read_holds; /* ... of them, requests for a copy (a page written in bursts) */
 	uint64_t migratory_holds; /* ... and requests after a migratory read's grant */
+	uint64_t install_runs; /* arrivals.c: runs of read copies installed in one UFFDIO_COPY */
 	uint64_t event_rt_switches; /* HK_EVENT_SCHED=auto: times the event thread went SCHED_FIFO */
 	uint64_t migratory_reads; /* requester.c: read stalls that asked for the page to write */
 };
@@ -431,6 +432,8 @@ uint8_t *hk_memory_page_addr(const struct hk_memory *mem, uint64_t page);
 int64_t hk_memory_addr_page(const struct hk_memory *mem, uint64_t addr);
 int hk_memory_install(struct hk_memory *mem, uint64_t page, const void *src, bool wp);
 int hk_memory_install_zero(struct hk_memory *mem, uint64_t page, bool wp);
+int hk_memory_install_run(struct hk_memory *mem, uint64_t first, uint32_t npages,
+			  const void *src);
 int hk_memory_install_quiet(struct hk_memory *mem, uint64_t page, const void *src);
 int hk_memory_protect(struct hk_memory *mem, uint64_t page, bool wp);
 int hk_memory_drop(struct hk_memory *mem, uint64_t page);
@@ -757,6 +760,22 @@ struct hk_local_msg {
 	uint8_t data[HK_PAGE_SIZE];
 };
 
+/* arrivals.c: plain read copies from one link's batch, staged to be installed
+ * as one run of consecutive pages */
+#define HK_ARRIVALS_RUN 32
+struct hk_arrival {
+	struct hk_msg m; /* its data points into the staging buffer */
+	uint64_t arrived;
+	int from;
+};
+struct hk_arrivals {
+	bool batching;  /* loop.c: inside one link's batch of frames */
+	uint64_t first; /* the run's lowest page */
+	uint32_t lo, len; /* its slots: lo .. lo + len - 1 of 2 * HK_ARRIVALS_RUN */
+	uint8_t *buf;   /* 2 * HK_ARRIVALS_RUN pages, a slot each */
+	struct hk_arrival slot[2 * HK_ARRIVALS_RUN];
+};
+
 struct hk_node {
 	struct hk_config cfg;
 	FILE *trace;       /* HK_FAULT_TRACE (trace.c), or NULL */
@@ -794,6 +813,7 @@ struct hk_node {
 	struct hk_local_msg *held_data; /* DATA held until translations are gone */
 	uint8_t *zero;      /* one zero page */
 	uint8_t *scratch;   /* page copy buffer for outgoing data */
+	struct hk_arrivals arrivals; /* read copies staged to install as one run */
 	uint64_t resident, budget_pages, clock, clock_ticks;
 	uint64_t evict_hand;        /* budget: where the next scan starts */
 	uint64_t premap_hand;       /* budget: next slice of the premapped-page count */
@@ -924,6 +944,16 @@ void hk_requester_check_moves(struct hk_node *n);
 /* A thread asked to move left its fault without the page (hk_stall_left). */
 void hk_requester_thread_left(struct hk_node *n, uint64_t page, uint64_t stall_id);
 void hk_requester_on_data(struct hk_node *n, int from, const struct hk_msg *m);
+void hk_requester_installed(struct hk_node *n, int from, const struct hk_msg *m, uint64_t arrived);
+int hk_arrivals_init(struct hk_node *n);
+void hk_arrivals_destroy(struct hk_node *n);
+bool hk_arrivals_take(struct hk_node *n, int from, const struct hk_msg *m, uint64_t arrived);
+void hk_arrivals_flush(struct hk_node *n);
+static inline bool hk_arrivals_holds(const struct hk_node *n, uint64_t page)
+{
+	return n->arrivals.len && page >= n->arrivals.first &&
+	       page < n->arrivals.first + n->arrivals.len;
+}
 void hk_requester_on_xfer_dropped(struct hk_node *n, int from, const struct hk_msg *m);
 void hk_requester_on_grant(struct hk_node *n, int from, const struct hk_msg *m);
 void hk_requester_on_drop_ok(struct hk_node *n, int from, const struct hk_msg *m);

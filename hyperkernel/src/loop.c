@@ -34,6 +34,10 @@ void hk_dispatch(struct hk_node *n, int from, const struct hk_msg *m)
 	 * unprotect could meet a page that is no longer what its state says). */
 	if (hk_msg_is_protocol(m->type) && atomic_load(&n->failed))
 		return;
+	/* staged read copies go in before anything else is handled
+	 * (arrivals.c); a DATA frame may join them */
+	if (m->type != HK_MSG_DATA)
+		hk_arrivals_flush(n);
 	switch (m->type) {
 	case HK_MSG_REQ: hk_home_on_req(n, from, m, -1); break;
 	case HK_MSG_EVICT:
@@ -109,6 +113,8 @@ static void drain_queue(struct hk_node *n)
 void hk_drain_local(struct hk_node *n)
 {
 	drain_queue(n);
+	if (n->evac.requested || n->evac.node == n->self || n->room_freed)
+		hk_arrivals_flush(n);
 	if (n->evac.requested || n->evac.node == n->self) {
 		hk_evac_progress(n); /* may queue local messages */
 		drain_queue(n);
@@ -131,12 +137,17 @@ void hk_handle_message(struct hk_node *n, int from, const struct hk_msg *m, size
 		n->last_peer_ns = hk_now_ns();
 	hk_dispatch(n, from, m);
 	hk_drain_local(n);
+	/* one frame at a time (the simulation): nothing more comes to join
+	 * a staged run */
+	if (!n->arrivals.batching)
+		hk_arrivals_flush(n);
 }
 
 /* One userfault: record the stall, act on it, and evict if the fault took
  * us over budget. */
 void hk_handle_fault(struct hk_node *n, uint64_t page, bool write, pid_t tid)
 {
+	hk_arrivals_flush(n);
 	hk_requester_fault(n, page, write, tid);
 	hk_drain_local(n);
 	hk_budget_pressure(n);
@@ -170,6 +181,9 @@ static void read_link(struct hk_node *n, int peer)
 		l->rlen += (size_t)r;
 		l->last_rx_ns = hk_now_ns();
 		size_t off = 0;
+		/* the read copies among these frames go in as runs (arrivals.c),
+		 * at the latest when the frames are done */
+		n->arrivals.batching = true;
 		for (;;) {
 			struct hk_msg m;
 			int c = hk_msg_decode(l->rbuf + off, l->rlen - off, &m);
@@ -194,14 +208,20 @@ static void read_link(struct hk_node *n, int peer)
 				 * link, which makes the peer lost. */
 				hk_warn("malformed stream from node %d (%s): dropping the link", peer,
 					strerror(-c));
+				n->arrivals.batching = false;
+				hk_arrivals_flush(n); /* the frames before were sound */
 				hk_failure_peer_lost(n, peer);
 				return;
 			}
 			hk_handle_message(n, peer, &m, (size_t)c);
 			off += (size_t)c;
 			if (!l->up)
-				return;
+				break;
 		}
+		n->arrivals.batching = false;
+		hk_arrivals_flush(n);
+		if (!l->up)
+			return;
 		memmove(l->rbuf, l->rbuf + off, l->rlen - off);
 		l->rlen -= off;
 		/* A short read drained the socket: epoll (level-triggered)
@@ -574,6 +594,8 @@ int hk_coherence_init(struct hk_node *n)
 	n->ewma_reply_ns = 50000;
 	if (posix_memalign((void **)&n->scratch, HK_PAGE_SIZE, HK_PAGE_SIZE))
 		return -ENOMEM;
+	if (hk_arrivals_init(n))
+		return -ENOMEM;
 	n->epfd = epoll_create1(EPOLL_CLOEXEC);
 	n->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	n->timerfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
@@ -633,6 +655,7 @@ void hk_coherence_destroy(struct hk_node *n)
 	hk_stats_destroy(&n->stats);
 	free(n->scratch);
 	n->scratch = NULL;
+	hk_arrivals_destroy(n);
 	if (n->epfd >= 0)
 		close(n->epfd);
 	if (n->evfd >= 0)

@@ -138,6 +138,39 @@ int hk_memory_install(struct hk_memory *mem, uint64_t page, const void *src, boo
 	return copy_page(mem, page, src, wp ? UFFDIO_COPY_MODE_WP : 0);
 }
 
+/* Pages first .. first + npages - 1, one region's, contiguous at src, placed
+ * write-protected in one UFFDIO_COPY that wakes their waiters: each page
+ * through its own ioctl cost twice as much (2.5 against 1.25 us a page
+ * here), and a streaming reader's event thread spends most of its time
+ * installing (arrivals.c).  The caller checked they lie in one region. */
+int hk_memory_install_run(struct hk_memory *mem, uint64_t first, uint32_t npages,
+			  const void *src)
+{
+	uint8_t *dst = hk_memory_page_addr(mem, first);
+	if (!dst || !npages || hk_memory_page_addr(mem, first + npages - 1) !=
+				       dst + (uint64_t)(npages - 1) * HK_PAGE_SIZE)
+		return -ERANGE;
+	hk_memory_waking(mem);
+	uint64_t done = 0, len = (uint64_t)npages * HK_PAGE_SIZE;
+	while (done < len) {
+		struct uffdio_copy c = {
+			.dst = (uintptr_t)dst + done,
+			.src = (uintptr_t)src + done,
+			.len = len - done,
+			.mode = UFFDIO_COPY_MODE_WP,
+		};
+		if (ioctl(mem->uffd, UFFDIO_COPY, &c) == 0)
+			return 0;
+		/* EAGAIN: the mm changed under us (e.g. fork); what was
+		 * copied stays, the rest goes again */
+		if (errno != EAGAIN)
+			return -errno;
+		if (c.copy > 0)
+			done += (uint64_t)c.copy;
+	}
+	return 0;
+}
+
 /* Writable at once, and nobody woken: a page whose giver dropped it before
  * sending (HK_DATA_DROPPED).  complete_waiters wakes its waiters, through
  * on_write_wake when one of them writes, as after an unprotect: a store

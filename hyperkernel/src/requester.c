@@ -48,10 +48,14 @@
  * costs a read for a copy and its upgrade before the guess resumes). */
 static uint64_t page_hash(const void *data)
 {
-	const uint64_t *w = data;
+	/* a frame's payload: not 8-byte aligned in the receive buffer */
+	const uint8_t *b = data;
 	uint64_t h = 0x9e3779b97f4a7c15ull;
-	for (unsigned i = 0; i < HK_PAGE_SIZE / 8; i++)
-		h = (h ^ w[i]) * 0xff51afd7ed558ccdull;
+	for (unsigned i = 0; i < HK_PAGE_SIZE / 8; i++) {
+		uint64_t w;
+		memcpy(&w, b + 8 * i, sizeof(w));
+		h = (h ^ w) * 0xff51afd7ed558ccdull;
+	}
 	return h ^ (h >> 29);
 }
 
@@ -447,6 +451,10 @@ void hk_requester_on_data(struct hk_node *n, int from, const struct hk_msg *m)
 {
 	struct hk_page *p = &n->pages[m->page];
 	uint64_t arrived = hk_now_ns();
+	/* Staged read copies first (arrivals.c), unless this one may join
+	 * them: the checks below then see every earlier frame's effect. */
+	if (m->aux || m->mode != HK_MODE_SHARED || hk_arrivals_holds(n, m->page))
+		hk_arrivals_flush(n);
 	if (p->state == HK_PS_SHARED && p->req_pending && p->req_mode == HK_MODE_EXCL &&
 	    m->mode == HK_MODE_EXCL) {
 		/* Never in a correct run: the directory lost track of our copy
@@ -488,10 +496,22 @@ void hk_requester_on_data(struct hk_node *n, int from, const struct hk_msg *m)
 			hk_policy_page_cost(n, from, arrived - p->t_req);
 	}
 	p->txn_home = (int8_t)m->node; /* the home that forwarded it (holder.c) */
+	/* a plain read copy may wait to be installed with the ones that came
+	 * with it (arrivals.c) */
+	if (!push && !dropped && m->mode == HK_MODE_SHARED && hk_arrivals_take(n, from, m, arrived))
+		return;
 	if (dropped)
 		hk_must(hk_memory_install_quiet(&n->mem, m->page, m->data), "install", m->page);
 	else
 		hk_must(hk_memory_install(&n->mem, m->page, m->data, true), "install", m->page);
+	hk_requester_installed(n, from, m, arrived);
+}
+
+/* The page of DATA message m is in place: what follows its install. */
+void hk_requester_installed(struct hk_node *n, int from, const struct hk_msg *m, uint64_t arrived)
+{
+	struct hk_page *p = &n->pages[m->page];
+	bool push = m->aux == HK_DATA_PUSH, dropped = m->aux == HK_DATA_DROPPED;
 	hk_stats_stage(&n->stats, HK_STAGE_INSTALL, arrived);
 	p->mig_check = dropped && !push && p->read_asked_excl;
 	if (p->mig_check)

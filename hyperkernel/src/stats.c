@@ -201,14 +201,14 @@ static void json_counters(struct sbuf *s, const struct hk_counters *c)
 		  "\"vcpu_pulls\":%lu,\"vcpu_swaps\":%lu,\"deferred_wakes\":%lu,"
 		  "\"capacity_moves\":%lu,\"overfull_ticks\":%lu,\"page_holds\":%lu,\"read_holds\":%lu,"
 		  "\"refetches\":%lu,\"event_rt_switches\":%lu,\"migratory_reads\":%lu,"
-		  "\"migratory_holds\":%lu",
+		  "\"migratory_holds\":%lu,\"install_runs\":%lu",
 		  c->read_stalls, c->write_stalls, c->pages_received, c->pages_sent, c->inval_sent,
 		  c->inval_received, c->zero_fills, c->vcpu_blobs_sent, c->vcpu_blobs_received,
 		  c->vcpu_move_decisions, c->evictions, c->irqs_forwarded, c->irqs_received,
 		  c->migrate_requests_forwarded, c->migrate_requests_lost, c->location_updates, c->deferred_acks, c->pushes_refused, c->shared_drops, c->readaheads,
 		  c->vcpu_pulls, c->vcpu_swaps, c->deferred_wakes, c->capacity_moves, c->overfull_ticks, c->page_holds,
 		  c->read_holds, c->refetches, c->event_rt_switches, c->migratory_reads,
-		  c->migratory_holds);
+		  c->migratory_holds, c->install_runs);
 }
 
 static void json_hist(struct sbuf *s, const struct hk_hist *h)

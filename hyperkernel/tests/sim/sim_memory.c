@@ -68,6 +68,22 @@ int hk_memory_install(struct hk_memory *mem, uint64_t page, const void *src, boo
 	return 0;
 }
 
+int hk_memory_install_run(struct hk_memory *mem, uint64_t first, uint32_t npages,
+			  const void *src)
+{
+	uint8_t *dst = hk_memory_page_addr(mem, first);
+	if (!dst || !npages || hk_memory_page_addr(mem, first + npages - 1) !=
+				       dst + (uint64_t)(npages - 1) * HK_PAGE_SIZE)
+		return -ERANGE;
+	for (uint32_t i = 0; i < npages; i++) {
+		int r = hk_memory_install(mem, first + i, (const uint8_t *)src + i * HK_PAGE_SIZE,
+					  true);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
 int hk_memory_install_quiet(struct hk_memory *mem, uint64_t page, const void *src)
 {
 	uint8_t *m = map_of(mem, page);
