@@ -557,6 +557,38 @@ static void test_copies_a_writer_took_together_come_back_together(void)
 	CHECK(reread_after_rewrite("0") == 15);
 }
 
+/* Read copies that come back to back (read-ahead's) go in as runs, in one
+ * UFFDIO_COPY each (arrivals.c), and every word read is the one written.
+ * Pages [0, PAGES / 2) are homed on node 1, which writes them; node 0 reads
+ * them in order, so its second fault starts read-ahead over the rest, whose
+ * DATA frames the home sends in one batch. */
+static long runs_reading_in_order(void)
+{
+	start_pair_homed("page", 0, true);
+	volatile uint64_t *a = (uint64_t *)regions[0], *b = (uint64_t *)regions[1];
+	for (int p = 0; p < PAGES / 2; p++)
+		for (int w = 0; w < 512; w += 64)
+			b[p * 512 + w] = (uint64_t)p * 1000 + (uint64_t)w;
+	for (int p = 0; p < PAGES / 2; p++)
+		for (int w = 0; w < 512; w += 64)
+			CHECK(a[p * 512 + w] == (uint64_t)p * 1000 + (uint64_t)w);
+	char *js = hk_stats_json(nodes[0]);
+	long runs = tn_counter(js, "install_runs");
+	CHECK(tn_counter(js, "readaheads") > 0);
+	free(js);
+	stop_pair();
+	return runs;
+}
+
+static void test_read_ahead_copies_go_in_as_runs(void)
+{
+	long runs = 0;
+	/* a run needs two frames in one read of the link: almost always so */
+	for (int try = 0; try < 5 && runs < 1; try++)
+		runs = runs_reading_in_order();
+	CHECK(runs >= 1);
+}
+
 int main(void)
 {
 	RUN(test_write_here_read_there);
@@ -571,5 +603,6 @@ int main(void)
 	RUN(test_vcpu_policy_asks_embedder);
 	RUN(test_budget_evicts_without_loss);
 	RUN(test_copies_a_writer_took_together_come_back_together);
+	RUN(test_read_ahead_copies_go_in_as_runs);
 	TEST_DONE();
 }
