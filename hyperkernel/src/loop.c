@@ -137,8 +137,8 @@ void hk_handle_message(struct hk_node *n, int from, const struct hk_msg *m, size
 		n->last_peer_ns = hk_now_ns();
 	hk_dispatch(n, from, m);
 	hk_drain_local(n);
-	/* one frame at a time (the simulation): nothing more comes to join
-	 * a staged run */
+	/* one frame at a time (the simulation's single deliveries): nothing
+	 * more comes to join a staged run */
 	if (!n->arrivals.batching)
 		hk_arrivals_flush(n);
 }

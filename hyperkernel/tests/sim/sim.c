@@ -889,7 +889,12 @@ static void do_action(const struct action *a)
 		break;
 	}
 	case A_FRAME:
-		sim_deliver(a->a, a->b);
+		/* one frame, or (a third of the time) every frame due, as a recv
+		 * that found them waiting */
+		if (sim_rand() % 3 == 0)
+			sim_deliver_burst(a->a, a->b, 64);
+		else
+			sim_deliver(a->a, a->b);
 		break;
 	case A_TICK:
 		next_tick[a->a] = sim.now_ns + TICK_NS;
@@ -1127,18 +1132,19 @@ static int run_seed(uint64_t seed)
 	if (killed < 0)
 		check_final();
 	if (sim.verbose) {
-		uint64_t ra = 0, ev = 0, dw = 0, ph = 0, rh = 0;
+		uint64_t ra = 0, ev = 0, dw = 0, ph = 0, rh = 0, ir = 0;
 		for (int k = 0; k < sim.nodes; k++) {
+			ir += sim.node[k].hk->stats.node.install_runs;
 			ph += sim.node[k].hk->stats.node.page_holds;
 			rh += sim.node[k].hk->stats.node.read_holds;
 			ra += sim.node[k].hk->stats.node.readaheads;
 			ev += sim.node[k].hk->stats.node.evictions;
 			dw += sim.node[k].hk->stats.node.deferred_wakes;
 		}
-		fprintf(stdout, "sim seed %lu: steps=%lu frames=%lu writes=%lu readaheads=%lu "
+		fprintf(stdout, "sim seed %lu: steps=%lu frames=%lu writes=%lu readaheads=%lu install_runs=%lu "
 			"evictions=%lu deferred_wakes=%lu page_holds=%lu read_holds=%lu vcpu_moves=%lu evacuation=%d "
 			"rehome=%d->%d/%d violations=%lu\n",
-			seed, steps, sim.frames_delivered, version, ra, ev, dw, ph, rh, sim_moves,
+			seed, steps, sim.frames_delivered, version, ra, ir, ev, dw, ph, rh, sim_moves,
 			evac_node >= 0 ? (int)evac_phase : -1, rehome_giver, rehome_to, rehome_share,
 			violations);
 	}

@@ -97,5 +97,6 @@ void sim_wake(int k, uint64_t page);
 /* A node's mapping of page may have changed: check it after this step. */
 void sim_touch(uint64_t page);
 void sim_deliver(int from, int to);
+void sim_deliver_burst(int from, int to, int max);
 
 #endif

@@ -107,3 +107,23 @@ void sim_deliver(int from, int to)
 	}
 	free(f);
 }
+
+/* A burst: the frames a recv finds waiting on one link, which the event loop
+ * decodes in one batch (loop.c's read_link), so that read copies among them
+ * go in as runs (arrivals.c) and the run's flush meets whatever follows. */
+void sim_deliver_burst(int from, int to, int max)
+{
+	struct hk_node *n = sim.node[to].hk;
+	n->arrivals.batching = true;
+	for (int i = 0; i < max; i++) {
+		struct sim_frame *f = sim.node[from].out[to].head;
+		if (!f || f->deliver_at > sim.now_ns)
+			break;
+		sim_deliver(from, to);
+	}
+	n->arrivals.batching = false;
+	if (sim.node[to].alive) {
+		hk_arrivals_flush(n);
+		hk_drain_local(n);
+	}
+}
