@@ -87,10 +87,7 @@ bool hk_arrivals_take(struct hk_node *n, int from, const struct hk_msg *m, uint6
 	/* the run must be one range of host memory (hk_memory_install_run) */
 	if (a->len) {
 		uint64_t lo_page = s < a->lo ? m->page : a->first;
-		uint8_t *base = hk_memory_page_addr(&n->mem, lo_page);
-		uint32_t span = a->len; /* the page's distance from lo_page */
-		if (!base || hk_memory_page_addr(&n->mem, lo_page + span) !=
-				     base + (uint64_t)span * HK_PAGE_SIZE) {
+		if (!hk_memory_run_addr(&n->mem, lo_page, a->len + 1)) {
 			hk_arrivals_flush(n);
 			a->lo = s = RUN_MID;
 			a->first = m->page;

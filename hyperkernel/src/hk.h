@@ -434,6 +434,17 @@ int hk_memory_install(struct hk_memory *mem, uint64_t page, const void *src, boo
 int hk_memory_install_zero(struct hk_memory *mem, uint64_t page, bool wp);
 int hk_memory_install_run(struct hk_memory *mem, uint64_t first, uint32_t npages,
 			  const void *src);
+/* Where pages first .. first + npages - 1 start, if they lie in one range of
+ * host memory (one region), else NULL: what an install of a run needs. */
+static inline uint8_t *hk_memory_run_addr(const struct hk_memory *mem, uint64_t first,
+					  uint32_t npages)
+{
+	uint8_t *dst = hk_memory_page_addr(mem, first);
+	if (!dst || !npages || hk_memory_page_addr(mem, first + npages - 1) !=
+				       dst + (uint64_t)(npages - 1) * HK_PAGE_SIZE)
+		return NULL;
+	return dst;
+}
 int hk_memory_install_quiet(struct hk_memory *mem, uint64_t page, const void *src);
 int hk_memory_protect(struct hk_memory *mem, uint64_t page, bool wp);
 int hk_memory_drop(struct hk_memory *mem, uint64_t page);

@@ -146,9 +146,8 @@ int hk_memory_install(struct hk_memory *mem, uint64_t page, const void *src, boo
 int hk_memory_install_run(struct hk_memory *mem, uint64_t first, uint32_t npages,
 			  const void *src)
 {
-	uint8_t *dst = hk_memory_page_addr(mem, first);
-	if (!dst || !npages || hk_memory_page_addr(mem, first + npages - 1) !=
-				       dst + (uint64_t)(npages - 1) * HK_PAGE_SIZE)
+	uint8_t *dst = hk_memory_run_addr(mem, first, npages);
+	if (!dst)
 		return -ERANGE;
 	hk_memory_waking(mem);
 	uint64_t done = 0, len = (uint64_t)npages * HK_PAGE_SIZE;
