@@ -65,45 +65,33 @@ void hk_arrivals_flush(struct hk_node *n)
 }
 
 /* Stage a plain read copy, which the caller checked (hk_requester_on_data):
- * false if it must be installed now (batching is off, or this page cannot
- * extend the run in a single region). */
+ * false if it must be installed now (outside a link's batch). */
 bool hk_arrivals_take(struct hk_node *n, int from, const struct hk_msg *m, uint64_t arrived)
 {
 	struct hk_arrivals *a = &n->arrivals;
 	if (!a->batching || !a->buf)
 		return false;
-	uint32_t s;
-	if (a->len && m->page == a->first + a->len && a->lo + a->len < 2 * HK_ARRIVALS_RUN &&
-	    a->len < HK_ARRIVALS_RUN)
-		s = a->lo + a->len;
-	else if (a->len && m->page + 1 == a->first && a->lo > 0 && a->len < HK_ARRIVALS_RUN)
-		s = a->lo - 1;
-	else {
+	/* it extends the run up or down, within its slots, its length and one
+	 * range of host memory (hk_memory_install_run), or starts a new one */
+	bool up = a->len && m->page == a->first + a->len && a->lo + a->len < 2 * HK_ARRIVALS_RUN;
+	bool down = a->len && m->page + 1 == a->first && a->lo > 0;
+	if (!(up || down) || a->len == HK_ARRIVALS_RUN ||
+	    !hk_memory_run_addr(&n->mem, up ? a->first : m->page, a->len + 1)) {
 		hk_arrivals_flush(n);
-		a->lo = s = RUN_MID;
+		up = true;
+		a->lo = RUN_MID;
 		a->first = m->page;
 	}
+	uint32_t s = up ? a->lo + a->len : --a->lo;
+	if (!up)
+		a->first = m->page;
 	uint8_t *dst = a->buf + s * HK_PAGE_SIZE;
-	/* the run must be one range of host memory (hk_memory_install_run) */
-	if (a->len) {
-		uint64_t lo_page = s < a->lo ? m->page : a->first;
-		if (!hk_memory_run_addr(&n->mem, lo_page, a->len + 1)) {
-			hk_arrivals_flush(n);
-			a->lo = s = RUN_MID;
-			a->first = m->page;
-			dst = a->buf + s * HK_PAGE_SIZE;
-		}
-	}
 	memcpy(dst, m->data, HK_PAGE_SIZE);
 	struct hk_arrival *e = &a->slot[s];
 	e->from = from;
 	e->arrived = arrived;
 	e->m = *m;
 	e->m.data = dst;
-	if (s < a->lo || !a->len) {
-		a->lo = s;
-		a->first = m->page;
-	}
 	a->len++;
 	return true;
 }
