@@ -26,8 +26,12 @@ out of the squeeze.
 It ends with one JSON line:
 ``{"workloads": {NAME: {POLICY: {"ratio", "bytes_moved", "ok", ...}}},
 "cpus_add_up": {POLICY: {"ratio", "spread_ops_per_s", "squeezed_ops_per_s", "ok"}},
-"summary": {"learned_worst_vs_best", "bytes_page_over_learned_geomean",
-"learned_geomean_slowdown", "cpus_add_up_min"}}``.
+"summary": {"learned_worst_vs_best", "learned_worst_cell",
+"bytes_page_over_learned_geomean", "learned_geomean_slowdown", "cpus_add_up_min",
+"unsteady_cells"}}``. ``learned_worst_cell`` names the workload that sets
+``learned_worst_vs_best`` and the fixed policy it is measured against; with
+``--repeat``, ``unsteady_cells`` lists every ``policy/workload`` whose boots
+differ by more than 2x (marked ``~`` in the table).
 
 Each workload's threads are pinned round-robin over the nodes (thread i on a
 vCPU of node i mod N; ``spread_threads``), so threads that share data share it
@@ -65,6 +69,9 @@ BOOT = "boot"
 ADD_UP = "private"
 ADD_UP_TARGET = 1.8
 ADD_UP_CELL = "cpus_add_up"
+# A repeated cell whose boots differ by more than this (largest sample over
+# smallest) is flagged: its median is one boot's luck, not the policy's.
+UNSTEADY = 2.0
 
 
 def catalogue_sizes() -> dict[str, dict[str, ParamValue]]:
@@ -399,12 +406,12 @@ def bench_policies(arts: Artifacts, run_dir: Path, nodes: int, vcpus: int, mem_m
             cell = cells.get(name, {"ok": False, "error": "not run (the boot failed)"})
             cell["ratio"] = _ratio(name, cell, base.get(name, {}))
             table[name][policy] = cell
-    summary = _summary(table, policies)
+    summary = summarize(table, policies)
     if add_up:
         squeeze_against_page(add_up)
         ratios = [c["ratio"] for c in add_up.values() if c.get("ratio")]
         summary["cpus_add_up_min"] = min(ratios) if len(ratios) == len(add_up) else None
-    _print(table, policies, nodes, vcpus, placements, summary)
+    print_table(table, policies, nodes, vcpus, placements, summary)
     _print_add_up(add_up, nodes)
     result = {"bench": "policies", "nodes": nodes, "vcpus": vcpus, "mem_mib": mem_mib,
               "repeat": repeat,
@@ -424,21 +431,47 @@ def bench_policies(arts: Artifacts, run_dir: Path, nodes: int, vcpus: int, mem_m
     return result, records
 
 
-def _summary(table: dict[str, dict[str, dict[str, Any]]], policies: list[str]) -> dict[str, Any]:
+def sample_spread(cell: dict[str, Any]) -> float | None:
+    """A repeated cell's largest sample over its smallest (None with fewer
+    than two samples)."""
+    samples = cell.get("samples") or {}
+    values = samples.get("throughput") or samples.get("seconds") or []
+    if len(values) < 2 or min(values) <= 0:
+        return None
+    return float(max(values) / min(values))
+
+
+def unsteady_cells(table: dict[str, dict[str, dict[str, Any]]]) -> dict[str, float]:
+    """``policy/workload`` -> spread, for every cell whose boots disagree by
+    more than UNSTEADY: a cell decided by whether one early move happened
+    (``firstread`` under ``vcpu``: 34 k and 779 k pages/s in two boots),
+    whose median says little about either."""
+    return {f"{p}/{name}": spread for name, row in table.items() for p, cell in row.items()
+            if (spread := sample_spread(cell)) is not None and spread > UNSTEADY}
+
+
+def summarize(table: dict[str, dict[str, dict[str, Any]]], policies: list[str]) -> dict[str, Any]:
     worst: float | None = None
+    worst_cell: dict[str, Any] | None = None
     logs: list[float] = []
     for name, row in table.items():
         learned = row.get("learned", {}).get("ratio")
-        fixed = [row[p]["ratio"] for p in FIXED if p in row and row[p].get("ratio")]
+        fixed = {p: row[p]["ratio"] for p in FIXED if p in row and row[p].get("ratio")}
         if learned and fixed:
-            r = learned / min(fixed)
-            worst = r if worst is None else max(worst, r)
+            best = min(fixed, key=lambda p: fixed[p])
+            r = learned / fixed[best]
+            if worst is None or r > worst:
+                worst = r
+                worst_cell = {"workload": name, "learned": learned, "best_policy": best,
+                              "best": fixed[best]}
         page_b, learned_b = row.get("page", {}).get("bytes_moved"), row.get("learned", {}).get("bytes_moved")
         if name != BOOT and page_b and learned_b:
             logs.append(math.log(page_b / learned_b))
     slowdowns = [row["learned"]["ratio"] for row in table.values()
                  if row.get("learned", {}).get("ratio")]
     return {"learned_worst_vs_best": worst,
+            "learned_worst_cell": worst_cell,
+            "unsteady_cells": unsteady_cells(table),
             "bytes_page_over_learned_geomean": math.exp(sum(logs) / len(logs)) if logs else None,
             "learned_geomean_slowdown": (math.exp(sum(map(math.log, slowdowns)) / len(slowdowns))
                                          if slowdowns else None),
@@ -476,7 +509,7 @@ def boot_line(cell: dict[str, Any]) -> str:
     return line
 
 
-def _print(table: dict[str, dict[str, dict[str, Any]]], policies: list[str], nodes: int, vcpus: int,
+def print_table(table: dict[str, dict[str, dict[str, Any]]], policies: list[str], nodes: int, vcpus: int,
            placements: dict[str, list[int]], summary: dict[str, Any]) -> None:
     print(f"slowdown vs 1 node ({nodes} nodes, {vcpus} vCPUs; lower is better; medians), "
           "MB moved, vCPU moves by the policy:")
@@ -491,7 +524,8 @@ def _print(table: dict[str, dict[str, dict[str, Any]]], policies: list[str], nod
             ratio = f"{c['ratio']:.2f}x" if c.get("ratio") else "-"
             mb = f"{c['bytes_moved'] / 1e6:.1f}MB" if c.get("bytes_moved") is not None else ""
             moves = sum(c.get("vcpu_moves_by_reason", {}).values())
-            line += f"{ratio + ' ' + mb + (f' m{moves}' if moves else ''):>26}"
+            mark = "~" if f"{p}/{name}" in summary.get("unsteady_cells", {}) else ""
+            line += f"{ratio + mark + ' ' + mb + (f' m{moves}' if moves else ''):>26}"
         print(line)
     for p in policies:
         line = boot_line(table.get(BOOT, {}).get(p, {}))
@@ -505,5 +539,18 @@ def _print(table: dict[str, dict[str, dict[str, Any]]], policies: list[str], nod
         if shares:
             print(f"    {p}: each vCPU's run time by node over the workloads (%): "
                   + ", ".join(f"v{v} " + "/".join(map(str, row)) for v, row in enumerate(shares)))
+    unsteady = summary.get("unsteady_cells") or {}
+    if unsteady:
+        print(f"  ~ unsteady: the boots of these cells differ by more than {UNSTEADY:g}x "
+              "(largest sample over smallest): their medians say little about the policy: "
+              + ", ".join(f"{k} {v:.1f}x" for k, v in unsteady.items()))
+    worst = summary.get("learned_worst_cell")
+    if worst:
+        cell = f"{summary.get('learned_worst_vs_best'):.2f}: {worst['workload']}, learned " \
+               f"{worst['learned']:.2f}x against {worst['best_policy']} {worst['best']:.2f}x"
+        steady = all(f"{p}/{worst['workload']}" not in unsteady
+                     for p in ("learned", worst["best_policy"]))
+        print(f"  learned_worst_vs_best is {cell}" + ("" if steady else " (an unsteady cell)"))
     print("summary: " + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
-                                  for k, v in summary.items()))
+                                  for k, v in summary.items()
+                                  if k not in ("learned_worst_cell", "unsteady_cells")))

@@ -12,9 +12,12 @@ from testbed.bench_policies import (
     boot_line,
     merge_repeats,
     placement_shares,
+    print_table,
     spread_cpus,
     spread_threads,
     squeeze_against_page,
+    summarize,
+    unsteady_cells,
 )
 from testbed.config import ClusterSpec
 from testbed.workloads import WorkloadError
@@ -126,3 +129,36 @@ def test_threads_are_spread_over_the_nodes() -> None:
     chosen = spread_threads(spec, {"pingpong": {"rounds": 10}, "lock": {"cpus": "0,1"}})
     assert chosen["pingpong"]["cpus"] == "0,2,1,3"
     assert chosen["lock"]["cpus"] == "0,1"
+
+
+def test_the_summary_names_the_cell_that_sets_learned_worst_vs_best_and_flags_unsteady_ones(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A cell whose boots disagree by more than 2x is flagged, in the JSON and
+    with ``~`` in the table, and the summary says which workload and which fixed
+    policy set learned_worst_vs_best, and whether that cell is unsteady."""
+    def cell(ratio: float, *samples: float) -> dict[str, Any]:
+        return {"ok": True, "ratio": ratio, "bytes_moved": 1e6,
+                "samples": {"throughput": list(samples)}}
+    table = {
+        # vcpu's two boots: 34 k and 779 k pages/s, one early move apart
+        "firstread": {"page": cell(42.0, 14e3, 11e3), "vcpu": cell(1.3, 34e3, 779e3),
+                      "learned": cell(46.0, 11.6e3, 11.3e3)},
+        "lock": {"page": cell(2.0, 500e3, 450e3), "vcpu": cell(8.6, 100e3, 110e3),
+                 "learned": cell(2.7, 400e3, 380e3)},
+        "boot": {"page": {"ok": True, "ratio": 1.7, "samples": {"seconds": [10.0, 12.0]}},
+                 "learned": {"ok": True, "ratio": 2.0, "samples": {"seconds": [9.0]}}},
+    }
+    assert unsteady_cells(table) == {"vcpu/firstread": pytest.approx(779e3 / 34e3)}
+    summary = summarize(table, ["page", "vcpu", "learned"])
+    assert summary["learned_worst_vs_best"] == pytest.approx(46.0 / 1.3)
+    assert summary["learned_worst_cell"] == {"workload": "firstread", "learned": 46.0,
+                                             "best_policy": "vcpu", "best": 1.3}
+    print_table(table, ["page", "vcpu", "learned"], 2, 4, {}, summary)
+    out = capsys.readouterr().out
+    assert "1.30x~ 1.0MB" in out and "2.00x~" not in out and "8.60x 1.0MB" in out
+    assert "~ unsteady: " in out and "vcpu/firstread 22.9x" in out
+    assert ("learned_worst_vs_best is 35.38: firstread, learned 46.00x against vcpu 1.30x "
+            "(an unsteady cell)") in out
+    # one boot per cell: nothing to call unsteady
+    single = {"lock": {"vcpu": {"ok": True, "ratio": 2.0, "samples": {"throughput": [5.0]}}}}
+    assert unsteady_cells(single) == {}
