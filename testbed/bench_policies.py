@@ -31,7 +31,8 @@ It ends with one JSON line:
 "unsteady_cells"}}``. ``learned_worst_cell`` names the workload that sets
 ``learned_worst_vs_best`` and the fixed policy it is measured against; with
 ``--repeat``, ``unsteady_cells`` lists every ``policy/workload`` whose boots
-differ by more than 2x (marked ``~`` in the table).
+differ by more than 2x (marked ``~`` in the table), and every such cell of the
+1-node baseline as ``1-node/workload``.
 
 Each workload's threads are pinned round-robin over the nodes (thread i on a
 vCPU of node i mod N; ``spread_threads``), so threads that share data share it
@@ -406,7 +407,7 @@ def bench_policies(arts: Artifacts, run_dir: Path, nodes: int, vcpus: int, mem_m
             cell = cells.get(name, {"ok": False, "error": "not run (the boot failed)"})
             cell["ratio"] = _ratio(name, cell, base.get(name, {}))
             table[name][policy] = cell
-    summary = summarize(table, policies)
+    summary = summarize(table, policies, base)
     if add_up:
         squeeze_against_page(add_up)
         ratios = [c["ratio"] for c in add_up.values() if c.get("ratio")]
@@ -441,16 +442,21 @@ def sample_spread(cell: dict[str, Any]) -> float | None:
     return float(max(values) / min(values))
 
 
-def unsteady_cells(table: dict[str, dict[str, dict[str, Any]]]) -> dict[str, float]:
-    """``policy/workload`` -> spread, for every cell whose boots disagree by
-    more than UNSTEADY: a cell decided by whether one early move happened
+def unsteady_cells(table: dict[str, dict[str, dict[str, Any]]],
+                   base: Cells | None = None) -> dict[str, float]:
+    """``policy/workload`` (``1-node/workload`` for the baseline, which every
+    policy's ratio divides by) -> spread, for every cell whose boots disagree
+    by more than UNSTEADY: a cell decided by whether one early move happened
     (``firstread`` under ``vcpu``: 34 k and 779 k pages/s in two boots),
     whose median says little about either."""
-    return {f"{p}/{name}": spread for name, row in table.items() for p, cell in row.items()
+    cells = [(f"1-node/{name}", cell) for name, cell in (base or {}).items()]
+    cells += [(f"{p}/{name}", cell) for name, row in table.items() for p, cell in row.items()]
+    return {key: spread for key, cell in cells
             if (spread := sample_spread(cell)) is not None and spread > UNSTEADY}
 
 
-def summarize(table: dict[str, dict[str, dict[str, Any]]], policies: list[str]) -> dict[str, Any]:
+def summarize(table: dict[str, dict[str, dict[str, Any]]], policies: list[str],
+              base: Cells | None = None) -> dict[str, Any]:
     worst: float | None = None
     worst_cell: dict[str, Any] | None = None
     logs: list[float] = []
@@ -471,7 +477,7 @@ def summarize(table: dict[str, dict[str, dict[str, Any]]], policies: list[str]) 
                  if row.get("learned", {}).get("ratio")]
     return {"learned_worst_vs_best": worst,
             "learned_worst_cell": worst_cell,
-            "unsteady_cells": unsteady_cells(table),
+            "unsteady_cells": unsteady_cells(table, base),
             "bytes_page_over_learned_geomean": math.exp(sum(logs) / len(logs)) if logs else None,
             "learned_geomean_slowdown": (math.exp(sum(map(math.log, slowdowns)) / len(slowdowns))
                                          if slowdowns else None),
@@ -509,8 +515,8 @@ def boot_line(cell: dict[str, Any]) -> str:
     return line
 
 
-def print_table(table: dict[str, dict[str, dict[str, Any]]], policies: list[str], nodes: int, vcpus: int,
-           placements: dict[str, list[int]], summary: dict[str, Any]) -> None:
+def print_table(table: dict[str, dict[str, dict[str, Any]]], policies: list[str], nodes: int,
+                vcpus: int, placements: dict[str, list[int]], summary: dict[str, Any]) -> None:
     print(f"slowdown vs 1 node ({nodes} nodes, {vcpus} vCPUs; lower is better; medians), "
           "MB moved, vCPU moves by the policy:")
     print(f"  {'workload':<12}" + "".join(f"{p:>26}" for p in policies))
@@ -546,10 +552,10 @@ def print_table(table: dict[str, dict[str, dict[str, Any]]], policies: list[str]
               + ", ".join(f"{k} {v:.1f}x" for k, v in unsteady.items()))
     worst = summary.get("learned_worst_cell")
     if worst:
-        cell = f"{summary.get('learned_worst_vs_best'):.2f}: {worst['workload']}, learned " \
-               f"{worst['learned']:.2f}x against {worst['best_policy']} {worst['best']:.2f}x"
+        cell = (f"{summary.get('learned_worst_vs_best'):.2f}: {worst['workload']}, learned "
+                f"{worst['learned']:.2f}x against {worst['best_policy']} {worst['best']:.2f}x")
         steady = all(f"{p}/{worst['workload']}" not in unsteady
-                     for p in ("learned", worst["best_policy"]))
+                     for p in ("learned", worst["best_policy"], "1-node"))
         print(f"  learned_worst_vs_best is {cell}" + ("" if steady else " (an unsteady cell)"))
     print("summary: " + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
                                   for k, v in summary.items()

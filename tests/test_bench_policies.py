@@ -159,6 +159,11 @@ def test_the_summary_names_the_cell_that_sets_learned_worst_vs_best_and_flags_un
     assert "~ unsteady: " in out and "vcpu/firstread 22.9x" in out
     assert ("learned_worst_vs_best is 35.38: firstread, learned 46.00x against vcpu 1.30x "
             "(an unsteady cell)") in out
+    # the baseline every ratio divides by is checked too
+    base = {"lock": {"ok": True, "samples": {"throughput": [1e6, 3e5]}},
+            "boot": {"ok": True, "samples": {"seconds": [6.0, 7.0]}}}
+    assert unsteady_cells(table, base) == {"1-node/lock": pytest.approx(1e6 / 3e5),
+                                           "vcpu/firstread": pytest.approx(779e3 / 34e3)}
     # one boot per cell: nothing to call unsteady
     single = {"lock": {"vcpu": {"ok": True, "ratio": 2.0, "samples": {"throughput": [5.0]}}}}
     assert unsteady_cells(single) == {}
