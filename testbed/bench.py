@@ -27,26 +27,32 @@ from testbed.symbolize import name_hottest
 from testbed.workloads import WorkloadError, validate_params
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-RAWRTT_SRC = REPO_ROOT / "tools" / "rawrtt.c"
+TOOLS = REPO_ROOT / "tools"
 
 BOOT_TARGET_4_NODES = 3.0  # 4-node boot <= 3x the 1-node boot
 STATE_TARGET_BYTES = 6400  # what a published system moves per vCPU
 MIGRATE_TARGET_RATIO = 3.0  # migration p50 <= 3x the raw round trip
 
 
-def rawrtt_binary() -> Path:
-    src = RAWRTT_SRC.read_bytes()
+def tool_binary(name: str) -> Path:
+    """tools/NAME.c, built once per source into the cache."""
+    src_path = TOOLS / f"{name}.c"
+    src = src_path.read_bytes()
 
     def recipe(out: Path) -> dict[str, object]:
-        r = subprocess.run(["cc", "-O2", "-Wall", "-Werror", "-o", str(out / "rawrtt"),
-                            str(RAWRTT_SRC)], capture_output=True, text=True, check=False)
+        r = subprocess.run(["cc", "-O2", "-Wall", "-Werror", "-o", str(out / name),
+                            str(src_path)], capture_output=True, text=True, check=False)
         if r.returncode != 0:
-            raise BuildError(f"cannot build tools/rawrtt.c: {r.stderr.strip()}",
+            raise BuildError(f"cannot build tools/{name}.c: {r.stderr.strip()}",
                              "install build-essential (make setup)")
         return {}
 
-    art = cache.build("rawrtt", cache.hash_inputs([("src", src)]), recipe)
-    return art.path / "rawrtt"
+    art = cache.build(name, cache.hash_inputs([("src", src)]), recipe)
+    return art.path / name
+
+
+def rawrtt_binary() -> Path:
+    return tool_binary("rawrtt")
 
 
 def floor_cpus(nodes: int, cpu_affinity: str) -> tuple[int, int] | None:
@@ -67,6 +73,19 @@ def raw_rtt_us(samples: int = 2000, cpus: tuple[int, int] | None = None) -> dict
     out = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=120)
     if out.returncode != 0:
         raise TestbedError(f"the raw round trip failed: {out.stderr.strip() or out.returncode}",
+                           f"run {' '.join(argv)} to see why")
+    data: dict[str, Any] = json.loads(out.stdout)
+    return data
+
+
+def raw_stream(mb: int, cpus: tuple[int, int] | None = None) -> dict[str, Any]:
+    """The floor for a streaming read: ``mb`` MiB of 4 KiB pages over a Unix socket,
+    each run of 32 installed with one UFFDIO_COPY into memory the receiver never had,
+    as a node installs what it reads (see tools/rawstream.c); and the socket alone."""
+    argv = [str(tool_binary("rawstream")), str(mb), *(map(str, cpus) if cpus else ())]
+    out = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=300)
+    if out.returncode != 0:
+        raise TestbedError(f"the raw stream failed: {out.stderr.strip() or out.returncode}",
                            f"run {' '.join(argv)} to see why")
     data: dict[str, Any] = json.loads(out.stdout)
     return data
@@ -322,6 +341,11 @@ def bench_stall(arts: Artifacts, run_dir: Path, policy: str, mem_mib: int, round
                                                 "timeout_s": STALL_WORKLOAD_TIMEOUT_S},
                                   guest_timeout=STALL_WORKLOAD_TIMEOUT_S + 60)
         stats = delta(before, cluster.node_stats())
+        # The stream's floor, measured now: the host's free memory is in the
+        # state the reading node left it in, and what a fresh page costs
+        # depends on that (tools/rawstream.c).
+        progress.step("bench", f"raw stream of {stream_mb} MiB into fresh memory")
+        stream_floor = raw_stream(stream_mb, cpus=floor_cpus(STALL_NODES, cpu_affinity))
         reasons = [f"{r.name}: {r.reason}" for r in (pp, fr) if not r.ok]
         record = RunRecord.for_cluster(cluster, "bench", "stall", ok=not reasons, params=params,
                                        reason="; ".join(reasons) or None,
@@ -355,7 +379,12 @@ def bench_stall(arts: Artifacts, run_dir: Path, policy: str, mem_mib: int, round
         print(f"  {'  library read stalls during firstread':<{w}} "
               f"{_fmt(lib_read['p50_ns'] / 1000):>12} {_fmt(lib_read['p99_ns'] / 1000):>12}"
               f"   ({lib_read['count']} stalls, both nodes, log2 bins)")
-    print(f"  streaming read of {stream_mb} MiB the other node wrote: {_fmt(streaming, 'MiB/s')}")
+    stream_ratio = None if streaming is None else streaming / stream_floor["mb_s"]
+    print(f"  streaming read of {stream_mb} MiB the other node wrote: {_fmt(streaming, 'MiB/s')}"
+          + ("" if stream_ratio is None else f", {stream_ratio:.2f}x the raw stream"))
+    print(f"  raw stream of {stream_mb} MiB ({where}), after it: {stream_floor['mb_s']:.0f} MiB/s "
+          f"into fresh memory ({stream_floor['install_us_per_page']:.2f} us a page to install), "
+          f"{stream_floor['socket_mb_s']:.0f} MiB/s through the socket alone")
     totals = stats.get("totals", {})
     if totals:
         print(f"  hyperkernel, both workloads: {totals.get('pages_received', 0)} pages received, "
@@ -386,6 +415,9 @@ def bench_stall(arts: Artifacts, run_dir: Path, policy: str, mem_mib: int, round
             ("guest_read_p50_ratio_vs_raw_rtt", read["p50_ratio"], "x", "lower"),
             ("reread_p50_us", reread_p50, "us", "info"),
             ("streaming_mb_per_s", streaming, "MB/s", "higher"),
+            ("streaming_ratio_vs_raw_stream", stream_ratio, "x", "higher"),
+            ("raw_stream_mb_per_s", stream_floor["mb_s"], "MB/s", "info"),
+            ("raw_stream_install_us_per_page", stream_floor["install_us_per_page"], "us", "info"),
             ("raw_rtt_p50_us", raw_p50, "us", "info"),
             ("raw_rtt_p99_us", floor["p99_us"], "us", "info")):
         if value is not None:
@@ -395,7 +427,8 @@ def bench_stall(arts: Artifacts, run_dir: Path, policy: str, mem_mib: int, round
               "mem_mib": mem_mib, **params, "vcpu_nodes": placement,
               "handoff_us": handoff, "handoff_is": "half the pingpong round trip",
               "guest_read_us": read, "reread_us": {"p50": reread_p50},
-              "streaming_mb_s": streaming, "raw_rtt_us": {"p50": raw_p50, "cpus": floor.get("cpus")},
+              "streaming_mb_s": streaming, "streaming_ratio_vs_raw_stream": stream_ratio,
+              "raw_stream": stream_floor, "raw_rtt_us": {"p50": raw_p50, "cpus": floor.get("cpus")},
               "targets": targets, "totals": totals, "stages": breakdown, "ok": record.ok}
     return result, [record, pp, fr]
 

@@ -97,3 +97,21 @@ def test_the_floor_refuses_a_cpu_it_cannot_have() -> None:
     assert r.returncode == 2 and "cpus must be 0.." in r.stderr
     with pytest.raises(TestbedError, match="the raw round trip failed: rawrtt: sched_setaffinity"):
         raw_rtt_us(samples=50, cpus=(0, 1023))  # not in this process's CPU set
+
+
+def test_the_stream_floor_checks_every_page_it_installs() -> None:
+    """rawstream installs what it receives into fresh userfaultfd memory and checks
+    every word; a sender that flips one word must make it fail."""
+    import os
+
+    from testbed.bench import raw_stream, tool_binary
+
+    floor = raw_stream(4)
+    assert floor["mb"] == 4 and floor["cpus"] == [-1, -1]
+    assert floor["mb_s"] > 0 and floor["socket_mb_s"] > 0 and floor["install_us_per_page"] > 0
+    r = subprocess.run([str(tool_binary("rawstream")), "4"], capture_output=True, text=True,
+                       timeout=60, check=False, env={**os.environ, "RAWSTREAM_CORRUPT": "1"})
+    assert r.returncode == 1 and "page 512 word 7 arrived wrong" in r.stderr, r.stderr
+    bad = subprocess.run([str(tool_binary("rawstream")), "0"], capture_output=True, text=True,
+                         timeout=60, check=False)
+    assert bad.returncode == 2 and "usage: rawstream" in bad.stderr
