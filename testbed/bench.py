@@ -7,19 +7,17 @@ single-node run. Targets are checked here and reported, never asserted in tests.
 
 from __future__ import annotations
 
-import json
 import statistics
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from testbed import affinity, cache
 from testbed.cluster import Artifacts, Cluster
 from testbed.config import ClusterSpec
-from testbed.errors import BuildError, ConfigError, TestbedError
+from testbed.errors import ConfigError, TestbedError
+from testbed.floors import floor_cpus, raw_rtt_us, raw_stream
 from testbed.hkdelta import delta
 from testbed.progress import Progress
 from testbed.record import RunRecord, dimensions
@@ -27,68 +25,9 @@ from testbed.symbolize import name_hottest
 from testbed.workloads import WorkloadError, validate_params
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-TOOLS = REPO_ROOT / "tools"
-
 BOOT_TARGET_4_NODES = 3.0  # 4-node boot <= 3x the 1-node boot
 STATE_TARGET_BYTES = 6400  # what a published system moves per vCPU
 MIGRATE_TARGET_RATIO = 3.0  # migration p50 <= 3x the raw round trip
-
-
-def tool_binary(name: str) -> Path:
-    """tools/NAME.c, built once per source into the cache."""
-    src_path = TOOLS / f"{name}.c"
-    src = src_path.read_bytes()
-
-    def recipe(out: Path) -> dict[str, object]:
-        r = subprocess.run(["cc", "-O2", "-Wall", "-Werror", "-o", str(out / name),
-                            str(src_path)], capture_output=True, text=True, check=False)
-        if r.returncode != 0:
-            raise BuildError(f"cannot build tools/{name}.c: {r.stderr.strip()}",
-                             "install build-essential (make setup)")
-        return {}
-
-    art = cache.build(name, cache.hash_inputs([("src", src)]), recipe)
-    return art.path / name
-
-
-def rawrtt_binary() -> Path:
-    return tool_binary("rawrtt")
-
-
-def floor_cpus(nodes: int, cpu_affinity: str) -> tuple[int, int] | None:
-    """Where the two ends of the floor's round trip run: on node 0's and node 1's
-    first CPUs when nodes have CPUs of their own, so the floor crosses CPUs as
-    the nodes' messages do; None (the scheduler's choice) otherwise."""
-    if cpu_affinity != "node" or nodes < 2:
-        return None
-    cpus = affinity.host_cpus()
-    a, b = affinity.node_cpus(0, nodes, cpus)[0], affinity.node_cpus(1, nodes, cpus)[0]
-    return (a, b) if a != b else None
-
-
-def raw_rtt_us(samples: int = 2000, cpus: tuple[int, int] | None = None) -> dict[str, Any]:
-    """The floor: 4 KiB request/response between two processes over a Unix socket,
-    one on each of ``cpus`` if given (see tools/rawrtt.c for why it matters)."""
-    argv = [str(rawrtt_binary()), str(samples), *(map(str, cpus) if cpus else ())]
-    out = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=120)
-    if out.returncode != 0:
-        raise TestbedError(f"the raw round trip failed: {out.stderr.strip() or out.returncode}",
-                           f"run {' '.join(argv)} to see why")
-    data: dict[str, Any] = json.loads(out.stdout)
-    return data
-
-
-def raw_stream(mb: int, cpus: tuple[int, int] | None = None) -> dict[str, Any]:
-    """The floor for a streaming read: ``mb`` MiB of 4 KiB pages over a Unix socket,
-    each run of 32 installed with one UFFDIO_COPY into memory the receiver never had,
-    as a node installs what it reads (see tools/rawstream.c); and the socket alone."""
-    argv = [str(tool_binary("rawstream")), str(mb), *(map(str, cpus) if cpus else ())]
-    out = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=300)
-    if out.returncode != 0:
-        raise TestbedError(f"the raw stream failed: {out.stderr.strip() or out.returncode}",
-                           f"run {' '.join(argv)} to see why")
-    data: dict[str, Any] = json.loads(out.stdout)
-    return data
 
 
 def _pct(values: list[float], q: float) -> float:

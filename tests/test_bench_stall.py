@@ -76,7 +76,7 @@ def test_the_floor_runs_on_the_cpus_of_node_0_and_node_1() -> None:
     """The raw round trip crosses CPUs as the nodes' messages do: unpinned, both
     ends may share one CPU and the floor drops tenfold (4 against 60 us here)."""
     from testbed.affinity import host_cpus, node_cpus
-    from testbed.bench import floor_cpus, raw_rtt_us
+    from testbed.floors import floor_cpus, raw_rtt_us
 
     cpus = host_cpus()
     if len(cpus) < 2:
@@ -89,8 +89,8 @@ def test_the_floor_runs_on_the_cpus_of_node_0_and_node_1() -> None:
 
 
 def test_the_floor_refuses_a_cpu_it_cannot_have() -> None:
-    from testbed.bench import raw_rtt_us, rawrtt_binary
     from testbed.errors import TestbedError
+    from testbed.floors import raw_rtt_us, rawrtt_binary
 
     r = subprocess.run([str(rawrtt_binary()), "50", "0", "-1"], capture_output=True, text=True,
                        timeout=60, check=False)
@@ -104,7 +104,7 @@ def test_the_stream_floor_checks_every_page_it_installs() -> None:
     every word; a sender that flips one word must make it fail."""
     import os
 
-    from testbed.bench import raw_stream, tool_binary
+    from testbed.floors import raw_stream, tool_binary
 
     floor = raw_stream(4)
     assert floor["mb"] == 4 and floor["cpus"] == [-1, -1]
