@@ -249,7 +249,8 @@ def _target(name: str, value: float | None, limit: float, higher: bool) -> bool 
 def bench_stall(arts: Artifacts, run_dir: Path, policy: str, mem_mib: int, rounds: int,
                 pages: int, stream_mb: int, progress: Progress, cpu_affinity: str = "node"
                 ) -> tuple[dict[str, Any], list[RunRecord]]:
-    """Stall costs inside the guest on 2 nodes, against the raw round trip of the same run.
+    """Stall costs inside the guest on 2 nodes, against the raw round trip of the same run,
+    and its streaming read against the raw stream measured right after it.
 
     One boot of 2 nodes with 2 vCPUs, one per node: ``pingpong`` hands a word between
     threads pinned to vCPU 0 and vCPU 1; ``firstread`` writes pages and a region on

@@ -60,26 +60,26 @@ def floor_cpus(nodes: int, cpu_affinity: str) -> tuple[int, int] | None:
     return (a, b) if a != b else None
 
 
-def raw_rtt_us(samples: int = 2000, cpus: tuple[int, int] | None = None) -> dict[str, Any]:
-    """The floor: 4 KiB request/response between two processes over a Unix socket,
-    one on each of ``cpus`` if given (see tools/rawrtt.c for why it matters)."""
-    argv = [str(rawrtt_binary()), str(samples), *(map(str, cpus) if cpus else ())]
-    out = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=120)
+def _measure(name: str, what: str, size: int, cpus: tuple[int, int] | None,
+             timeout: float) -> dict[str, Any]:
+    """Run tools/NAME.c with SIZE and the CPU pair; its one JSON line, or a clear error."""
+    argv = [str(tool_binary(name)), str(size), *(map(str, cpus) if cpus else ())]
+    out = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=timeout)
     if out.returncode != 0:
-        raise TestbedError(f"the raw round trip failed: {out.stderr.strip() or out.returncode}",
+        raise TestbedError(f"the {what} failed: {out.stderr.strip() or out.returncode}",
                            f"run {' '.join(argv)} to see why")
     data: dict[str, Any] = json.loads(out.stdout)
     return data
+
+
+def raw_rtt_us(samples: int = 2000, cpus: tuple[int, int] | None = None) -> dict[str, Any]:
+    """The floor: 4 KiB request/response between two processes over a Unix socket,
+    one on each of ``cpus`` if given (see tools/rawrtt.c for why it matters)."""
+    return _measure("rawrtt", "raw round trip", samples, cpus, timeout=120)
 
 
 def raw_stream(mb: int, cpus: tuple[int, int] | None = None) -> dict[str, Any]:
     """The floor for a streaming read: ``mb`` MiB of 4 KiB pages over a Unix socket,
     each run of 32 installed with one UFFDIO_COPY into memory the receiver never had,
     as a node installs what it reads (see tools/rawstream.c); and the socket alone."""
-    argv = [str(tool_binary("rawstream")), str(mb), *(map(str, cpus) if cpus else ())]
-    out = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=300)
-    if out.returncode != 0:
-        raise TestbedError(f"the raw stream failed: {out.stderr.strip() or out.returncode}",
-                           f"run {' '.join(argv)} to see why")
-    data: dict[str, Any] = json.loads(out.stdout)
-    return data
+    return _measure("rawstream", "raw stream", mb, cpus, timeout=300)
