@@ -26,7 +26,7 @@
  * (install_us_per_page).  The gap between the two rates is what the
  * machine charges for a page a process has not had.
  *
- * Usage: rawstream [mb [cpu_a cpu_b]]      (mb 1..65536, default 64; the workload's own bound)
+ * Usage: rawstream [mb [cpu_a cpu_b]]      (mb 1..65536, firstread's bound; default 64)
  *   Prints one JSON object:
  *   {"mb":..,"mb_s":..,"socket_mb_s":..,"install_us_per_page":..,"cpus":[a,b]}
  *   cpus is [-1,-1] when unpinned.  Exit status 1, with a line on stderr,
@@ -72,10 +72,12 @@ static void die(const char *what)
 
 static void pin(int cpu)
 {
+	if (cpu < 0) /* unpinned: the scheduler's choice */
+		return;
 	cpu_set_t set;
 	CPU_ZERO(&set);
 	CPU_SET(cpu, &set);
-	if (cpu >= 0 && sched_setaffinity(0, sizeof(set), &set) < 0)
+	if (sched_setaffinity(0, sizeof(set), &set) < 0)
 		die("sched_setaffinity");
 }
 
