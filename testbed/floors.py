@@ -28,6 +28,7 @@ from testbed.errors import BuildError, TestbedError
 
 TOOLS = Path(__file__).resolve().parent.parent / "tools"
 
+
 def tool_binary(name: str) -> Path:
     """tools/NAME.c, built once per source into the cache."""
     src_path = TOOLS / f"{name}.c"
