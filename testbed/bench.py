@@ -325,8 +325,8 @@ def bench_stall(arts: Artifacts, run_dir: Path, policy: str, mem_mib: int, round
     print(f"  raw stream of {stream_mb} MiB ({where}), after it: {stream_floor['mb_s']:.0f} MiB/s "
           f"into fresh memory ({stream_floor['install_us_per_page']:.2f} us a page to install), "
           f"{stream_floor['socket_mb_s']:.0f} MiB/s through the socket alone "
-          f"(the fastest of {len(stream_floor['runs_mb_s'])} runs: "
-          f"{', '.join(f'{x:.0f}' for x in stream_floor['runs_mb_s'])} MiB/s)")
+          f"(the fastest of {len(stream_floor['passes_mb_s'])} passes: "
+          f"{', '.join(f'{x:.0f}' for x in stream_floor['passes_mb_s'])} MiB/s)")
     totals = stats.get("totals", {})
     if totals:
         print(f"  hyperkernel, both workloads: {totals.get('pages_received', 0)} pages received, "

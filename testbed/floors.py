@@ -79,17 +79,10 @@ def raw_rtt_us(samples: int = 2000, cpus: tuple[int, int] | None = None) -> dict
     return _measure("rawrtt", "raw round trip", samples, cpus, timeout=120)
 
 
-def raw_stream(mb: int, cpus: tuple[int, int] | None = None, runs: int = 3) -> dict[str, Any]:
+def raw_stream(mb: int, cpus: tuple[int, int] | None = None) -> dict[str, Any]:
     """The floor for a streaming read: ``mb`` MiB of 4 KiB pages over a Unix socket,
     each run of 32 installed with one UFFDIO_COPY into memory the receiver never had,
     as a node installs what it reads (see tools/rawstream.c); and the socket alone.
-
-    The fastest of ``runs`` runs, as a floor is: one run of 64 MiB lasts tens of
-    milliseconds, and one descheduling on this shared host halved it (measured
-    857 and 2,151 MiB/s half a second apart).  ``runs_mb_s`` keeps every run,
-    the first (on the host's memory as the reading node left it) first."""
-    got = [_measure("rawstream", "raw stream", mb, cpus, timeout=300) for _ in range(max(1, runs))]
-    best = dict(max(got, key=lambda r: float(r["mb_s"])))
-    best["socket_mb_s"] = max(float(r["socket_mb_s"]) for r in got)
-    best["runs_mb_s"] = [r["mb_s"] for r in got]
-    return best
+    The fastest of three passes, each into fresh memory of its own
+    (``passes_mb_s`` lists them all)."""
+    return _measure("rawstream", "raw stream", mb, cpus, timeout=300)

@@ -21,14 +21,21 @@
  *     userfaultfd (missing and write-protect) and never touched before;
  *   - then it checks every word of every page it installed.
  *
- * It runs the stream twice: once installing into fresh memory (mb_s), and
+ * It runs the stream PASSES times installing into fresh memory, and then
  * once receiving only (socket_mb_s), and times the UFFDIO_COPY calls apart
  * (install_us_per_page).  The gap between the two rates is what the
- * machine charges for a page a process has not had.
+ * machine charges for a page a process has not had.  Each pass installs
+ * into a region of its own, and every region stays mapped to the end: a
+ * pass into memory an earlier pass had freed would find it warm, which the
+ * guest's reading node never does.  One pass of 64 MiB lasts tens of
+ * milliseconds, and one descheduling on a shared host halves it, so the
+ * fastest pass is the floor (mb_s and its install_us_per_page), and every
+ * pass is reported.  The receiver maps PASSES times `mb`.
  *
  * Usage: rawstream [mb [cpu_a cpu_b]]      (mb 1..65536, firstread's bound; default 64)
  *   Prints one JSON object:
- *   {"mb":..,"mb_s":..,"socket_mb_s":..,"install_us_per_page":..,"cpus":[a,b]}
+ *   {"mb":..,"mb_s":..,"socket_mb_s":..,"install_us_per_page":..,"cpus":[a,b],
+ *    "passes_mb_s":[..],"passes_install_us_per_page":[..]}
  *   cpus is [-1,-1] when unpinned.  Exit status 1, with a line on stderr,
  *   if a page arrived wrong or a system call failed; 2 for bad arguments.
  *   RAWSTREAM_CORRUPT=1 makes the sender flip one word, so that the check
@@ -56,6 +63,7 @@
 #define FRAME (HEAD + PAGE)
 #define RUN 32 /* the library's read-ahead window and longest install run */
 #define RBUF (64 * FRAME)
+#define PASSES 3
 
 static uint64_t now_ns(void)
 {
@@ -241,32 +249,47 @@ int main(int argc, char **argv)
 	if (pid == 0) {
 		close(sv[1]);
 		pin(cpu_a);
-		sender(sv[0], npages, 2);
+		sender(sv[0], npages, PASSES + 1);
 		_exit(0);
 	}
 	close(sv[0]);
 	pin(cpu_b);
 	size_t len = npages * PAGE;
-	uint8_t *mem = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (mem == MAP_FAILED)
-		die("mmap");
-	/* 4 KiB pages, as the library's guest RAM (MADV_NOHUGEPAGE there too) */
-	if (madvise(mem, len, MADV_NOHUGEPAGE) < 0)
-		die("madvise");
-	int uffd = uffd_region(mem, len);
-	uint64_t install_ns = 0;
-	double fresh_s = receive(sv[1], npages, uffd, mem, &install_ns);
+	double fresh_s[PASSES];
+	uint64_t install_ns[PASSES] = { 0 };
+	uint8_t *mem[PASSES];
+	int best = 0;
+	for (int k = 0; k < PASSES; k++) {
+		mem[k] = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (mem[k] == MAP_FAILED)
+			die("mmap");
+		/* 4 KiB pages, as the library's guest RAM (MADV_NOHUGEPAGE there too) */
+		if (madvise(mem[k], len, MADV_NOHUGEPAGE) < 0)
+			die("madvise");
+		int uffd = uffd_region(mem[k], len);
+		fresh_s[k] = receive(sv[1], npages, uffd, mem[k], &install_ns[k]);
+		close(uffd);
+		if (fresh_s[k] < fresh_s[best])
+			best = k;
+	}
 	double socket_s = receive(sv[1], npages, -1, NULL, &(uint64_t){ 0 });
 	int status;
 	if (waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
 		fprintf(stderr, "rawstream: the sender failed\n");
 		return 1;
 	}
-	check(mem, npages);
+	for (int k = 0; k < PASSES; k++)
+		check(mem[k], npages);
 	double bytes = (double)len / 1048576.0;
 	printf("{\"mb\":%ld,\"mb_s\":%.1f,\"socket_mb_s\":%.1f,\"install_us_per_page\":%.2f,"
-	       "\"cpus\":[%d,%d]}\n",
-	       mb, bytes / fresh_s, bytes / socket_s, (double)install_ns / 1000.0 / (double)npages,
-	       cpu_a, cpu_b);
+	       "\"cpus\":[%d,%d],\"passes_mb_s\":[",
+	       mb, bytes / fresh_s[best], bytes / socket_s,
+	       (double)install_ns[best] / 1000.0 / (double)npages, cpu_a, cpu_b);
+	for (int k = 0; k < PASSES; k++)
+		printf("%s%.1f", k ? "," : "", bytes / fresh_s[k]);
+	printf("],\"passes_install_us_per_page\":[");
+	for (int k = 0; k < PASSES; k++)
+		printf("%s%.2f", k ? "," : "", (double)install_ns[k] / 1000.0 / (double)npages);
+	printf("]}\n");
 	return 0;
 }
