@@ -291,6 +291,7 @@ struct hk_tuning {
 	enum hk_event_sched event_sched; /* HK_EVENT_SCHED */
 	bool serve_spin_set; /* HK_FAULT_SPIN_US or HK_PEER_SPIN_US given */
 	uint32_t readahead;  /* pages asked for ahead of a sequential reader */
+	uint32_t readahead_windows; /* of those, chained beyond its last fault (requester.c) */
 	uint32_t refetch;    /* lost copies asked for again with one read again */
 	bool migratory;      /* a read of a page read-then-written here asks to write */
 	bool cork;           /* HK_LINK_CORK: a batch of events sends in one write per link */
@@ -845,6 +846,11 @@ struct hk_node {
 	uint32_t lost_next;
 	uint64_t ahead_outstanding; /* read-aheads in flight that no thread waits for */
 	int8_t ra_dir;    /* and the direction it goes in, 0: none */
+	/* read-ahead's chain (requester.c): the farthest page asked for, the
+	 * page whose arrival asks for the next window, and whether the chain
+	 * waits for the reader's next fault */
+	uint64_t ra_end, ra_mark;
+	bool ra_held;
 	struct hk_tuning tuning;
 	_Atomic bool event_rt;  /* the event thread runs SCHED_FIFO */
 	_Atomic bool rt_auto;   /* HK_EVENT_SCHED=auto: hk_vcpu_spinning may switch it */
@@ -954,6 +960,7 @@ void hk_requester_evaluate(struct hk_node *n, uint64_t page);
 void hk_requester_check_moves(struct hk_node *n);
 /* A thread asked to move left its fault without the page (hk_stall_left). */
 void hk_requester_thread_left(struct hk_node *n, uint64_t page, uint64_t stall_id);
+int hk_readahead_dir(const struct hk_node *n, uint64_t page);
 void hk_requester_on_data(struct hk_node *n, int from, const struct hk_msg *m);
 void hk_requester_installed(struct hk_node *n, int from, const struct hk_msg *m, uint64_t arrived);
 int hk_arrivals_init(struct hk_node *n);

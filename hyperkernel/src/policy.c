@@ -216,13 +216,7 @@ static void build_view(struct hk_node *n, const struct hk_stall *s, struct hk_po
 	v->many_writers = n->pages[page].bounces &&
 			  __builtin_popcountll(n->pages[page].writers | n->pages[page].writers_before) >= 2;
 	v->target_leaving = v->owner >= 0 && hk_node_leaving(n, v->owner);
-	/* as read_ahead() sees a run: the next page either way, or within the
-	 * window it already asked for */
-	uint64_t last = n->ra_last, depth = n->tuning.readahead;
-	v->sequential = !stall_writes(s) && n->tuning.readahead &&
-			(page == last + 1 || page + 1 == last ||
-			 (n->ra_dir > 0 && page > last && page <= last + depth + 1) ||
-			 (n->ra_dir < 0 && page < last && page + depth + 1 >= last));
+	v->sequential = !stall_writes(s) && n->tuning.readahead && hk_readahead_dir(n, page);
 	v->hold_down_ns = n->tuning.hold_down_ns;
 	v->vcpu_prior_ns = n->tuning.vcpu_prior_ns;
 	v->hysteresis_pct = n->tuning.hysteresis_pct;

@@ -93,6 +93,8 @@ int hk_tuning_load(struct hk_tuning *t, bool event_rt)
 	static const struct knob fault = { "HK_FAULT_SPIN_US", 0, 100000, 20, "microseconds" };
 	static const struct knob peer = { "HK_PEER_SPIN_US", 0, 100000, 50, "microseconds" };
 	static const struct knob ra = { "HK_READAHEAD", 0, 64, 32, "pages, 0 = off" };
+	static const struct knob ra_windows = { "HK_READAHEAD_WINDOWS", 1, 16, 4,
+						"windows asked for ahead of a reader's last fault" };
 	static const struct knob refetch = { "HK_REFETCH", 0, 64, 16, "pages, 0 = off" };
 	static const struct knob migratory = { "HK_MIGRATORY", 0, 1, 1,
 					       "1: a read of a page read-then-written here asks to write, 0: off" };
@@ -132,6 +134,9 @@ int hk_tuning_load(struct hk_tuning *t, bool event_rt)
 	if (number(&ra, &v))
 		return -EINVAL;
 	t->readahead = (uint32_t)v;
+	if (number(&ra_windows, &v))
+		return -EINVAL;
+	t->readahead_windows = (uint32_t)v;
 	if (number(&refetch, &v))
 		return -EINVAL;
 	t->refetch = (uint32_t)v;

@@ -589,6 +589,47 @@ static void test_read_ahead_copies_go_in_as_runs(void)
 	CHECK(runs >= 1);
 }
 
+/* Read-ahead's chain (requester.c): a reader that faulted on two pages in
+ * order and then stops reading gets HK_READAHEAD_WINDOWS (default 4) windows
+ * of copies, no more.  Each window's middle page, as it arrives, asks for the next window,
+ * and the chain then waits for the reader's next fault.  With windows of 4
+ * and faults on pages 0 and 1 that is pages 2-17: 16 read-aheads, whatever
+ * the timing. */
+static void test_read_ahead_chains_windows_up_to_its_bound(void)
+{
+	setenv("HK_READAHEAD", "4", 1);
+	setenv("HK_REFETCH", "0", 1);
+	start_pair("page", 0);
+	unsetenv("HK_READAHEAD");
+	unsetenv("HK_REFETCH");
+	volatile uint64_t *a = (uint64_t *)regions[0], *b = (uint64_t *)regions[1];
+	for (uint64_t p = 0; p < PAGES; p++)
+		b[p * 512 + 5] = 7000 + p;
+	CHECK(a[0 * 512 + 5] == 7000);
+	CHECK(a[1 * 512 + 5] == 7001);
+	long asked = -1, received = -1;
+	for (int i = 0; i < 2000; i++) { /* until 16 arrived, 2 s at most */
+		char *js = hk_stats_json(nodes[0]);
+		asked = tn_counter(js, "readaheads");
+		received = tn_counter(js, "pages_received");
+		free(js);
+		if (received >= 2 + 16)
+			break;
+		usleep(1000);
+	}
+	usleep(20000); /* a chain that did not stop would go on meanwhile */
+	char *js = hk_stats_json(nodes[0]);
+	asked = tn_counter(js, "readaheads");
+	received = tn_counter(js, "pages_received");
+	free(js);
+	CHECK(asked == 16);
+	CHECK(received == 2 + 16);
+	/* the reader goes on: every word is the one written */
+	for (uint64_t p = 0; p < PAGES; p++)
+		CHECK(a[p * 512 + 5] == 7000 + p);
+	stop_pair();
+}
+
 int main(void)
 {
 	RUN(test_write_here_read_there);
@@ -604,5 +645,6 @@ int main(void)
 	RUN(test_budget_evicts_without_loss);
 	RUN(test_copies_a_writer_took_together_come_back_together);
 	RUN(test_read_ahead_copies_go_in_as_runs);
+	RUN(test_read_ahead_chains_windows_up_to_its_bound);
 	TEST_DONE();
 }

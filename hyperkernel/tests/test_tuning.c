@@ -22,6 +22,7 @@ static void clear(void)
 	unsetenv("HK_COST_HYSTERESIS_PCT");
 	unsetenv("HK_VCPU_COST_US");
 	unsetenv("HK_READAHEAD");
+	unsetenv("HK_READAHEAD_WINDOWS");
 	unsetenv("HK_REFETCH");
 	unsetenv("HK_LINK_CORK");
 	unsetenv("HK_PAGE_HOLD_US");
@@ -38,7 +39,7 @@ static void test_defaults_and_the_embedders_class(void)
 	CHECK(t.event_sched == HK_SCHED_NORMAL && !t.serve_spin_set);
 	CHECK(t.hold_down_ns == 10000000 && t.hysteresis_pct == 25 && t.vcpu_prior_ns == 500000);
 	CHECK(t.partner_bounces == 32);
-	CHECK(t.readahead == 32 && t.refetch == 16 && t.cork);
+	CHECK(t.readahead == 32 && t.readahead_windows == 4 && t.refetch == 16 && t.cork);
 	CHECK(t.page_hold_ns == 1000000 && t.read_hold_ns == 50000);
 	CHECK(hk_tuning_load(&t, true) == 0 && t.event_sched == HK_SCHED_FIFO);
 	setenv("HK_EVENT_SCHED", "normal", 1);
@@ -86,6 +87,7 @@ static void test_bad_values_are_refused(void)
 		{ "HK_REFETCH", "65" },           { "HK_REFETCH", "x" },
 		{ "HK_READ_HOLD_US", "100001" },  { "HK_READ_HOLD_US", "-5" },
 		{ "HK_PARTNER_BOUNCES", "0" },    { "HK_PARTNER_BOUNCES", "1000001" },
+		{ "HK_READAHEAD_WINDOWS", "0" },  { "HK_READAHEAD_WINDOWS", "17" },
 	};
 	struct hk_tuning t;
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
