@@ -309,22 +309,30 @@ int hk_readahead_dir(const struct hk_node *n, uint64_t page)
 	return 0;
 }
 
-/* Ask for the depth pages after `end`, direction dir; the chain's end and
- * mark move with them. */
-static void ask_window(struct hk_node *n, uint64_t end, int dir)
+/* Ask for the depth pages after `from`, direction dir, that are neither
+ * here nor on their way; how many pages that covered (fewer at the end of
+ * memory). */
+static uint64_t ask_after(struct hk_node *n, uint64_t from, int dir)
 {
 	uint64_t depth = n->tuning.readahead, i;
 	for (i = 1; i <= depth; i++) {
-		uint64_t q = dir > 0 ? end + i : end - i;
-		if (q >= n->mem.npages) /* past either end (end - i wraps) */
+		uint64_t q = dir > 0 ? from + i : from - i;
+		if (q >= n->mem.npages) /* past either end (from - i wraps) */
 			break;
 		if (ask_ahead(n, q))
 			n->stats.node.readaheads++;
 	}
-	n->ra_end = dir > 0 ? end + (i - 1) : end - (i - 1);
+	return i - 1;
+}
+
+/* The window after `end`: the chain's end and mark move with it. */
+static void ask_window(struct hk_node *n, uint64_t end, int dir)
+{
+	uint64_t depth = n->tuning.readahead, got = ask_after(n, end, dir);
+	n->ra_end = dir > 0 ? end + got : end - got;
 	/* a window cut short by the end of memory has no next one */
-	n->ra_mark = i > depth ? (dir > 0 ? end + (depth + 1) / 2 : end - (depth + 1) / 2)
-			       : UINT64_MAX;
+	n->ra_mark = got == depth ? (dir > 0 ? end + (depth + 1) / 2 : end - (depth + 1) / 2)
+				  : UINT64_MAX;
 	n->ra_held = false;
 }
 
@@ -363,13 +371,7 @@ static void read_ahead(struct hk_node *n, uint64_t page)
 	}
 	/* inside the chain: fill what it has not asked for, if anything,
 	 * and let a held chain go on */
-	for (uint64_t i = 1; i <= depth; i++) {
-		uint64_t q = dir > 0 ? page + i : page - i;
-		if (q >= n->mem.npages)
-			break;
-		if (ask_ahead(n, q))
-			n->stats.node.readaheads++;
-	}
+	ask_after(n, page, dir);
 	if (n->ra_held)
 		chain_on(n);
 }
