@@ -274,6 +274,24 @@ def build_parser() -> argparse.ArgumentParser:
                        help="node: each node on host CPUs of its own (default); none: anywhere")
         add_store_arg(b, optional=True)
 
+    p = sub.add_parser("trace", help="where a traced run's stall time went (--fault-trace)",
+                       description="Summarise the fault trace a run with --fault-trace left in "
+                       "its run directory: for each workload's window, the stall time by vCPU, "
+                       "kind and wait, read-then-write upgrades, and the costliest pages; or one "
+                       "page's stalls in order (--page).")
+    p.add_argument("trace_dir", type=Path, metavar="RUN_DIR",
+                   help="the run directory, with faults.node* and faults.windows")
+    p.add_argument("--window", metavar="NAME",
+                   help="only this workload's window (default: each one in turn)")
+    p.add_argument("--all", action="store_true",
+                   help="the whole trace as one, boot included, not each workload's window")
+    p.add_argument("--top", type=_count, default=10, metavar="N",
+                   help="costliest pages to list (default 10)")
+    p.add_argument("--page", metavar="OFFSET",
+                   help="print this page's stalls in order instead, e.g. 0x1ea31000")
+    p.add_argument("--limit", type=_count, default=100, metavar="N",
+                   help="with --page, stalls to print (default 100)")
+    p.add_argument("--json", action="store_true", help="one JSON document instead of the text")
     p = sub.add_parser("demo", help="the main job: boot, run the self-check, show results")
     _add_cluster_args(p)
     add_store_arg(p, optional=True)
@@ -618,6 +636,40 @@ def cmd_cache(args: argparse.Namespace, progress: Progress) -> int:
     return 0
 
 
+def cmd_trace(args: argparse.Namespace, progress: Progress) -> int:
+    from testbed import trace_summary as ts
+
+    if not args.trace_dir.is_dir():
+        raise ConfigError(f"{args.trace_dir} is not a directory",
+                          "give the run directory of a run made with --fault-trace")
+    stalls = ts.read_trace(args.trace_dir)
+    windows = [] if args.all else ts.read_windows(args.trace_dir)
+    if args.window:
+        chosen = [w for w in windows if w.name == args.window]
+        if not chosen:
+            raise ConfigError(f"no window {args.window!r} in {args.trace_dir}/faults.windows",
+                              "choose from " + (", ".join(w.name for w in windows) or
+                                                "none: use --all"))
+        windows = chosen
+    if not windows:
+        windows = [ts.whole_trace(stalls)]
+    if args.page is not None:
+        page = ts.parse_offset(args.page)
+        timelines = {w.name: ts.page_timeline(stalls, page, w) for w in windows}
+        if args.json:
+            print(json.dumps(timelines))
+        for name, rows in ([] if args.json else timelines.items()):
+            print(f"{name}: page {hex(page * ts.PAGE_SIZE)}, {len(rows)} stalls")
+            print(ts.format_timeline(rows, args.limit))
+        return 0
+    summaries = [ts.summarise(stalls, w, args.top) for w in windows]
+    if args.json:
+        print(json.dumps([ts.summary_json(s) for s in summaries]))
+    else:
+        print("\n\n".join(ts.format_summary(s) for s in summaries))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace, progress: Progress) -> int:
     from testbed.demo import run_demo
 
@@ -632,7 +684,7 @@ def cmd_demo(args: argparse.Namespace, progress: Progress) -> int:
 
 
 COMMANDS = {"run": cmd_run, "up": cmd_up, "build": cmd_build, "sweep": cmd_sweep, "cache": cmd_cache,
-            "demo": cmd_demo, "workload": cmd_workload, "bench": cmd_bench}
+            "demo": cmd_demo, "workload": cmd_workload, "bench": cmd_bench, "trace": cmd_trace}
 
 COMMANDS.update(RESULTS_COMMANDS)
 

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from conftest import ClusterFactory
 
+from testbed import trace_summary
+
 pytestmark = [pytest.mark.boot, pytest.mark.usefixtures("needs_hyperkernel")]
 
 REPO = Path(__file__).resolve().parent.parent
@@ -51,3 +53,13 @@ def test_a_guests_recorded_faults_replay_under_every_policy(cluster_factory: Clu
     placement = runs["learned"]["placement"].split(",")
     assert placement[0] == placement[2] == "0", r.stdout
     assert all(m["violations"] == "0" for m in runs.values()), r.stdout
+
+    # testbed trace reads the same run: the workload's window, its stalls at
+    # least those replayed, and the word the two hand over, written from both
+    # nodes, among the pages that cost most
+    (window,) = trace_summary.read_windows(cluster.run_dir)
+    summary = trace_summary.summarise(trace_summary.read_trace(cluster.run_dir), window)
+    assert summary.window.name == "pingpong" and summary.stalls >= int(page["accesses"]), summary
+    assert {0, 2} <= set(summary.vcpus), summary.vcpus
+    assert any({"n0 w", "n1 w"} <= set(p.by_node) or {"n0 w", "n1 r"} <= set(p.by_node)
+               for p in summary.pages), summary.pages

@@ -18,6 +18,18 @@ static void dir_start(struct hk_node *n, uint64_t page, struct hk_dir_req *q);
  * write, with each node stalling on the other's every access.  The cost: the
  * other node's write waits up to the hold on top of the transfer.
  *
+ * That cost is plain in "redis" on 2 nodes (testbed trace): a CPU's run
+ * queue lock, written by the other node's CPU once every 10 ms or so, is
+ * held there while its own CPU waits up to 1 ms for it, over a third of all
+ * stall time.  Yet every way found to let such a page go early lost
+ * (bench policies, interleaved, 2-3 runs each): ending a node's holds when
+ * it sends the owner an interrupt (5.5-5.7x against 4.3-5.0x, half as many
+ * bytes again), never holding against the page's home (5.2-5.7x against
+ * 4.2x), or holding only a page whose last owner had it for less than four
+ * holds (5.9-7.1x against 4.7-5.2x).  Nothing here sees how long the new
+ * owner goes on writing a page, and the first write after a long stay is as
+ * often the start of a burst (a socket's state) as a single store.
+ *
  * A request for a copy waits only on a page whose writer writes in bursts
  * (read_hold_ns, shorter): the guest's seqcount writers (the timekeeper
  * tk_core, jiffies) store several words in a row while readers on every
