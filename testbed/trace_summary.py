@@ -9,7 +9,7 @@ window:
 - how long each vCPU was stalled, against the window's span;
 - the stalls by kind (read or write, guest user or kernel code);
 - the stall time by wait: a wait far beyond a fetch (256 us and more) is a
-  request that queued at the home, most often behind a page's hold-down;
+  request that queued, at the home behind a page's hold-down or at a busy owner;
 - reads followed by a write of the same page on the same node, with no other
   node's stall between (an upgrade: two stalls where one would do);
 - the pages that cost the most stall time, with each node's stalls on them.
@@ -35,7 +35,8 @@ from testbed.errors import ConfigError
 
 PAGE_SIZE = 4096
 # A wait beyond this is no longer a fetch: the request queued (a hold-down, a
-# busy home).  A remote fetch is 20-70 us here, and 4x the raw round trip.
+# busy owner).  A remote fetch takes 20-70 us here; this is about 4 raw round
+# trips (57-71 us on the machine that measured it).
 LONG_WAIT_NS = 256_000
 WAIT_BUCKETS_US = (64, 256, 1024, 4096)
 
