@@ -658,7 +658,8 @@ def cmd_trace(args: argparse.Namespace, progress: Progress) -> int:
         timelines = {w.name: ts.page_timeline(stalls, page, w) for w in windows}
         if args.json:
             print(json.dumps(timelines))
-        for name, rows in ([] if args.json else timelines.items()):
+            return 0
+        for name, rows in timelines.items():
             print(f"{name}: page {hex(page * ts.PAGE_SIZE)}, {len(rows)} stalls")
             print(ts.format_timeline(rows, args.limit))
         return 0

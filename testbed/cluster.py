@@ -21,7 +21,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypedDict
 
-from testbed import affinity, evacuation, membership, procs, workloads
+from testbed import affinity, evacuation, membership, procs, trace_summary, workloads
 from testbed.cmdline import guest_append
 from testbed.config import ClusterSpec, NodeOverride
 from testbed.errors import ConfigError, GuestError, GuestTimeout, NodeDied, TestbedError
@@ -263,21 +263,18 @@ class Cluster:
     @property
     def fault_trace_prefix(self) -> Path:
         """Where the nodes write their fault traces (``--fault-trace``): PREFIX.nodeN."""
-        return self.run_dir / "faults"
+        return self.run_dir / trace_summary.TRACE_PREFIX
 
     @property
     def fault_trace_windows(self) -> Path:
         """One line per workload run: its name, and the first and last ns of it in the traces."""
-        return self.run_dir / "faults.windows"
+        return self.run_dir / trace_summary.WINDOWS_FILE
 
     def replay_command(self) -> str:
         """The command that replays the last workload's faults under every policy."""
         files = " ".join(str(self.fault_trace_prefix) + f".node{n.index}" for n in self.nodes)
-        window = ""
-        if self.fault_trace_windows.exists():
-            lines = self.fault_trace_windows.read_text().split()
-            if len(lines) >= 3:
-                window = f" AFTER={lines[-2]} BEFORE={lines[-1]}"
+        windows = trace_summary.read_windows(self.run_dir)
+        window = f" AFTER={windows[-1].start_ns} BEFORE={windows[-1].end_ns}" if windows else ""
         return f'make -C hyperkernel replay TRACE="{files}"{window}'
 
     def dimensions(self) -> dict[str, object]:

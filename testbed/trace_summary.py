@@ -34,6 +34,10 @@ from typing import Any
 from testbed.errors import ConfigError
 
 PAGE_SIZE = 4096
+# the run directory's files: PREFIX.nodeN from each node (the library adds
+# ".nodeN"), and each workload's window from the harness (testbed/cluster.py)
+TRACE_PREFIX = "faults"
+WINDOWS_FILE = "faults.windows"
 # A wait beyond this is no longer a fetch: the request queued (a hold-down, a
 # busy owner).  A remote fetch takes 20-70 us here; this is about 4 raw round
 # trips (57-71 us on the machine that measured it).
@@ -87,7 +91,7 @@ class Summary:
 
 def read_trace(run_dir: Path) -> list[Stall]:
     """Every stall of every node's trace in ``run_dir``, in time order."""
-    files = sorted(run_dir.glob("faults.node*"), key=lambda p: p.name)
+    files = sorted(run_dir.glob(f"{TRACE_PREFIX}.node*"), key=lambda p: p.name)
     if not files:
         raise ConfigError(f"no fault trace in {run_dir} (faults.node*)",
                           "record one: testbed run|workload ... --fault-trace")
@@ -123,7 +127,7 @@ def _read_node(path: Path) -> Iterable[Stall]:
 
 def read_windows(run_dir: Path) -> list[Window]:
     """The workloads' windows the harness recorded, in order; empty if none."""
-    path = run_dir / "faults.windows"
+    path = run_dir / WINDOWS_FILE
     if not path.exists():
         return []
     windows = []
